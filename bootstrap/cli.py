@@ -1,0 +1,340 @@
+"""The typer CLI: parse options, call one core function, render its result.
+
+No business logic here. Errors are KbootError subclasses, caught once in
+`main()`, printed as one message on stderr with the documented exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from bootstrap import __version__
+from bootstrap.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, KbootError, UsageError
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 success; 1 the operation failed (install, smoke test, I/O); "
+    "2 bad usage or a bad profile; 130 interrupted (Ctrl-C), everything rolled back."
+)
+
+app = typer.Typer(
+    name="kboot",
+    help="Create verified Keras environments from declarative profiles.\n\n"
+    "Example: kboot create numpy   (virtualenv + backend + keras.json + smoke test)\n\n"
+    + EXIT_CODES_HELP,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+config_app = typer.Typer(
+    help="Show or safely edit a keras.json (validate, merge, atomic write, backup).",
+    no_args_is_help=True,
+)
+app.add_typer(config_app, name="config")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+
+def _emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"kboot {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Log every command run; tracebacks on errors.")
+    ] = False,
+) -> None:
+    if debug:
+        logging.basicConfig(level=logging.DEBUG, format="kboot: %(message)s", stream=sys.stderr)
+
+
+@app.command()
+def create(
+    profile: Annotated[
+        str, typer.Argument(help="A built-in profile name, a name in your profile folder, or a .toml path.")
+    ],
+    dest: Annotated[
+        Path | None,
+        typer.Option(help="Build the environment here instead of <kboot home>/envs/<name>."),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Environment name (default: the profile's name).")
+    ] = None,
+    python: Annotated[
+        str | None,
+        typer.Option(help="Interpreter path, or a version such as 3.12 (default: discovered)."),
+    ] = None,
+    installer: Annotated[
+        str, typer.Option(help="uv (fast, default) or pip (the environment's own pip).")
+    ] = "uv",
+    scope: Annotated[
+        str,
+        typer.Option(
+            help="env: keras.json inside the environment (default); "
+            "user: merge into your own keras.json, with a backup."
+        ),
+    ] = "env",
+    index_url: Annotated[
+        str | None, typer.Option(help="Package index to use instead of the profile's sources.")
+    ] = None,
+    extra_index_url: Annotated[
+        list[str] | None, typer.Option(help="Extra package index (repeatable).")
+    ] = None,
+    find_links: Annotated[
+        list[str] | None, typer.Option(help="Local wheel folder or URL (repeatable).")
+    ] = None,
+    system_site_packages: Annotated[
+        bool,
+        typer.Option(help="See the base Python's packages (reuse a preinstalled CUDA build)."),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option(help="Replace a --dest that exists and is not a kboot environment.")
+    ] = False,
+    no_smoke: Annotated[bool, typer.Option("--no-smoke", help="Skip the smoke test.")] = False,
+    allow_cpu: Annotated[
+        bool, typer.Option(help="Let a GPU profile pass when the backend sees no GPU.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a virtualenv from PROFILE, install keras + backend, write keras.json, smoke-test it.
+
+    Any of --index-url/--extra-index-url/--find-links replaces all the profile's own
+    package sources. On any failure nothing half-built is left: a new environment is
+    removed, one being replaced is restored, and your keras.json is put back.
+    """
+    from bootstrap.create import CreateRequest, create_environment
+    from bootstrap.installers import INSTALLERS
+    from bootstrap.paths import builtin_profiles_dir, user_profiles_dir
+    from bootstrap.profiles import Sources, resolve_profile
+
+    if installer not in INSTALLERS:
+        raise UsageError(f"--installer {installer!r}: expected one of {', '.join(INSTALLERS)}")
+    sources = None
+    if index_url or extra_index_url or find_links:
+        sources = Sources(index_url, tuple(extra_index_url or ()), tuple(find_links or ()))
+    loaded = resolve_profile(profile, user_profiles_dir(), builtin_profiles_dir())
+    request = CreateRequest(
+        profile=loaded,
+        dest=dest,
+        name=name,
+        python=python,
+        installer=installer,
+        scope=scope,
+        system_site_packages=system_site_packages,
+        force=force,
+        smoke=not no_smoke,
+        allow_cpu=allow_cpu,
+        sources=sources,
+    )
+    from bootstrap.render import ConsoleReporter, render_create
+
+    result = create_environment(request, reporter=ConsoleReporter())
+    if as_json:
+        _emit_json(result.to_dict())
+    else:
+        render_create(result)
+
+
+@app.command("profiles")
+def profiles_cmd(as_json: JsonOpt = False) -> None:
+    """List the built-in profiles and yours (yours shadow built-ins of the same name)."""
+    from bootstrap.paths import builtin_profiles_dir, user_profiles_dir
+    from bootstrap.profiles import list_profiles
+    from bootstrap.render import render_profiles
+
+    user_dir = user_profiles_dir()
+    entries = list_profiles(user_dir, builtin_profiles_dir())
+    if as_json:
+        _emit_json([e.to_dict() for e in entries])
+    else:
+        render_profiles(entries, user_dir)
+
+
+@app.command()
+def show(
+    profile: Annotated[str, typer.Argument(help="Profile name or .toml path.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one profile's validated values and where it comes from."""
+    from bootstrap.paths import builtin_profiles_dir, user_profiles_dir
+    from bootstrap.profiles import resolve_profile
+    from bootstrap.render import render_profile
+
+    loaded = resolve_profile(profile, user_profiles_dir(), builtin_profiles_dir())
+    if as_json:
+        _emit_json(loaded.to_dict())
+    else:
+        render_profile(loaded)
+
+
+@app.command("list")
+def list_cmd(as_json: JsonOpt = False) -> None:
+    """List the environments kboot made, with backend and health."""
+    from bootstrap.envs import list_envs
+    from bootstrap.render import render_envs
+
+    envs = list_envs(os.environ)
+    if as_json:
+        _emit_json([e.to_dict() for e in envs])
+    else:
+        render_envs(envs)
+
+
+@app.command()
+def check(
+    env: Annotated[str, typer.Argument(help="Environment name or path.")],
+    allow_cpu: Annotated[
+        bool, typer.Option(help="Let a GPU profile pass when the backend sees no GPU.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-run the smoke test of an environment; exit 1 when it no longer matches its profile."""
+    from bootstrap.envs import check_env
+    from bootstrap.render import render_check
+
+    result = check_env(env, os.environ, allow_cpu=allow_cpu)
+    if as_json:
+        _emit_json(result.to_dict())
+    else:
+        render_check(result)
+    if not result.smoke.ok:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def remove(
+    env: Annotated[str, typer.Argument(help="Environment name or path.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete an environment kboot made (anything else is refused)."""
+    from bootstrap.envs import remove_env
+
+    result = remove_env(env, os.environ)
+    if as_json:
+        _emit_json(result.to_dict())
+        return
+    typer.echo(f"removed {result.name} ({result.path})")
+    if result.keras_json_kept:
+        typer.echo(f"left {result.keras_json_kept} as it is (it is your user-wide config)")
+
+
+KerasHomeOpt = Annotated[
+    Path | None,
+    typer.Option(help="Keras home to use instead of $KERAS_HOME or ~/.keras."),
+]
+
+
+def _keras_home(option: Path | None) -> tuple[Path, str]:
+    from bootstrap.paths import user_keras_home
+
+    if option is not None:
+        return option.expanduser().absolute(), "--keras-home"
+    source = "KERAS_HOME" if os.environ.get("KERAS_HOME") else "default"
+    return Path(user_keras_home()), source
+
+
+@config_app.command("show")
+def config_show(keras_home: KerasHomeOpt = None, as_json: JsonOpt = False) -> None:
+    """Show the effective keras.json, its values, and what overrides them."""
+    from bootstrap.keras_config import describe_config
+    from bootstrap.render import render_config
+
+    home, source = _keras_home(keras_home)
+    view = describe_config(home, source, os.environ)
+    if as_json:
+        _emit_json(view.to_dict())
+    else:
+        render_config(view)
+
+
+@config_app.command("set")
+def config_set(
+    assignments: Annotated[
+        list[str], typer.Argument(help="KEY=VALUE pairs: backend, floatx, image_data_format, epsilon.")
+    ],
+    keras_home: KerasHomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Set keys in keras.json: validated, merged (other keys kept), atomic, with a .bak backup."""
+    from bootstrap.keras_config import KERAS_JSON, merge_keras_json, parse_assignments
+
+    values = parse_assignments(assignments)
+    home, _ = _keras_home(keras_home)
+    result = merge_keras_json(home / KERAS_JSON, values)
+    if as_json:
+        _emit_json(
+            {
+                "path": str(result.path),
+                "changed": result.changed,
+                "backup": str(result.backup) if result.backup else None,
+                "set": values,
+            }
+        )
+        return
+    state = "updated" if result.changed else "already set, unchanged:"
+    typer.echo(f"{state} {result.path}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+    if result.backup:
+        typer.echo(f"previous version kept as {result.backup}")
+    if os.environ.get("KERAS_BACKEND") and "backend" in values:
+        typer.echo(
+            f"warning: KERAS_BACKEND={os.environ['KERAS_BACKEND']} in your shell overrides "
+            "the file's backend",
+            err=True,
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the CLI, turn every KbootError into one line and an exit code."""
+    import click
+
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args or os.environ.get("KBOOT_DEBUG") == "1"
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=args, prog_name="kboot", standalone_mode=False)
+    except KbootError as exc:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        _print_error(exc)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.stderr.write("kboot: interrupted\n")
+        sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_USAGE if exc.exit_code == 2 else exc.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("kboot: interrupted\n")
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _print_error(exc: KbootError) -> None:
+    from bootstrap.render import error_console
+
+    console = error_console()
+    if exc.details:
+        console.print(exc.details, markup=False, highlight=False, style="dim")
+    console.print(f"kboot: error: {exc.message}", markup=False, highlight=False, style="bold red")
+    if exc.hint:
+        console.print(f"  hint: {exc.hint}", markup=False, highlight=False)

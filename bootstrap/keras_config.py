@@ -1,0 +1,227 @@
+"""Reading, validating, merging and writing keras.json safely.
+
+Keras itself treats a malformed keras.json as `{}` and silently applies its
+defaults, so kboot never writes a broken file and refuses to merge into one.
+Writes go to a temporary file that is `os.replace`d over the target, after the
+previous content was copied to `keras.json.bak`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bootstrap.errors import ConfigError, UsageError
+from bootstrap.profiles import FLOATX_VALUES, IMAGE_DATA_FORMATS, KERAS3_BACKENDS
+
+KERAS_JSON = "keras.json"
+BACKUP_SUFFIX = ".bak"
+#: What Keras 3 uses when keras.json does not say.
+KERAS_DEFAULTS: Mapping[str, Any] = {
+    "floatx": "float32",
+    "epsilon": 1e-07,
+    "backend": "tensorflow",
+    "image_data_format": "channels_last",
+}
+KERAS2_BACKENDS = ("tensorflow", "theano", "cntk")
+KNOWN_BACKENDS = tuple(dict.fromkeys((*KERAS3_BACKENDS, *KERAS2_BACKENDS)))
+SETTABLE_KEYS = ("backend", "floatx", "image_data_format", "epsilon", "nnx_enabled")
+_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+
+
+def is_module_path(backend: str) -> bool:
+    """True for an external Keras 2 backend named by a dotted module path."""
+    return bool(_DOTTED.match(backend))
+
+
+def read_keras_json(path: Path) -> dict[str, Any] | None:
+    """The parsed file, None when it does not exist; a malformed file is an error."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory, not a keras.json file") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+            "Keras would silently ignore the whole file",
+            hint=f"fix or delete {path}; kboot left it unchanged",
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path} holds a JSON {type(data).__name__}, not an object; Keras would ignore it",
+            hint=f"fix or delete {path}; kboot left it unchanged",
+        )
+    return data
+
+
+def parse_assignments(pairs: Iterable[str]) -> dict[str, Any]:
+    """`KEY=VALUE` strings from the command line, validated and typed."""
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key, raw = key.strip(), raw.strip()
+        if not sep or not key:
+            raise UsageError(f"'{pair}' is not KEY=VALUE", hint="for example: floatx=float64")
+        values[key] = validate_value(key, raw)
+    if not values:
+        raise UsageError("nothing to set", hint="give KEY=VALUE pairs, e.g. backend=jax")
+    return values
+
+
+def validate_value(key: str, raw: str) -> Any:
+    if key == "floatx":
+        return _choice(key, raw, FLOATX_VALUES)
+    if key == "image_data_format":
+        return _choice(key, raw, IMAGE_DATA_FORMATS)
+    if key == "backend":
+        if raw in KNOWN_BACKENDS or is_module_path(raw):
+            return raw
+        raise UsageError(
+            f"backend={raw!r} is not a Keras backend; expected one of "
+            f"{', '.join(KNOWN_BACKENDS)} or a dotted module path (Keras 2 external backend)"
+        )
+    if key == "epsilon":
+        try:
+            number = float(raw)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number) or number <= 0:
+            raise UsageError(f"epsilon={raw!r} is not a positive number; e.g. epsilon=1e-07")
+        return number  # a JSON float: Keras rejects an integer epsilon
+    if key == "nnx_enabled":
+        return _choice(key, raw.lower(), ("true", "false")) == "true"
+    raise UsageError(f"unknown keras.json key '{key}'; kboot sets: {', '.join(SETTABLE_KEYS)}")
+
+
+def _choice(key: str, raw: str, allowed: Iterable[str]) -> str:
+    allowed = tuple(allowed)
+    if raw not in allowed:
+        raise UsageError(f"{key}={raw!r} is not allowed; expected one of {', '.join(allowed)}")
+    return raw
+
+
+def render(data: Mapping[str, Any]) -> str:
+    return json.dumps(dict(data), indent=4) + "\n"
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    path: Path
+    changed: bool
+    backup: Path | None
+    previous: str | None  # the exact bytes before, for a rollback
+
+    def restore(self) -> None:
+        """Put back what was there before this write (used when a later step fails)."""
+        if not self.changed:
+            return
+        if self.previous is None:
+            self.path.unlink(missing_ok=True)
+        else:
+            atomic_write(self.path, self.previous)
+
+
+def merge_keras_json(path: Path, updates: Mapping[str, Any], *, backup: bool = True) -> WriteResult:
+    """Set `updates` in the keras.json at `path`, keeping every key kboot does not own."""
+    try:
+        previous = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        previous = None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    existing = read_keras_json(path) or {}
+    merged = {**existing, **updates}
+    text = render(merged)
+    if previous is not None and existing == merged:
+        return WriteResult(path, changed=False, backup=None, previous=previous)
+    backup_path = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if backup and previous is not None:
+            backup_path = path.with_name(path.name + BACKUP_SUFFIX)
+            shutil.copy2(path, backup_path)
+        atomic_write(path, text)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write {path}: {exc.strerror}",
+            hint="make the Keras home writable, or point KERAS_HOME (or --keras-home) elsewhere",
+        ) from None
+    return WriteResult(path, changed=True, backup=backup_path, previous=previous)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write through a temporary file in the same folder, then rename over the target."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if path.exists():
+            shutil.copymode(path, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class ConfigView:
+    """What `kboot config show` reports: the file, its values, and what overrides them."""
+
+    keras_home: Path
+    keras_home_source: str  # "--keras-home", "KERAS_HOME", or "default"
+    path: Path
+    exists: bool
+    file_values: Mapping[str, Any]
+    effective: Mapping[str, Any]
+    overrides: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "keras_home": str(self.keras_home),
+            "keras_home_source": self.keras_home_source,
+            "path": str(self.path),
+            "exists": self.exists,
+            "file_values": dict(self.file_values),
+            "effective": dict(self.effective),
+            "overrides": list(self.overrides),
+        }
+
+
+def describe_config(keras_home: Path, source: str, environ: Mapping[str, str]) -> ConfigView:
+    path = keras_home / KERAS_JSON
+    values = read_keras_json(path)
+    effective = {**KERAS_DEFAULTS, **(values or {})}
+    overrides = []
+    if environ.get("KERAS_BACKEND"):
+        overrides.append(
+            f"KERAS_BACKEND={environ['KERAS_BACKEND']} in the environment overrides "
+            f"backend={effective['backend']!r} from the file"
+        )
+        effective["backend"] = environ["KERAS_BACKEND"]
+    return ConfigView(
+        keras_home=keras_home,
+        keras_home_source=source,
+        path=path,
+        exists=values is not None,
+        file_values=values or {},
+        effective=effective,
+        overrides=tuple(overrides),
+    )

@@ -1,0 +1,142 @@
+"""Every location kboot reads or writes, in one module.
+
+Paths come from platformdirs and virtualenv's conventions, never hard-coded
+`bin/`; each function takes the environment mapping (and where it matters the
+platform) as an argument so tests can ask for any layout without patching.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
+
+import platformdirs
+
+#: Name of the record kboot writes into every environment it builds.
+RECORD_FILE = "kboot-env.json"
+#: Keras home kept inside an environment built with `--scope env`.
+ENV_KERAS_HOME = "keras-home"
+#: The startup file that points the environment's interpreter at its Keras home.
+PTH_FILE = "_kboot_keras_home.pth"
+
+
+def kboot_home(environ: Mapping[str, str] | None = None) -> Path:
+    """Where kboot keeps environments and locks: $KBOOT_HOME, else the user data dir."""
+    environ = os.environ if environ is None else environ
+    if environ.get("KBOOT_HOME"):
+        return Path(environ["KBOOT_HOME"]).expanduser()
+    return platformdirs.user_data_path("kboot", appauthor=False)
+
+
+def envs_dir(environ: Mapping[str, str] | None = None) -> Path:
+    return kboot_home(environ) / "envs"
+
+
+def locks_dir(environ: Mapping[str, str] | None = None) -> Path:
+    return kboot_home(environ) / "locks"
+
+
+def user_profiles_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The user's own profiles: $KBOOT_PROFILES, else <user config dir>/kboot/profiles."""
+    environ = os.environ if environ is None else environ
+    if environ.get("KBOOT_PROFILES"):
+        return Path(environ["KBOOT_PROFILES"]).expanduser()
+    return platformdirs.user_config_path("kboot", appauthor=False) / "profiles"
+
+
+def builtin_profiles_dir() -> Path:
+    """Profiles shipped with kboot: inside the wheel, or `profiles/` in a source checkout."""
+    packaged = Path(__file__).resolve().parent / "profiles"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "profiles"
+
+
+def user_keras_home(
+    environ: Mapping[str, str] | None = None,
+    *,
+    platform: str = sys.platform,
+    home: PurePath | None = None,
+) -> PurePath:
+    """The Keras home that Keras itself would use for this user.
+
+    Mirrors keras/src/backend/config.py: $KERAS_HOME when set, else `~/.keras`
+    (`%USERPROFILE%\\.keras` on Windows), else `/tmp/.keras` when the home
+    directory is not writable.
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get("KERAS_HOME"):
+        return _pure(platform)(environ["KERAS_HOME"])
+    if home is None:
+        if platform == "win32" and environ.get("USERPROFILE"):
+            home = _pure(platform)(environ["USERPROFILE"])
+        elif environ.get("HOME"):
+            home = _pure(platform)(environ["HOME"])
+        else:
+            home = Path.home()
+    if platform != "win32" and isinstance(home, Path) and not os.access(home, os.W_OK):
+        home = PurePosixPath("/tmp")  # what Keras does, see the docstring
+    return _pure(platform)(home) / ".keras"
+
+
+def _pure(platform: str) -> type[PurePath]:
+    if platform == sys.platform:
+        return Path
+    return PureWindowsPath if platform == "win32" else PurePosixPath
+
+
+@dataclass(frozen=True)
+class EnvLayout:
+    """Where things live inside a virtual environment, for one platform.
+
+    virtualenv tells us these for an environment it creates; for an
+    environment found on disk we derive them the same way virtualenv does.
+    """
+
+    root: PurePath
+    bin_dir: PurePath
+    python: PurePath
+    site_packages: PurePath
+
+    @classmethod
+    def for_platform(
+        cls,
+        root: PurePath,
+        *,
+        python_version: tuple[int, int],
+        platform: str = sys.platform,
+        implementation: str = "cpython",
+    ) -> EnvLayout:
+        if platform == "win32":
+            root = PureWindowsPath(root)
+            bin_dir = root / "Scripts"
+            return cls(root, bin_dir, bin_dir / "python.exe", root / "Lib" / "site-packages")
+        root = Path(root) if platform == sys.platform else PurePosixPath(root)
+        bin_dir = root / "bin"
+        major, minor = python_version
+        lib = f"pypy{major}.{minor}" if implementation == "pypy" else f"python{major}.{minor}"
+        return cls(root, bin_dir, bin_dir / "python", root / "lib" / lib / "site-packages")
+
+    def keras_home(self) -> PurePath:
+        return self.root / ENV_KERAS_HOME
+
+    def record(self) -> PurePath:
+        return self.root / RECORD_FILE
+
+
+def read_pyvenv_cfg(root: Path) -> dict[str, str]:
+    """The key = value pairs of an environment's pyvenv.cfg ({} when there is none)."""
+    cfg = root / "pyvenv.cfg"
+    values: dict[str, str] = {}
+    try:
+        text = cfg.read_text(encoding="utf-8")
+    except OSError:
+        return values
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            values[key.strip()] = value.strip()
+    return values

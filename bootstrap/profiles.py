@@ -1,0 +1,328 @@
+"""Profiles: declarative TOML files that say which Keras environment to build.
+
+A profile is loaded into a frozen `Profile` and validated completely before
+anything touches the disk. Every error names the file, the key, the bad value
+and what would be accepted.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import canonicalize_name
+
+from bootstrap.errors import ProfileError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+KERAS3_BACKENDS = ("tensorflow", "jax", "torch", "numpy", "openvino")
+FLOATX_VALUES = ("float16", "float32", "float64")
+IMAGE_DATA_FORMATS = ("channels_last", "channels_first")
+
+#: Distributions that provide each backend; a profile must list one of them.
+BACKEND_PACKAGES: Mapping[str, tuple[str, ...]] = {
+    "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tf-nightly"),
+    "jax": ("jax", "jaxlib"),
+    "torch": ("torch",),
+    "numpy": ("numpy",),
+    "openvino": ("openvino",),
+}
+
+DEFAULTS: Mapping[str, Any] = {
+    "description": "",
+    "floatx": "float32",
+    "image_data_format": "channels_last",
+    "epsilon": 1e-07,
+    "python": ">=3.10",
+    "keras": ">=3,<4",
+    "packages": [],
+    "gpu": False,
+    "index_url": None,
+    "extra_index_urls": [],
+    "find_links": [],
+}
+KNOWN_KEYS = ("backend", *DEFAULTS)
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where the installer looks for packages, beyond its default index."""
+
+    index_url: str | None = None
+    extra_index_urls: tuple[str, ...] = ()
+    find_links: tuple[str, ...] = ()
+
+    def is_default(self) -> bool:
+        return self == Sources()
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    path: Path
+    backend: str
+    description: str = ""
+    floatx: str = "float32"
+    image_data_format: str = "channels_last"
+    epsilon: float = 1e-07
+    python: str = ">=3.10"
+    keras: str = ">=3,<4"
+    packages: tuple[str, ...] = ()
+    gpu: bool = False
+    sources: Sources = field(default_factory=Sources)
+
+    @property
+    def python_specifier(self) -> SpecifierSet:
+        return SpecifierSet(self.python)
+
+    def requirements(self) -> tuple[str, ...]:
+        """What the installer gets: keras with the profile's specifier, then the packages."""
+        return (f"keras{self.keras}", *self.packages)
+
+    def keras_config(self) -> dict[str, Any]:
+        """The keras.json values this profile owns."""
+        return {
+            "backend": self.backend,
+            "floatx": self.floatx,
+            "image_data_format": self.image_data_format,
+            "epsilon": self.epsilon,
+        }
+
+    def content(self) -> dict[str, Any]:
+        """Everything that decides what gets built (the name and file aside)."""
+        data = asdict(self)
+        del data["name"], data["path"]
+        data["sources"] = asdict(self.sources)
+        return data
+
+    def digest(self) -> str:
+        canonical = json.dumps(self.content(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "path": str(self.path), **self.content()}
+
+    def with_sources(self, sources: Sources) -> Profile:
+        return replace(self, sources=sources)
+
+
+def load_profile(path: Path, *, name: str | None = None) -> Profile:
+    """Read and validate one profile file."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ProfileError(f"profile file {path} does not exist") from None
+    except OSError as exc:
+        raise ProfileError(f"cannot read profile {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ProfileError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(
+            f"{path}: invalid TOML: {exc}", hint="fix the syntax; see `kboot show numpy` for a model"
+        ) from None
+    return parse_profile(data, path=path, name=name or path.stem)
+
+
+def parse_profile(data: Mapping[str, Any], *, path: Path, name: str) -> Profile:
+    check = _Checker(path)
+    unknown = [key for key in data if key not in KNOWN_KEYS]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else None
+        raise ProfileError(
+            f"{path}: unknown key '{key}'; known keys: {', '.join(KNOWN_KEYS)}", hint=hint
+        )
+    if "backend" not in data:
+        raise ProfileError(
+            f"{path}: missing required key 'backend'; allowed: {', '.join(KERAS3_BACKENDS)}"
+        )
+    values = {**DEFAULTS, **data}
+
+    backend = check.choice("backend", values["backend"], KERAS3_BACKENDS)
+    floatx = check.choice("floatx", values["floatx"], FLOATX_VALUES)
+    image_data_format = check.choice(
+        "image_data_format", values["image_data_format"], IMAGE_DATA_FORMATS
+    )
+    epsilon = check.epsilon(values["epsilon"])
+    python = check.specifier("python", values["python"])
+    keras = check.specifier("keras", values["keras"])
+    packages = check.requirements("packages", values["packages"])
+    gpu = check.boolean("gpu", values["gpu"])
+    index_url = values["index_url"]
+    if index_url is not None:
+        index_url = check.string("index_url", index_url)
+    sources = Sources(
+        index_url=index_url,
+        extra_index_urls=check.strings("extra_index_urls", values["extra_index_urls"]),
+        find_links=check.strings("find_links", values["find_links"]),
+    )
+    description = check.string("description", values["description"])
+
+    names = {canonicalize_name(Requirement(p).name) for p in packages}
+    if "keras" in names:
+        raise ProfileError(
+            f"{path}: key 'packages' lists keras; give its version with the 'keras' key instead",
+            hint='for example: keras = ">=3.8,<4"',
+        )
+    providers = BACKEND_PACKAGES[backend]
+    if not names.intersection(providers):
+        raise ProfileError(
+            f"{path}: backend '{backend}' needs one of {', '.join(providers)} in 'packages'",
+            hint=f'add it, for example: packages = ["{providers[0]}"]',
+        )
+    return Profile(
+        name=name,
+        path=path,
+        backend=backend,
+        description=description,
+        floatx=floatx,
+        image_data_format=image_data_format,
+        epsilon=epsilon,
+        python=python,
+        keras=keras,
+        packages=packages,
+        gpu=gpu,
+        sources=sources,
+    )
+
+
+@dataclass(frozen=True)
+class _Checker:
+    path: Path
+
+    def fail(self, key: str, value: object, expected: str, hint: str | None = None) -> ProfileError:
+        return ProfileError(
+            f"{self.path}: key '{key}' has invalid value {value!r}; expected {expected}", hint=hint
+        )
+
+    def choice(self, key: str, value: object, allowed: Sequence[str]) -> str:
+        if not isinstance(value, str) or value not in allowed:
+            close = difflib.get_close_matches(str(value), allowed, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else None
+            raise self.fail(key, value, "one of " + ", ".join(allowed), hint)
+        return value
+
+    def epsilon(self, value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail("epsilon", value, "a positive number such as 1e-07")
+        number = float(value)
+        if not math.isfinite(number) or number <= 0:
+            raise self.fail("epsilon", value, "a positive finite number such as 1e-07")
+        return number
+
+    def specifier(self, key: str, value: object) -> str:
+        if not isinstance(value, str):
+            raise self.fail(key, value, 'a version specifier string such as ">=3.10"')
+        try:
+            SpecifierSet(value)
+            return value.strip()
+        except InvalidSpecifier:
+            raise self.fail(key, value, 'a version specifier such as ">=3.10,<3.14"') from None
+
+    def requirements(self, key: str, value: object) -> tuple[str, ...]:
+        items = self.strings(key, value)
+        for item in items:
+            try:
+                Requirement(item)
+            except InvalidRequirement as exc:
+                raise self.fail(
+                    key, item, 'requirement strings such as "jax[cpu]>=0.4"', str(exc)
+                ) from None
+        return items
+
+    def boolean(self, key: str, value: object) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(key, value, "true or false")
+        return value
+
+    def string(self, key: str, value: object) -> str:
+        if not isinstance(value, str):
+            raise self.fail(key, value, "a string")
+        return value
+
+    def strings(self, key: str, value: object) -> tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(key, value, "a list of strings")
+        return tuple(value)
+
+
+@dataclass(frozen=True)
+class ProfileEntry:
+    """One line of `kboot profiles`."""
+
+    name: str
+    origin: str  # "user" or "builtin"
+    path: Path
+    shadows_builtin: bool
+    profile: Profile | None
+    error: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "origin": self.origin,
+            "path": str(self.path),
+            "shadows_builtin": self.shadows_builtin,
+            "backend": self.profile.backend if self.profile else None,
+            "description": self.profile.description if self.profile else None,
+            "error": self.error,
+        }
+
+
+def _profile_files(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(folder.glob("*.toml")) if p.is_file()}
+
+
+def list_profiles(user_dir: Path, builtin_dir: Path) -> list[ProfileEntry]:
+    builtin = _profile_files(builtin_dir)
+    user = _profile_files(user_dir)
+    entries = []
+    for name in sorted(set(builtin) | set(user)):
+        origin, path = ("user", user[name]) if name in user else ("builtin", builtin[name])
+        try:
+            profile: Profile | None = load_profile(path)
+            error = None
+        except ProfileError as exc:
+            profile, error = None, exc.message
+        entries.append(
+            ProfileEntry(name, origin, path, origin == "user" and name in builtin, profile, error)
+        )
+    return entries
+
+
+def looks_like_path(ref: str) -> bool:
+    return ref.endswith(".toml") or "/" in ref or "\\" in ref
+
+
+def resolve_profile(ref: str, user_dir: Path, builtin_dir: Path) -> Profile:
+    """A profile by built-in name, user-profile name, or path to a .toml file."""
+    if looks_like_path(ref):
+        return load_profile(Path(ref).expanduser())
+    for folder in (user_dir, builtin_dir):
+        candidate = folder / f"{ref}.toml"
+        if candidate.is_file():
+            return load_profile(candidate)
+    known = sorted(set(_profile_files(user_dir)) | set(_profile_files(builtin_dir)))
+    close = difflib.get_close_matches(ref, known, n=3, cutoff=0.5)
+    hint = f"did you mean {' or '.join(close)}?" if close else "`kboot profiles` lists them"
+    raise ProfileError(
+        f"unknown profile '{ref}'; known profiles: {', '.join(known) or 'none'}", hint=hint
+    )

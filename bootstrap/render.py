@@ -1,0 +1,176 @@
+"""Text rendering of core results (the CLI's only printing besides --json)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from bootstrap.create import CreateResult
+from bootstrap.envs import CheckResult, EnvSummary
+from bootstrap.keras_config import ConfigView
+from bootstrap.profiles import Profile, ProfileEntry
+from bootstrap.progress import RecordingReporter
+from bootstrap.smoke import SmokeReport
+
+
+def out_console() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def error_console() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class ConsoleReporter(RecordingReporter):
+    """Each step on stderr: a spinner with elapsed time on a terminal, plain lines elsewhere."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.console = error_console()
+
+    @contextmanager
+    def step(self, label: str) -> Iterator[None]:
+        started = time.monotonic()
+        ok = False
+        try:
+            if self.console.is_terminal:
+                with self.console.status(label):
+                    with super().step(label):
+                        yield
+            else:
+                self.console.print(f"… {label}", markup=False)
+                with super().step(label):
+                    yield
+            ok = True
+        finally:
+            elapsed = time.monotonic() - started
+            mark = "[green]✓[/]" if ok else "[red]✗[/]"
+            self.console.print(f"{mark} {_escape(label)} [dim]({elapsed:.1f} s)[/]")
+
+    def warn(self, message: str) -> None:
+        super().warn(message)
+        self.console.print(f"[yellow]warning:[/] {_escape(message)}")
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _smoke_lines(smoke: SmokeReport) -> list[str]:
+    devices = ", ".join(d.get("name", "?") for d in smoke.devices) or "none reported"
+    reported = smoke.reported
+    return [
+        f"  keras {smoke.keras_version}, {reported.get('backend')} {smoke.backend_version}",
+        f"  floatx={reported.get('floatx')} image_data_format={reported.get('image_data_format')}"
+        f" epsilon={reported.get('epsilon')} (matmul result: {reported.get('compute_dtype')})",
+        f"  devices: {devices}",
+    ]
+
+
+def render_create(result: CreateResult) -> None:
+    console = out_console()
+    verb = "replaced" if result.replaced else "created"
+    console.print(f"{verb} {result.name} at {result.path}", markup=False)
+    console.print(
+        f"  profile {result.profile.name}, Python {result.interpreter.version}, "
+        f"keras.json: {result.keras_json} (scope {result.scope})",
+        markup=False,
+    )
+    if result.smoke:
+        console.print("smoke test passed:", markup=False)
+        for line in _smoke_lines(result.smoke):
+            console.print(line, markup=False)
+    else:
+        console.print("smoke test skipped (--no-smoke)", markup=False)
+    bin_dir = "Scripts" if sys.platform == "win32" else "bin"
+    console.print(f"use it: {Path(result.path) / bin_dir / 'python'} your_script.py", markup=False)
+
+
+def render_profiles(entries: Sequence[ProfileEntry], user_dir: Path) -> None:
+    table = Table(box=None, pad_edge=False)
+    for column in ("NAME", "BACKEND", "ORIGIN", "DESCRIPTION"):
+        table.add_column(column)
+    for entry in entries:
+        origin = entry.origin + (" (shadows built-in)" if entry.shadows_builtin else "")
+        if entry.profile is None:
+            table.add_row(entry.name, "-", origin, f"[red]invalid:[/] {_escape(entry.error or '')}")
+        else:
+            table.add_row(entry.name, entry.profile.backend, origin, entry.profile.description)
+    console = out_console()
+    console.print(table)
+    console.print(f"\nyour profiles: {user_dir} (a profile there shadows a built-in of that name)",
+                  markup=False)
+
+
+def render_profile(profile: Profile) -> None:
+    console = out_console()
+    console.print(f"# {profile.name}: {profile.path}", markup=False)
+    for key, value in profile.content().items():
+        if key == "sources":
+            for skey, svalue in value.items():
+                if svalue:
+                    console.print(f"{skey} = {svalue!r}", markup=False)
+        else:
+            console.print(f"{key} = {value!r}", markup=False)
+
+
+def render_envs(envs: Sequence[EnvSummary]) -> None:
+    console = out_console()
+    if not envs:
+        console.print("no environments yet; try: kboot create numpy", markup=False)
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("NAME", "BACKEND", "FLOATX", "PYTHON", "KERAS", "HEALTH", "PATH"):
+        table.add_column(column)
+    for env in envs:
+        data = env.to_dict()
+        health = data["health"]
+        style = "green" if health == "ok" else "red" if health.startswith(("broken", "failed")) else "yellow"
+        table.add_row(
+            env.name,
+            data["backend"] or "-",
+            data["floatx"] or "-",
+            data["python"] or "-",
+            data["keras_version"] or "-",
+            f"[{style}]{_escape(health)}[/]",
+            str(env.path),
+        )
+    console.print(table)
+
+
+def render_check(result: CheckResult) -> None:
+    console = out_console()
+    smoke = result.smoke
+    if smoke.ok:
+        console.print(f"{result.name}: ok ({smoke.seconds:.1f} s)", markup=False)
+        for line in _smoke_lines(smoke):
+            console.print(line, markup=False)
+    else:
+        console.print(f"{result.name}: FAILED", markup=False)
+        for problem in smoke.problems:
+            console.print(f"  - {problem}", markup=False)
+    errors = error_console()
+    for warning in (*smoke.warnings, *result.warnings):
+        errors.print(f"[yellow]warning:[/] {_escape(warning)}")
+
+
+def render_config(view: ConfigView) -> None:
+    console = out_console()
+    state = "" if view.exists else " (does not exist: Keras uses its defaults)"
+    console.print(f"{view.path}{state}", markup=False)
+    console.print(f"  Keras home from: {view.keras_home_source}", markup=False)
+    for key, value in view.effective.items():
+        origin = "file" if key in view.file_values else "default"
+        if any(o.startswith(f"KERAS_BACKEND=") for o in view.overrides) and key == "backend":
+            origin = "KERAS_BACKEND"
+        console.print(f"  {key} = {value!r}  [{origin}]", markup=False)
+    for override in view.overrides:
+        console.print(f"  note: {override}", markup=False)
