@@ -27,7 +27,7 @@ from bootstrap.errors import (
     SmokeError,
     UsageError,
 )
-from bootstrap.installers import get_installer, install
+from bootstrap.installers import get_installer, install, plan_install
 from bootstrap.interpreters import Interpreter, find_interpreter
 from bootstrap.keras_config import KERAS_JSON, WriteResult, merge_keras_json, read_keras_json
 from bootstrap.locking import env_lock
@@ -258,13 +258,21 @@ class _Build:
                 system_site_packages=request.system_site_packages,
                 seed_pip=installer.needs_pip,
             )
-        with reporter.step(f"install {', '.join(profile.requirements())} ({installer.name})"):
+        base = None
+        if request.system_site_packages:
+            base = installed_packages(env.python, cwd=env.root)
+        plan = plan_install(installer, profile.requirements(), base)
+        for requirement, version in plan.reused.items():
+            reporter.info(f"reusing {requirement} from the base Python ({version})")
+        label = ", ".join(plan.requirements) or "nothing new"
+        with reporter.step(f"install {label} ({installer.name})"):
             install(
                 installer,
                 env,
-                profile.requirements(),
+                plan.requirements,
                 profile.sources,
                 python_version=str(self.interpreter.version),
+                constraints=plan.constraints,
             )
         with reporter.step("write keras.json"):
             keras_json, startup_env = self._write_config(env)
@@ -320,7 +328,7 @@ class _Build:
         home.mkdir()
         merge_keras_json(home / KERAS_JSON, values, backup=False)
         self._share_caches(home)
-        startup_env = {"KERAS_HOME": str(home)}
+        startup_env = {"KERAS_HOME": str(home), **backend_env(self.profile)}
         env.write_startup_env(startup_env)
         return home / KERAS_JSON, startup_env
 
@@ -356,6 +364,13 @@ class _Build:
         self.reporter.warn(message)
 
 
+def backend_env(profile: Profile) -> dict[str, str]:
+    """Variables the backend needs to honour the profile (set at interpreter start-up)."""
+    if profile.backend == "jax" and profile.floatx == "float64":
+        return {"JAX_ENABLE_X64": "1"}  # else JAX silently computes in float32
+    return {}
+
+
 def run_smoke(
     env: VirtualEnv, expected: Expectation, *, scope: str, environ: Mapping[str, str]
 ) -> SmokeReport:
@@ -378,6 +393,6 @@ def smoke_error(name: str, report: SmokeReport, profile: Profile) -> SmokeError:
             break
     return SmokeError(
         f"smoke test failed for {name}: " + "; ".join(report.problems),
-        hint=hint or "nothing was kept; fix the profile (or use --allow-cpu for GPU profiles)",
+        hint=hint or "nothing was kept; fix what the lines above name, then run it again",
         details=report.details,
     )

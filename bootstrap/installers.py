@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from bootstrap.environment import VirtualEnv
 from bootstrap.errors import CommandError, InstallError
@@ -17,6 +22,8 @@ INSTALLERS = ("uv", "pip")
 class Installer(Protocol):
     name: str
     needs_pip: bool
+    #: True when it sees the base interpreter's packages in a --system-site-packages env.
+    sees_system_site: bool
 
     def install_command(
         self, env: VirtualEnv, requirements: Sequence[str], sources: Sources
@@ -39,6 +46,7 @@ def source_args(sources: Sources) -> list[str]:
 class UvInstaller:
     name: str = "uv"
     needs_pip: bool = False
+    sees_system_site: bool = False  # uv reads only the venv's own site-packages (uv#4466)
 
     def install_command(
         self, env: VirtualEnv, requirements: Sequence[str], sources: Sources
@@ -60,6 +68,7 @@ class UvInstaller:
 class PipInstaller:
     name: str = "pip"
     needs_pip: bool = True
+    sees_system_site: bool = True
 
     def install_command(
         self, env: VirtualEnv, requirements: Sequence[str], sources: Sources
@@ -102,6 +111,40 @@ _NETWORK = (
 )
 
 
+def satisfied_by(requirement: str, available: Mapping[str, str]) -> str | None:
+    """The installed version that meets `requirement`, if any (extras are not checked)."""
+    req = Requirement(requirement)
+    version = available.get(canonicalize_name(req.name))
+    if version is not None and req.specifier.contains(version, prereleases=True):
+        return version
+    return None
+
+
+@dataclass(frozen=True)
+class InstallPlan:
+    """What to install, and what the base interpreter already provides."""
+
+    requirements: tuple[str, ...]
+    reused: Mapping[str, str]  # requirement -> version found in the base interpreter
+    constraints: Mapping[str, str]  # name -> version pinned so the base's packages still fit
+
+
+def plan_install(
+    installer: Installer, requirements: Sequence[str], base_packages: Mapping[str, str] | None
+) -> InstallPlan:
+    """Requirements the base already meets are dropped for an installer that cannot see them.
+
+    pip skips them by itself. uv would reinstall them (and a CUDA torch is gigabytes), so
+    they are left out and everything the base has is pinned as a constraint: what uv adds
+    must fit the versions the reused packages were built against.
+    """
+    if not base_packages or installer.sees_system_site:
+        return InstallPlan(tuple(requirements), {}, {})
+    reused = {r: v for r in requirements if (v := satisfied_by(r, base_packages)) is not None}
+    todo = tuple(r for r in requirements if r not in reused)
+    return InstallPlan(todo, reused, dict(base_packages))
+
+
 def install(
     installer: Installer,
     env: VirtualEnv,
@@ -109,8 +152,26 @@ def install(
     sources: Sources,
     *,
     python_version: str,
-) -> CommandResult:
+    constraints: Mapping[str, str] | None = None,
+) -> CommandResult | None:
+    if not requirements:
+        return None
     cmd = installer.install_command(env, requirements, sources)
+    with tempfile.TemporaryDirectory(prefix="kboot-") as tmp:
+        if constraints:
+            pins = Path(tmp) / "constraints.txt"
+            pins.write_text("".join(f"{n}=={v}\n" for n, v in sorted(constraints.items())))
+            cmd += ["--constraint", str(pins)]
+        return _run_install(installer, cmd, env, requirements, python_version)
+
+
+def _run_install(
+    installer: Installer,
+    cmd: list[str],
+    env: VirtualEnv,
+    requirements: Sequence[str],
+    python_version: str,
+) -> CommandResult:
     try:
         return run(cmd, cwd=env.root, what=f"installing with {installer.name}")
     except CommandError as exc:

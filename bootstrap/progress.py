@@ -14,6 +14,8 @@ class Reporter(Protocol):
 
     def warn(self, message: str) -> None: ...
 
+    def info(self, message: str) -> None: ...
+
 
 @dataclass
 class RecordingReporter:
@@ -21,6 +23,7 @@ class RecordingReporter:
 
     steps: list[tuple[str, float]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @contextmanager
     def step(self, label: str) -> Iterator[None]:
@@ -32,3 +35,6 @@ class RecordingReporter:
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
+
+    def info(self, message: str) -> None:
+        self.notes.append(message)

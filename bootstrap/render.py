@@ -53,6 +53,10 @@ class ConsoleReporter(RecordingReporter):
             mark = "[green]✓[/]" if ok else "[red]✗[/]"
             self.console.print(f"{mark} {_escape(label)} [dim]({elapsed:.1f} s)[/]")
 
+    def info(self, message: str) -> None:
+        super().info(message)
+        self.console.print(f"  {_escape(message)}", style="dim")
+
     def warn(self, message: str) -> None:
         super().warn(message)
         self.console.print(f"[yellow]warning:[/] {_escape(message)}")

@@ -1,0 +1,341 @@
+"""The CLI through its real entry point `bootstrap.cli.main`: exit codes, stdout, stderr.
+
+Nothing here builds an environment: every `create` below is refused before the disk
+is touched.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bootstrap import __version__
+from bootstrap.cli import main
+
+BUILTIN_NAMES = {
+    "jax-cpu", "jax-gpu", "numpy", "openvino", "tf-cpu", "tf-gpu", "torch-cpu", "torch-gpu",
+}
+
+
+def kboot(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run the CLI; returns (exit code, stdout, stderr)."""
+    capsys.readouterr()  # drop anything printed before
+    with pytest.raises(SystemExit) as info:
+        main(list(args))
+    out, err = capsys.readouterr()
+    code = info.value.code
+    return (0 if code is None else int(code)), out, err
+
+
+def refused(capsys, code: int, *args: str) -> str:  # type: ignore[no-untyped-def]
+    """Run, expect `code`, one clean error line and no traceback; returns stderr."""
+    got, out, err = kboot(capsys, *args)
+    assert got == code, (got, out, err)
+    assert "Traceback" not in err
+    assert "Traceback" not in out
+    assert "kboot: error: " in err
+    return err
+
+
+# --- version and help ------------------------------------------------------------------------
+
+
+def test_version(capsys) -> None:  # type: ignore[no-untyped-def]
+    code, out, _ = kboot(capsys, "--version")
+    assert code == 0
+    assert out.strip() == f"kboot {__version__}"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[], ["create"], ["profiles"], ["show"], ["list"], ["check"], ["remove"], ["config"],
+     ["config", "show"], ["config", "set"]],
+    ids=lambda c: " ".join(c) or "kboot",
+)
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help(capsys, command: list[str], flag: str) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = kboot(capsys, *command, flag)
+    assert code == 0, err
+    assert "Usage: kboot" in out
+    assert "Traceback" not in err
+
+
+def test_root_help_documents_the_exit_codes(capsys) -> None:  # type: ignore[no-untyped-def]
+    _, out, _ = kboot(capsys, "--help")
+    assert "Exit codes" in out
+    for command in ("create", "profiles", "show", "list", "check", "remove", "config"):
+        assert command in out
+
+
+def test_unknown_option_is_usage_error(capsys) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = kboot(capsys, "profiles", "--no-such-option")
+    assert code == 2
+    assert "No such option" in err
+    assert "Traceback" not in err
+
+
+# --- profiles and show -----------------------------------------------------------------------
+
+
+def test_profiles_json_lists_the_builtins(capsys) -> None:  # type: ignore[no-untyped-def]
+    code, out, _ = kboot(capsys, "profiles", "--json")
+    assert code == 0
+    entries = json.loads(out)
+    assert {e["name"] for e in entries} == BUILTIN_NAMES
+    assert all(e["origin"] == "builtin" and e["error"] is None for e in entries)
+    by_name = {e["name"]: e for e in entries}
+    assert by_name["torch-cpu"]["backend"] == "torch"
+    assert by_name["tf-gpu"]["backend"] == "tensorflow"
+
+
+def test_profiles_json_shows_a_user_profile(capsys, write_profile, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # conftest points KBOOT_PROFILES at tmp_path / "user-profiles"
+    write_profile("numpy", 'backend = "numpy"\npackages = ["numpy"]\n',
+                  folder=tmp_path / "user-profiles")
+    write_profile("broken", 'backend = "numpy"\nflaotx = "x"\n', folder=tmp_path / "user-profiles")
+    code, out, _ = kboot(capsys, "profiles", "--json")
+    assert code == 0
+    by_name = {e["name"]: e for e in json.loads(out)}
+    assert by_name["numpy"]["origin"] == "user"
+    assert by_name["numpy"]["shadows_builtin"] is True
+    assert "unknown key 'flaotx'" in by_name["broken"]["error"]
+
+
+def test_profiles_table(capsys) -> None:  # type: ignore[no-untyped-def]
+    code, out, _ = kboot(capsys, "profiles")
+    assert code == 0
+    for name in BUILTIN_NAMES:
+        assert name in out
+
+
+def test_show_json(capsys) -> None:  # type: ignore[no-untyped-def]
+    code, out, _ = kboot(capsys, "show", "numpy", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["name"] == "numpy"
+    assert data["backend"] == "numpy"
+    assert data["path"].endswith("numpy.toml")
+    assert any(p.startswith("numpy") for p in data["packages"])
+    assert data["sources"] == {"index_url": None, "extra_index_urls": [], "find_links": []}
+
+
+def test_show_text(capsys) -> None:  # type: ignore[no-untyped-def]
+    code, out, _ = kboot(capsys, "show", "torch-cpu")
+    assert code == 0
+    assert "torch" in out
+
+
+def test_show_unknown_profile(capsys) -> None:  # type: ignore[no-untyped-def]
+    err = refused(capsys, 2, "show", "nunpy")
+    assert "unknown profile 'nunpy'" in err
+    assert "did you mean numpy" in err
+
+
+def test_show_missing_profile_file(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    err = refused(capsys, 2, "show", str(tmp_path / "missing.toml"))
+    assert "does not exist" in err
+
+
+def test_show_bad_profile_file(capsys, write_profile) -> None:  # type: ignore[no-untyped-def]
+    path = write_profile("bad", 'backend = "numpy"\npackages = ["numpy"]\nflaotx = "float64"\n')
+    err = refused(capsys, 2, "show", str(path))
+    assert str(path) in err
+    assert "did you mean 'floatx'?" in err
+
+
+def test_show_invalid_toml(capsys, write_profile) -> None:  # type: ignore[no-untyped-def]
+    path = write_profile("bad", "backend = \n")
+    err = refused(capsys, 2, "show", str(path))
+    assert "invalid TOML" in err
+
+
+# --- create: refused before anything is built ------------------------------------------------
+
+
+def _nothing_built(tmp_path: Path) -> None:
+    envs = tmp_path / "kboot-home" / "envs"
+    assert not envs.exists() or not any(envs.iterdir())
+
+
+def test_create_unknown_profile(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    err = refused(capsys, 2, "create", "nunpy")
+    assert "did you mean numpy" in err
+    _nothing_built(tmp_path)
+
+
+def test_create_bad_name(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    err = refused(capsys, 2, "create", "numpy", "--name", "../x")
+    assert "'../x' is not allowed" in err
+    assert not (tmp_path / "kboot-home" / "x").exists()
+    _nothing_built(tmp_path)
+
+
+def test_create_bad_installer(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    err = refused(capsys, 2, "create", "numpy", "--installer", "conda")
+    assert "--installer 'conda'" in err
+    assert "uv, pip" in err
+    _nothing_built(tmp_path)
+
+
+def test_create_bad_scope(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    err = refused(capsys, 2, "create", "numpy", "--scope", "system")
+    assert "--scope 'system'" in err
+    _nothing_built(tmp_path)
+
+
+def test_create_refuses_a_foreign_folder(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    dest = tmp_path / "project"
+    dest.mkdir()
+    (dest / "notes.txt").write_text("mine", encoding="utf-8")
+    (dest / "sub").mkdir()
+    (dest / "sub" / "data.bin").write_bytes(b"\x00\x01")
+    before = sorted((p.relative_to(dest), p.stat().st_mtime_ns) for p in dest.rglob("*"))
+
+    err = refused(capsys, 2, "create", "numpy", "--dest", str(dest))
+    assert "is not a kboot environment" in err
+    assert "--force" in err
+
+    after = sorted((p.relative_to(dest), p.stat().st_mtime_ns) for p in dest.rglob("*"))
+    assert after == before
+    assert (dest / "notes.txt").read_text(encoding="utf-8") == "mine"
+    assert not (tmp_path / "kboot-home" / "external-envs.txt").exists()
+    _nothing_built(tmp_path)
+
+
+def test_create_refuses_a_file_as_dest(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    dest = tmp_path / "afile"
+    dest.write_text("x", encoding="utf-8")
+    err = refused(capsys, 2, "create", "numpy", "--dest", str(dest))
+    assert "is not a folder" in err
+    assert dest.read_text(encoding="utf-8") == "x"
+
+
+# --- config ----------------------------------------------------------------------------------
+
+
+def test_config_set_then_show(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    home = tmp_path / "kh"
+    code, out, err = kboot(capsys, "config", "set", "floatx=float64", "--keras-home", str(home))
+    assert code == 0, err
+    assert "updated" in out and "floatx=float64" in out
+    assert json.loads((home / "keras.json").read_text(encoding="utf-8")) == {"floatx": "float64"}
+
+    code, out, _ = kboot(capsys, "config", "show", "--json", "--keras-home", str(home))
+    assert code == 0
+    view = json.loads(out)
+    assert view["keras_home"] == str(home)
+    assert view["keras_home_source"] == "--keras-home"
+    assert view["exists"] is True
+    assert view["file_values"] == {"floatx": "float64"}
+    assert view["effective"]["floatx"] == "float64"
+    assert view["effective"]["backend"] == "tensorflow"  # Keras' default
+    assert view["overrides"] == []
+
+
+def test_config_set_again_is_unchanged_and_backs_up(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    home = str(tmp_path / "kh")
+    kboot(capsys, "config", "set", "floatx=float64", "--keras-home", home)
+    code, out, _ = kboot(capsys, "config", "set", "floatx=float64", "--keras-home", home, "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["changed"] is False and data["backup"] is None
+    code, out, _ = kboot(capsys, "config", "set", "epsilon=1", "--keras-home", home, "--json")
+    data = json.loads(out)
+    assert data["changed"] is True
+    assert data["set"] == {"epsilon": 1.0}
+    assert data["backup"] == str(tmp_path / "kh" / "keras.json.bak")
+    saved = json.loads((tmp_path / "kh" / "keras.json").read_text(encoding="utf-8"))
+    assert saved == {"floatx": "float64", "epsilon": 1.0}
+    assert isinstance(saved["epsilon"], float)
+
+
+def test_config_default_home_is_the_isolated_one(capsys, isolated: Path) -> None:  # type: ignore[no-untyped-def]
+    code, _, _ = kboot(capsys, "config", "set", "backend=jax")
+    assert code == 0
+    assert json.loads((isolated / ".keras" / "keras.json").read_text(encoding="utf-8")) == {
+        "backend": "jax"
+    }
+    code, out, _ = kboot(capsys, "config", "show", "--json")
+    view = json.loads(out)
+    assert view["keras_home_source"] == "default"
+    assert view["path"] == str(isolated / ".keras" / "keras.json")
+
+
+def test_config_keras_home_variable(capsys, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "from-env"))
+    code, out, _ = kboot(capsys, "config", "show", "--json")
+    assert code == 0
+    view = json.loads(out)
+    assert view["keras_home_source"] == "KERAS_HOME"
+    assert view["exists"] is False
+
+
+def test_config_show_reports_keras_backend(capsys, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    home = str(tmp_path / "kh")
+    kboot(capsys, "config", "set", "backend=jax", "--keras-home", home)
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    code, out, _ = kboot(capsys, "config", "show", "--json", "--keras-home", home)
+    view = json.loads(out)
+    assert view["effective"]["backend"] == "torch"
+    assert len(view["overrides"]) == 1 and "KERAS_BACKEND=torch" in view["overrides"][0]
+    code, _, err = kboot(capsys, "config", "set", "backend=numpy", "--keras-home", home)
+    assert code == 0
+    assert "KERAS_BACKEND=torch" in err
+
+
+def test_config_set_bad_value(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    err = refused(capsys, 2, "config", "set", "floatx=float8", "--keras-home", str(tmp_path / "kh"))
+    assert "float8" in err
+    assert not (tmp_path / "kh").exists()
+
+
+def test_config_set_malformed_file(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    home = tmp_path / "kh"
+    home.mkdir()
+    raw = b'{"backend": "jax",, }\n'
+    (home / "keras.json").write_bytes(raw)
+    err = refused(capsys, 1, "config", "set", "floatx=float64", "--keras-home", str(home))
+    assert "not valid JSON" in err
+    assert (home / "keras.json").read_bytes() == raw
+    assert sorted(p.name for p in home.iterdir()) == ["keras.json"]
+
+
+def test_config_show_malformed_file(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    home = tmp_path / "kh"
+    home.mkdir()
+    (home / "keras.json").write_text("[1, 2]", encoding="utf-8")
+    err = refused(capsys, 1, "config", "show", "--keras-home", str(home))
+    assert "not an object" in err
+
+
+# --- list, check, remove ---------------------------------------------------------------------
+
+
+def test_list_json_on_empty_home(capsys) -> None:  # type: ignore[no-untyped-def]
+    code, out, _ = kboot(capsys, "list", "--json")
+    assert code == 0
+    assert json.loads(out) == []
+
+
+def test_list_text_on_empty_home(capsys) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = kboot(capsys, "list")
+    assert code == 0
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["check", "remove"])
+def test_unknown_env(capsys, command: str) -> None:  # type: ignore[no-untyped-def]
+    err = refused(capsys, 2, command, "nosuchenv")
+    assert "no environment 'nosuchenv'" in err
+
+
+@pytest.mark.parametrize("command", ["check", "remove"])
+def test_foreign_folder_is_not_an_env(capsys, command: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("k", encoding="utf-8")
+    err = refused(capsys, 2, command, str(folder))
+    assert "not an environment kboot made" in err
+    assert (folder / "keep.txt").read_text(encoding="utf-8") == "k"

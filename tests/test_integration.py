@@ -1,0 +1,311 @@
+"""Real environments: real virtualenvs, real installs from the package index, real keras.
+
+Each check of what an environment reports runs in a separate process, with HOME
+pointed at an empty folder and no KERAS_BACKEND, exactly as a user's next shell.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bootstrap.locking import env_lock
+from bootstrap.paths import locks_dir
+
+pytestmark = pytest.mark.integration
+
+REPORT = (
+    "import json, keras, keras.ops as ops\n"
+    "print(json.dumps({'backend': keras.config.backend(), 'floatx': keras.config.floatx(),"
+    " 'image_data_format': keras.config.image_data_format(),"
+    " 'epsilon': keras.config.epsilon(),"
+    " 'dtype': str(ops.convert_to_numpy(ops.ones((1,), dtype=keras.config.floatx())).dtype)}))"
+)
+
+
+def kboot(*args: str, env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bootstrap", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def created(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    data: dict[str, Any] = json.loads(proc.stdout)
+    return data
+
+
+def python_of(env_path: Path) -> Path:
+    return env_path / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+
+
+def report_from_fresh_shell(env_path: Path, tmp_path: Path) -> dict[str, Any]:
+    """What keras reports in the environment for a user with an empty HOME, no KERAS_*."""
+    empty_home = tmp_path / "fresh-home"
+    empty_home.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERAS_")}
+    env["HOME"] = str(empty_home)
+    proc = subprocess.run(
+        [str(python_of(env_path)), "-c", REPORT],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not (empty_home / ".keras" / "keras.json").exists(), "keras used the user's home"
+    return result
+
+
+def test_create_numpy_end_to_end(tmp_path: Path, isolated: Path) -> None:
+    data = created(kboot("create", "numpy", "--json"))
+    path = Path(data["path"])
+    assert path == tmp_path / "kboot-home" / "envs" / "numpy"
+    assert data["backend"] == "numpy" and data["changed"] is True
+    assert data["smoke"]["ok"] is True
+    assert data["keras_version"].startswith("3.")
+    assert {"keras", "numpy", "scipy", "jax"} <= set(data["packages"])
+    assert data["smoke"]["reported"]["compute_dtype"] == "float32"
+    assert report_from_fresh_shell(path, tmp_path) == {
+        "backend": "numpy",
+        "floatx": "float32",
+        "image_data_format": "channels_last",
+        "epsilon": 1e-07,
+        "dtype": "float32",
+    }
+    # the user's Keras home only gained the shared download caches, no keras.json
+    assert sorted(p.name for p in (isolated / ".keras").iterdir()) == ["datasets", "models"]
+    assert (path / "keras-home" / "datasets").resolve() == (isolated / ".keras" / "datasets")
+
+    listed = json.loads(kboot("list", "--json").stdout)
+    assert [(e["name"], e["backend"], e["health"]) for e in listed] == [("numpy", "numpy", "ok")]
+
+    check = kboot("check", "numpy", "--json", env={**os.environ, "KERAS_BACKEND": "torch"})
+    assert check.returncode == 0, check.stderr
+    checked = json.loads(check.stdout)
+    assert checked["ok"] is True
+    assert any("KERAS_BACKEND=torch" in w for w in checked["warnings"])
+
+    # someone edits the environment's keras.json behind kboot's back: check says what differs
+    keras_json = path / "keras-home" / "keras.json"
+    keras_json.write_text(json.dumps({**json.loads(keras_json.read_text()), "floatx": "float16"}))
+    broken = kboot("check", "numpy")
+    assert broken.returncode == 1
+    assert "floatx: keras reports 'float16', the profile asks for 'float32'" in broken.stdout
+
+    removed = kboot("remove", "numpy")
+    assert removed.returncode == 0, removed.stderr
+    assert not path.exists()
+    assert json.loads(kboot("list", "--json").stdout) == []
+
+
+def test_jax_profile_values_are_what_keras_reports(tmp_path: Path, write_profile: Any) -> None:
+    profile = write_profile(
+        "jax-cf",
+        'backend = "jax"\nfloatx = "float16"\nimage_data_format = "channels_first"\n'
+        'epsilon = 1e-5\npackages = ["jax"]\n',
+    )
+    dest = tmp_path / "envs" / "my-jax"
+    data = created(kboot("create", str(profile), "--dest", str(dest), "--json"))
+    assert data["name"] == "my-jax" and Path(data["path"]) == dest
+    assert report_from_fresh_shell(dest, tmp_path) == {
+        "backend": "jax",
+        "floatx": "float16",
+        "image_data_format": "channels_first",
+        "epsilon": 1e-05,
+        "dtype": "float16",
+    }
+    # a --dest outside kboot's home is still listed
+    assert [e["path"] for e in json.loads(kboot("list", "--json").stdout)] == [str(dest)]
+
+
+def test_jax_float64_computes_in_float64(tmp_path: Path, write_profile: Any) -> None:
+    """JAX truncates to float32 unless x64 is on: kboot turns it on for float64 profiles."""
+    profile = write_profile("jax64", 'backend = "jax"\nfloatx = "float64"\npackages = ["jax"]\n')
+    data = created(kboot("create", str(profile), "--json"))
+    assert data["smoke"]["reported"]["compute_dtype"] == "float64"
+    assert report_from_fresh_shell(Path(data["path"]), tmp_path)["dtype"] == "float64"
+
+
+def test_tf_cpu_real_create(tmp_path: Path) -> None:
+    data = created(kboot("create", "tf-cpu", "--json"))
+    assert data["smoke"]["ok"] and data["smoke"]["backend_version"].startswith("2.")
+    assert "tensorflow-cpu" in data["packages"]
+    assert report_from_fresh_shell(Path(data["path"]), tmp_path)["backend"] == "tensorflow"
+
+
+TORCH_WHEELS = Path(os.environ.get("KBOOT_TEST_TORCH_WHEELS", "/opt/wheels"))
+LOCAL_INDEX = os.environ.get("KBOOT_TEST_INDEX_URL", "file:///opt/pypi/simple")
+
+
+def test_torch_cpu_through_source_overrides(tmp_path: Path) -> None:
+    """The PyTorch CPU index is unreachable here: the overrides point at local CPU wheels."""
+    wheels = sorted(TORCH_WHEELS.glob("torch-*+cpu-*.whl"))
+    assert wheels, f"no CPU torch wheel in {TORCH_WHEELS} (set KBOOT_TEST_TORCH_WHEELS)"
+    data = created(
+        kboot("create", "torch-cpu", "--index-url", LOCAL_INDEX, "--find-links", str(TORCH_WHEELS),
+              "--json")
+    )
+    assert data["packages"]["torch"].endswith("+cpu")
+    assert data["smoke"]["backend_version"].endswith("+cpu")
+    assert report_from_fresh_shell(Path(data["path"]), tmp_path)["backend"] == "torch"
+
+
+def test_pip_installer_and_scope_user(tmp_path: Path, keras_home: Path) -> None:
+    keras_home.mkdir()
+    original = '{"floatx": "float32", "backend": "tensorflow", "my_setting": 42}\n'
+    (keras_home / "keras.json").write_text(original)
+    data = created(
+        kboot("create", "numpy", "--installer", "pip", "--scope", "user", "--name", "np-pip",
+              "--json")
+    )
+    assert data["installer"] == "pip" and data["scope"] == "user"
+    merged = json.loads((keras_home / "keras.json").read_text())
+    assert merged["my_setting"] == 42 and merged["backend"] == "numpy"
+    assert (keras_home / "keras.json.bak").read_text() == original
+    assert (Path(data["path"]) / "bin" / "pip").exists()
+    removed = kboot("remove", "np-pip")
+    assert "left" in removed.stdout and (keras_home / "keras.json").exists()
+
+
+def test_failed_install_leaves_nothing_and_restores_replaced_env(
+    tmp_path: Path, write_profile: Any, keras_home: Path
+) -> None:
+    good = created(kboot("create", "numpy", "--name", "mine", "--json"))
+    path = Path(good["path"])
+    record_before = (path / "kboot-env.json").read_text()
+    bad = write_profile(
+        "bad", 'backend = "numpy"\npackages = ["numpy", "kboot-no-such-package-xyz"]\n'
+    )
+    proc = kboot("create", str(bad), "--name", "mine")
+    assert proc.returncode == 1
+    assert "installing" in proc.stderr and "kboot-no-such-package-xyz" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (path / "kboot-env.json").read_text() == record_before
+    assert report_from_fresh_shell(path, tmp_path)["backend"] == "numpy"
+    assert not list(path.parent.glob(".mine.kboot-old-*"))
+
+    fresh = kboot("create", str(bad), "--name", "never")
+    assert fresh.returncode == 1
+    assert not (path.parent / "never").exists()
+
+
+def test_scope_user_malformed_keras_json_is_left_alone(keras_home: Path, tmp_path: Path) -> None:
+    keras_home.mkdir()
+    broken = b'{"backend": "jax",,}'
+    (keras_home / "keras.json").write_bytes(broken)
+    proc = kboot("create", "numpy", "--scope", "user")
+    assert proc.returncode == 1
+    assert "not valid JSON" in proc.stderr and "Traceback" not in proc.stderr
+    assert (keras_home / "keras.json").read_bytes() == broken
+    assert not (tmp_path / "kboot-home" / "envs" / "numpy").exists()
+
+
+def test_missing_scipy_is_caught_by_the_smoke_test(write_profile: Any, tmp_path: Path) -> None:
+    profile = write_profile("np-noscipy", 'backend = "numpy"\npackages = ["numpy"]\n')
+    proc = kboot("create", str(profile))
+    assert proc.returncode == 1
+    assert "import keras` failed" in proc.stderr and "No module named" in proc.stderr
+    assert "hint: add" in proc.stderr
+    assert not (tmp_path / "kboot-home" / "envs" / "np-noscipy").exists()
+
+
+def test_gpu_profile_on_cpu_machine_diagnoses_and_allow_cpu(write_profile: Any) -> None:
+    profile = write_profile("jax-needs-gpu", 'backend = "jax"\npackages = ["jax"]\ngpu = true\n')
+    proc = kboot("create", str(profile))
+    assert proc.returncode == 1
+    assert "needs a GPU, but jax sees only: cpu" in proc.stderr.replace("\n", " ")
+    assert "--allow-cpu" in proc.stderr
+    data = created(kboot("create", str(profile), "--allow-cpu", "--json"))
+    assert any("accepted: --allow-cpu" in w for w in data["warnings"])
+
+
+BASE_PACKAGES = json.loads(
+    subprocess.run(
+        [sys.executable, "-c", "import json, importlib.metadata as m, sys;"
+         "print(json.dumps({d.metadata['Name'].lower(): d.version for d in m.distributions()"
+         " if d._path.parent.as_posix().startswith(sys.base_prefix)}))"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+)
+
+
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_system_site_packages_reuses_the_base(installer: str, write_profile: Any) -> None:
+    """Packages the base Python already has are reused, as on GPU nodes with a CUDA build."""
+    assert {"numpy", "scipy"} <= set(BASE_PACKAGES), (
+        f"this test needs numpy and scipy in the base interpreter {sys.base_prefix}"
+    )
+    profile = write_profile("np-base", 'backend = "numpy"\npackages = ["numpy", "scipy", "jax"]\n')
+    proc = kboot("create", str(profile), "--system-site-packages", "--installer", installer,
+                 "--json")
+    data = created(proc)
+    assert data["packages"]["numpy"] == BASE_PACKAGES["numpy"]
+    assert data["packages"]["scipy"] == BASE_PACKAGES["scipy"]
+    site = next(Path(data["path"]).glob("lib/python3.*/site-packages"))
+    if installer == "uv":
+        # uv cannot see the base (uv#4466): kboot drops what the base meets and pins the rest
+        assert "reusing numpy>=" not in proc.stderr  # the profile says plain "numpy"
+        assert "reusing numpy from the base Python" in proc.stderr
+        assert "reusing scipy from the base Python" in proc.stderr
+    else:
+        # pip sees the base itself: neither numpy nor scipy is installed again
+        assert not (site / "numpy").exists() and not (site / "scipy").exists()
+    assert data["smoke"]["ok"]
+
+
+def test_dest_that_is_not_a_kboot_env_is_refused_then_forced(tmp_path: Path) -> None:
+    dest = tmp_path / "precious"
+    dest.mkdir()
+    (dest / "thesis.tex").write_text("do not lose me")
+    proc = kboot("create", "numpy", "--dest", str(dest))
+    assert proc.returncode == 2 and "--force" in proc.stderr
+    assert (dest / "thesis.tex").read_text() == "do not lose me"
+    data = created(kboot("create", "numpy", "--dest", str(dest), "--force", "--no-smoke", "--json"))
+    assert data["smoke"] is None and not (dest / "thesis.tex").exists()
+
+
+def test_concurrent_create_is_refused_by_the_lock(tmp_path: Path) -> None:
+    target = tmp_path / "kboot-home" / "envs" / "numpy"
+    with env_lock(locks_dir(os.environ), target):
+        proc = kboot("create", "numpy")
+    assert proc.returncode == 1
+    assert "another kboot process" in proc.stderr and str(os.getpid()) in proc.stderr
+    assert not target.exists()
+
+
+def test_ctrl_c_during_install_rolls_back(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bootstrap", "create", "tf-cpu", "--name", "interrupted",
+         "--no-smoke"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:  # wait until the install step really runs
+        if line.startswith("… install"):
+            break
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert not (tmp_path / "kboot-home" / "envs" / "interrupted").exists()

@@ -1,0 +1,107 @@
+"""The subprocess helper, with real (tiny) commands."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bootstrap.errors import CommandError
+from bootstrap.runner import TAIL_LINES, run, tail
+
+
+def py(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def test_run_captures_output(tmp_path: Path) -> None:
+    result = run(py("import sys; print('out'); print('err', file=sys.stderr)"))
+    assert result.returncode == 0
+    assert result.stdout == "out\n"
+    assert result.stderr == "err\n"
+    assert result.cmd == (sys.executable, "-c", "import sys; print('out'); print('err', file=sys.stderr)")
+    assert result.seconds >= 0
+    assert result.output_tail == "err\nout"
+
+
+def test_run_accepts_paths_and_passes_env_and_cwd(tmp_path: Path) -> None:
+    result = run(
+        [Path(sys.executable), "-c", "import os; print(os.getcwd()); print(os.environ['KB_X'])"],
+        env={"KB_X": "42", "PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
+    )
+    assert result.stdout.splitlines() == [str(tmp_path), "42"]
+    assert isinstance(result.cmd[0], str)
+
+
+def test_run_stdin_is_closed() -> None:
+    result = run(py("import sys; print(repr(sys.stdin.read()))"), timeout=30)
+    assert result.stdout.strip() == "''"
+
+
+def test_non_zero_exit_raises_with_the_tail() -> None:
+    code = (
+        "import sys\n"
+        "for i in range(40): print('line', i, file=sys.stderr)\n"
+        "sys.exit(3)\n"
+    )
+    with pytest.raises(CommandError) as info:
+        run(py(code), what="doing a thing", hint="try again")
+    err = info.value
+    assert err.returncode == 3
+    assert err.message == "doing a thing failed (exit code 3)"
+    assert err.hint == "try again"
+    lines = err.output_tail.splitlines()
+    assert len(lines) == TAIL_LINES
+    assert lines[-1] == "line 39"
+    assert lines[0] == f"line {40 - TAIL_LINES}"
+    assert err.details == err.output_tail
+    assert err.cmd[0] == sys.executable
+
+
+def test_non_zero_exit_without_what_names_the_command() -> None:
+    with pytest.raises(CommandError) as info:
+        run(py("raise SystemExit(5)"))
+    assert "exit code 5" in info.value.message
+    assert sys.executable in info.value.message
+
+
+def test_check_false_returns_the_failure() -> None:
+    result = run(py("print('x'); raise SystemExit(4)"), check=False)
+    assert result.returncode == 4
+    assert result.stdout == "x\n"
+
+
+def test_missing_executable(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-program"
+    with pytest.raises(CommandError) as info:
+        run([missing, "--version"], what="asking for a version")
+    err = info.value
+    assert err.returncode == -1
+    assert "cannot start" in err.message
+    assert str(missing) in err.message
+    assert err.message.startswith("asking for a version failed")
+
+
+def test_timeout_kills_the_child() -> None:
+    code = "import sys, time; print('started', flush=True); time.sleep(30)"
+    started = time.monotonic()
+    with pytest.raises(CommandError) as info:
+        run(py(code), timeout=1, what="sleeping")
+    assert time.monotonic() - started < 15
+    err = info.value
+    assert err.returncode == -1
+    assert err.message == "sleeping did not finish within 1 s"
+    assert "started" in err.output_tail
+
+
+def test_undecodable_output_is_replaced() -> None:
+    result = run(py("import sys; sys.stdout.buffer.write(b'caf\\xe9\\n')"))
+    assert result.stdout == "caf\ufffd\n"
+
+
+def test_tail() -> None:
+    assert tail("\n a\nb\nc \n\n", lines=2) == "b\nc"
+    assert tail("") == ""
