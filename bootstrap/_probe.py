@@ -110,7 +110,7 @@ def main():
     try:
         import keras
     except BaseException as exc:  # report, never crash: the caller explains it
-        report["import_error"] = "{}: {}".format(type(exc).__name__, exc)
+        report["import_error"] = f"{type(exc).__name__}: {exc}"
         report["traceback"] = traceback.format_exc()[-4000:]
         report["packages"] = distributions()
         emit(report)
@@ -125,22 +125,28 @@ def main():
     report["floatx"] = api.floatx()
     report["image_data_format"] = api.image_data_format()
     report["epsilon"] = api.epsilon()
-    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch",
-              "numpy": "numpy", "openvino": "openvino", "theano": "theano",
-              "cntk": "cntk"}.get(backend, backend.split(".")[0])
+    module = {
+        "tensorflow": "tensorflow",
+        "jax": "jax",
+        "torch": "torch",
+        "numpy": "numpy",
+        "openvino": "openvino",
+        "theano": "theano",
+        "cntk": "cntk",
+    }.get(backend, backend.split(".")[0])
     report["backend_version"] = module_version(module)
     try:
         report["devices"] = devices_for(backend, report)
     except Exception as exc:
         report["devices"] = []
-        report["devices_error"] = "{}: {}".format(type(exc).__name__, exc)
+        report["devices_error"] = f"{type(exc).__name__}: {exc}"
     floatx = expected.get("floatx") or report["floatx"]
     try:
         compute = compute_keras3 if generation == 3 else compute_keras2
         dtype, values = compute(keras, floatx)
         report["compute"] = {"dtype": dtype, "values": values}
     except Exception as exc:
-        report["compute_error"] = "{}: {}".format(type(exc).__name__, exc)
+        report["compute_error"] = f"{type(exc).__name__}: {exc}"
         report["traceback"] = traceback.format_exc()[-4000:]
     report["packages"] = distributions()
     emit(report)

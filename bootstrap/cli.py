@@ -69,7 +69,10 @@ def _root(
 @app.command()
 def create(
     profile: Annotated[
-        str, typer.Argument(help="A built-in profile name, a name in your profile folder, or a .toml path.")
+        str,
+        typer.Argument(
+            help="A built-in profile name, a name in your profile folder, or a .toml path."
+        ),
     ],
     dest: Annotated[
         Path | None,
@@ -268,7 +271,8 @@ def config_show(keras_home: KerasHomeOpt = None, as_json: JsonOpt = False) -> No
 @config_app.command("set")
 def config_set(
     assignments: Annotated[
-        list[str], typer.Argument(help="KEY=VALUE pairs: backend, floatx, image_data_format, epsilon.")
+        list[str],
+        typer.Argument(help="KEY=VALUE pairs: backend, floatx, image_data_format, epsilon."),
     ],
     keras_home: KerasHomeOpt = None,
     as_json: JsonOpt = False,
@@ -301,12 +305,26 @@ def config_set(
         )
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the CLI, turn every KbootError into one line and an exit code."""
+def _cli_exception_types() -> tuple[tuple[type[Exception], ...], tuple[type[BaseException], ...]]:
+    """Usage-error and abort classes: typer >= 0.22 bundles its own copy of click."""
     import click
 
+    usage: list[type[Exception]] = [click.ClickException]
+    aborts: list[type[BaseException]] = [click.exceptions.Abort, typer.Abort, KeyboardInterrupt]
+    try:
+        from typer._click import exceptions as bundled
+    except ImportError:  # older typer on plain click
+        pass
+    else:
+        usage.append(bundled.ClickException)
+    return tuple(usage), tuple(aborts)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the CLI, turn every KbootError into one line and an exit code."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("KBOOT_DEBUG") == "1"
+    usage_errors, aborts = _cli_exception_types()
     command = typer.main.get_command(app)
     try:
         code = command.main(args=args, prog_name="kboot", standalone_mode=False)
@@ -317,13 +335,13 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         _print_error(exc)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        sys.stderr.write("kboot: interrupted\n")
-        sys.exit(EXIT_INTERRUPTED)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(EXIT_USAGE if exc.exit_code == 2 else exc.exit_code)
-    except KeyboardInterrupt:
+    except usage_errors as exc:
+        exc.show()  # type: ignore[attr-defined]  # both ClickException flavours have it
+        exit_code = getattr(exc, "exit_code", EXIT_USAGE)
+        sys.exit(
+            EXIT_USAGE if exit_code in (0, 2) and type(exc).__name__ != "FileError" else exit_code
+        )
+    except aborts:
         sys.stderr.write("kboot: interrupted\n")
         sys.exit(EXIT_INTERRUPTED)
     sys.exit(code if isinstance(code, int) else 0)

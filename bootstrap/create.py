@@ -122,9 +122,7 @@ def validate_name(name: str) -> str:
     return name
 
 
-def resolve_target(
-    request: CreateRequest, environ: Mapping[str, str]
-) -> tuple[str, Path]:
+def resolve_target(request: CreateRequest, environ: Mapping[str, str]) -> tuple[str, Path]:
     if request.dest is not None:
         dest = request.dest.expanduser().absolute()
         return validate_name(request.name or dest.name), dest
@@ -380,7 +378,9 @@ def run_smoke(
         environ=probe_environ(environ, keep_keras_home=scope == "user"),
         cwd=env.root,
     )
-    return evaluate(report, expected, host=host_gpu_info(environ), output_tail=tail, seconds=seconds)
+    return evaluate(
+        report, expected, host=host_gpu_info(environ), output_tail=tail, seconds=seconds
+    )
 
 
 def smoke_error(name: str, report: SmokeReport, profile: Profile) -> SmokeError:

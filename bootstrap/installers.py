@@ -12,7 +12,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from bootstrap.environment import VirtualEnv
-from bootstrap.errors import CommandError, InstallError
+from bootstrap.errors import CommandError, InstallError, UsageError
 from bootstrap.profiles import Sources
 from bootstrap.runner import CommandResult, run
 
@@ -20,10 +20,15 @@ INSTALLERS = ("uv", "pip")
 
 
 class Installer(Protocol):
-    name: str
-    needs_pip: bool
-    #: True when it sees the base interpreter's packages in a --system-site-packages env.
-    sees_system_site: bool
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def needs_pip(self) -> bool: ...
+
+    @property
+    def sees_system_site(self) -> bool:
+        """True when it sees the base interpreter's packages in a --system-site-packages env."""
 
     def install_command(
         self, env: VirtualEnv, requirements: Sequence[str], sources: Sources
@@ -88,7 +93,9 @@ class PipInstaller:
 def get_installer(name: str) -> Installer:
     if name == "pip":
         return PipInstaller()
-    return UvInstaller()
+    if name == "uv":
+        return UvInstaller()
+    raise UsageError(f"--installer {name!r}: expected one of {', '.join(INSTALLERS)}")
 
 
 _NOT_FOUND = (

@@ -125,7 +125,7 @@ class WriteResult:
     path: Path
     changed: bool
     backup: Path | None
-    previous: str | None  # the exact bytes before, for a rollback
+    previous: bytes | None  # the exact bytes before, for a rollback
 
     def restore(self) -> None:
         """Put back what was there before this write (used when a later step fails)."""
@@ -139,16 +139,15 @@ class WriteResult:
 
 def merge_keras_json(path: Path, updates: Mapping[str, Any], *, backup: bool = True) -> WriteResult:
     """Set `updates` in the keras.json at `path`, keeping every key kboot does not own."""
+    existing = read_keras_json(path)  # a malformed or unreadable file stops us here
     try:
-        previous = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        previous = None
+        previous = path.read_bytes() if existing is not None else None
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    existing = read_keras_json(path) or {}
-    merged = {**existing, **updates}
+    merged = {**(existing or {}), **updates}
     text = render(merged)
-    if previous is not None and existing == merged:
+    # compare the rendered text: 1 == 1.0 in Python, but Keras rejects an integer epsilon
+    if existing is not None and render(existing) == text:
         return WriteResult(path, changed=False, backup=None, previous=previous)
     backup_path = None
     try:
@@ -165,12 +164,13 @@ def merge_keras_json(path: Path, updates: Mapping[str, Any], *, backup: bool = T
     return WriteResult(path, changed=True, backup=backup_path, previous=previous)
 
 
-def atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, content: str | bytes) -> None:
     """Write through a temporary file in the same folder, then rename over the target."""
+    data = content.encode("utf-8") if isinstance(content, str) else content
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         if path.exists():

@@ -111,14 +111,18 @@ class EnvLayout:
         implementation: str = "cpython",
     ) -> EnvLayout:
         if platform == "win32":
-            root = PureWindowsPath(root)
-            bin_dir = root / "Scripts"
-            return cls(root, bin_dir, bin_dir / "python.exe", root / "Lib" / "site-packages")
-        root = Path(root) if platform == sys.platform else PurePosixPath(root)
-        bin_dir = root / "bin"
+            win_root = Path(root) if sys.platform == "win32" else PureWindowsPath(root)
+            scripts = win_root / "Scripts"
+            return cls(
+                win_root, scripts, scripts / "python.exe", win_root / "Lib" / "site-packages"
+            )
+        posix_root = Path(root) if platform == sys.platform else PurePosixPath(root)
+        bin_dir = posix_root / "bin"
         major, minor = python_version
         lib = f"pypy{major}.{minor}" if implementation == "pypy" else f"python{major}.{minor}"
-        return cls(root, bin_dir, bin_dir / "python", root / "lib" / lib / "site-packages")
+        return cls(
+            posix_root, bin_dir, bin_dir / "python", posix_root / "lib" / lib / "site-packages"
+        )
 
     def keras_home(self) -> PurePath:
         return self.root / ENV_KERAS_HOME

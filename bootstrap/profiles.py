@@ -133,7 +133,8 @@ def load_profile(path: Path, *, name: str | None = None) -> Profile:
         raise ProfileError(f"{path}: not UTF-8 text ({exc.reason})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(
-            f"{path}: invalid TOML: {exc}", hint="fix the syntax; see `kboot show numpy` for a model"
+            f"{path}: invalid TOML: {exc}",
+            hint="fix the syntax; see `kboot show numpy` for a model",
         ) from None
     return parse_profile(data, path=path, name=name or path.stem)
 

@@ -52,7 +52,8 @@ def read_record(root: Path) -> EnvRecord | None:
         return None
     except (OSError, ValueError) as exc:
         raise EnvironmentStateError(
-            f"{path} is damaged ({exc})", hint="recreate the environment with `kboot create --force`"
+            f"{path} is damaged ({exc})",
+            hint="recreate the environment with `kboot create --force`",
         ) from None
     known = set(EnvRecord.__dataclass_fields__)
     try:

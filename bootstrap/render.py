@@ -40,9 +40,8 @@ class ConsoleReporter(RecordingReporter):
         ok = False
         try:
             if self.console.is_terminal:
-                with self.console.status(label):
-                    with super().step(label):
-                        yield
+                with self.console.status(label), super().step(label):
+                    yield
             else:
                 self.console.print(f"… {label}", markup=False)
                 with super().step(label):
@@ -110,8 +109,10 @@ def render_profiles(entries: Sequence[ProfileEntry], user_dir: Path) -> None:
             table.add_row(entry.name, entry.profile.backend, origin, entry.profile.description)
     console = out_console()
     console.print(table)
-    console.print(f"\nyour profiles: {user_dir} (a profile there shadows a built-in of that name)",
-                  markup=False)
+    console.print(
+        f"\nyour profiles: {user_dir} (a profile there shadows a built-in of that name)",
+        markup=False,
+    )
 
 
 def render_profile(profile: Profile) -> None:
@@ -137,7 +138,13 @@ def render_envs(envs: Sequence[EnvSummary]) -> None:
     for env in envs:
         data = env.to_dict()
         health = data["health"]
-        style = "green" if health == "ok" else "red" if health.startswith(("broken", "failed")) else "yellow"
+        style = (
+            "green"
+            if health == "ok"
+            else "red"
+            if health.startswith(("broken", "failed"))
+            else "yellow"
+        )
         table.add_row(
             env.name,
             data["backend"] or "-",
@@ -173,7 +180,7 @@ def render_config(view: ConfigView) -> None:
     console.print(f"  Keras home from: {view.keras_home_source}", markup=False)
     for key, value in view.effective.items():
         origin = "file" if key in view.file_values else "default"
-        if any(o.startswith(f"KERAS_BACKEND=") for o in view.overrides) and key == "backend":
+        if any(o.startswith("KERAS_BACKEND=") for o in view.overrides) and key == "backend":
             origin = "KERAS_BACKEND"
         console.print(f"  {key} = {value!r}  [{origin}]", markup=False)
     for override in view.overrides:

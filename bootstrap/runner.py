@@ -79,7 +79,7 @@ def run(
         proc.kill()
         stdout, stderr = proc.communicate()
         raise CommandError(
-            f"{what or shlex.join(argv)} did not finish within {timeout:.0f} s",
+            f"{what or shlex.join(argv)} did not finish within {timeout:g} s",
             cmd=argv,
             returncode=-1,
             output_tail=tail(stderr + stdout),

@@ -208,11 +208,13 @@ def gpu_diagnosis(
     seen = ", ".join(d.get("name", "?") for d in devices) or "no devices"
     parts = [f"the profile needs a GPU, but {backend} sees only: {seen}", host.describe()]
     build = report.get("build") or {}
-    if backend == "torch" and build.get("cuda") is None:
+    if backend == "torch" and "cuda" in build and build["cuda"] is None:
         parts.append("this torch is a CPU-only build (torch.version.cuda is None)")
     if backend == "tensorflow" and build.get("cuda") is False:
         parts.append("this TensorFlow was built without CUDA")
-    if backend == "jax" and not any(name.startswith("jax-cuda") for name in report.get("packages", {})):
+    if backend == "jax" and not any(
+        name.startswith("jax-cuda") for name in report.get("packages", {})
+    ):
         parts.append("no jax CUDA plugin is installed (jax[cuda12] brings it)")
     return "; ".join(parts) + "; use --allow-cpu to accept running on the CPU"
 

@@ -15,7 +15,14 @@ from bootstrap import __version__
 from bootstrap.cli import main
 
 BUILTIN_NAMES = {
-    "jax-cpu", "jax-gpu", "numpy", "openvino", "tf-cpu", "tf-gpu", "torch-cpu", "torch-gpu",
+    "jax-cpu",
+    "jax-gpu",
+    "numpy",
+    "openvino",
+    "tf-cpu",
+    "tf-gpu",
+    "torch-cpu",
+    "torch-gpu",
 }
 
 
@@ -50,8 +57,18 @@ def test_version(capsys) -> None:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["create"], ["profiles"], ["show"], ["list"], ["check"], ["remove"], ["config"],
-     ["config", "show"], ["config", "set"]],
+    [
+        [],
+        ["create"],
+        ["profiles"],
+        ["show"],
+        ["list"],
+        ["check"],
+        ["remove"],
+        ["config"],
+        ["config", "show"],
+        ["config", "set"],
+    ],
     ids=lambda c: " ".join(c) or "kboot",
 )
 @pytest.mark.parametrize("flag", ["--help", "-h"])
@@ -76,6 +93,29 @@ def test_unknown_option_is_usage_error(capsys) -> None:  # type: ignore[no-untyp
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("args", "missing"),
+    [
+        (["show"], "profile"),
+        (["create"], "profile"),
+        (["check"], "env"),
+        (["config", "set"], "assignments"),
+    ],
+)
+def test_missing_argument_is_usage_error(capsys, args: list[str], missing: str) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = kboot(capsys, *args)
+    assert code == 2
+    assert "Missing" in err and missing.upper() in err.upper()
+    assert "Traceback" not in err
+
+
+def test_no_arguments_shows_help(capsys) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = kboot(capsys)
+    assert code in (0, 2)  # click < 8.2 exits 0, later versions 2
+    assert "Usage: kboot" in out + err
+    assert "Traceback" not in err
+
+
 # --- profiles and show -----------------------------------------------------------------------
 
 
@@ -92,8 +132,9 @@ def test_profiles_json_lists_the_builtins(capsys) -> None:  # type: ignore[no-un
 
 def test_profiles_json_shows_a_user_profile(capsys, write_profile, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     # conftest points KBOOT_PROFILES at tmp_path / "user-profiles"
-    write_profile("numpy", 'backend = "numpy"\npackages = ["numpy"]\n',
-                  folder=tmp_path / "user-profiles")
+    write_profile(
+        "numpy", 'backend = "numpy"\npackages = ["numpy"]\n', folder=tmp_path / "user-profiles"
+    )
     write_profile("broken", 'backend = "numpy"\nflaotx = "x"\n', folder=tmp_path / "user-profiles")
     code, out, _ = kboot(capsys, "profiles", "--json")
     assert code == 0

@@ -27,10 +27,14 @@ ALL_SOURCES = Sources(
     find_links=("/srv/wheels",),
 )
 SOURCE_ARGS = [
-    "--index-url", "https://mirror.example/simple",
-    "--extra-index-url", "https://download.pytorch.org/whl/cpu",
-    "--extra-index-url", "https://extra.example/simple",
-    "--find-links", "/srv/wheels",
+    "--index-url",
+    "https://mirror.example/simple",
+    "--extra-index-url",
+    "https://download.pytorch.org/whl/cpu",
+    "--extra-index-url",
+    "https://extra.example/simple",
+    "--find-links",
+    "/srv/wheels",
 ]
 
 
@@ -52,7 +56,13 @@ def test_source_args_all() -> None:
 def test_uv_command(env: VirtualEnv) -> None:
     cmd = UvInstaller().install_command(env, REQS, ALL_SOURCES)
     assert cmd == [
-        find_uv_bin(), "pip", "install", "--python", str(env.python), *SOURCE_ARGS, *REQS,
+        find_uv_bin(),
+        "pip",
+        "install",
+        "--python",
+        str(env.python),
+        *SOURCE_ARGS,
+        *REQS,
     ]
 
 
@@ -65,8 +75,14 @@ def test_uv_command_default_sources(env: VirtualEnv) -> None:
 def test_pip_command(env: VirtualEnv) -> None:
     cmd = PipInstaller().install_command(env, REQS, ALL_SOURCES)
     assert cmd == [
-        str(env.python), "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
-        *SOURCE_ARGS, *REQS,
+        str(env.python),
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "--no-input",
+        *SOURCE_ARGS,
+        *REQS,
     ]
 
 
@@ -135,12 +151,12 @@ WARNING: Retrying (Retry(total=4)) after connection broken by 'ConnectTimeoutErr
 ERROR: No matching distribution found for keras<4,>=3
 """
 UV_NO_SOLUTION = """\
-  × No solution found when resolving dependencies:
+  \u00d7 No solution found when resolving dependencies:
   ╰─▶ Because nosuchpkg-kboot was not found in the package registry and you require
       nosuchpkg-kboot, we can conclude that your requirements are unsatisfiable.
 """
 UV_CONFLICT = """\
-  × No solution found when resolving dependencies:
+  \u00d7 No solution found when resolving dependencies:
   ╰─▶ Because tensorflow==2.15.0 depends on keras>=2.15.0,<2.16 and you require keras>=3,
       we can conclude that your requirements are unsatisfiable.
 """
@@ -154,7 +170,7 @@ conflicting dependencies.
 ERROR: ResolutionImpossible: for help visit https://pip.pypa.io/en/latest/topics/dependency-resolution
 """
 UV_BUILD_FAILURE = """\
-  × Failed to build `somepkg==1.0`
+  \u00d7 Failed to build `somepkg==1.0`
   ├─▶ The build backend returned an error
   ╰─▶ Call to `setuptools.build_meta.build_wheel` failed (exit status: 1)
 """
@@ -181,8 +197,12 @@ def test_network_failure_hint(monkeypatch, env, installer, output) -> None:  # t
 
 @pytest.mark.parametrize(
     ("installer", "output"),
-    [(UvInstaller(), UV_NO_SOLUTION), (UvInstaller(), UV_CONFLICT),
-     (PipInstaller(), PIP_NO_VERSION), (PipInstaller(), PIP_CONFLICT)],
+    [
+        (UvInstaller(), UV_NO_SOLUTION),
+        (UvInstaller(), UV_CONFLICT),
+        (PipInstaller(), PIP_NO_VERSION),
+        (PipInstaller(), PIP_CONFLICT),
+    ],
     ids=["uv-unknown", "uv-conflict", "pip-no-version", "pip-conflict"],
 )
 def test_resolution_failure_hint(monkeypatch, env, installer, output) -> None:  # type: ignore[no-untyped-def]

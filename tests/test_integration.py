@@ -31,7 +31,9 @@ REPORT = (
 )
 
 
-def kboot(*args: str, env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+def kboot(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "bootstrap", *args],
         capture_output=True,
@@ -160,8 +162,15 @@ def test_torch_cpu_through_source_overrides(tmp_path: Path) -> None:
     wheels = sorted(TORCH_WHEELS.glob("torch-*+cpu-*.whl"))
     assert wheels, f"no CPU torch wheel in {TORCH_WHEELS} (set KBOOT_TEST_TORCH_WHEELS)"
     data = created(
-        kboot("create", "torch-cpu", "--index-url", LOCAL_INDEX, "--find-links", str(TORCH_WHEELS),
-              "--json")
+        kboot(
+            "create",
+            "torch-cpu",
+            "--index-url",
+            LOCAL_INDEX,
+            "--find-links",
+            str(TORCH_WHEELS),
+            "--json",
+        )
     )
     assert data["packages"]["torch"].endswith("+cpu")
     assert data["smoke"]["backend_version"].endswith("+cpu")
@@ -173,8 +182,9 @@ def test_pip_installer_and_scope_user(tmp_path: Path, keras_home: Path) -> None:
     original = '{"floatx": "float32", "backend": "tensorflow", "my_setting": 42}\n'
     (keras_home / "keras.json").write_text(original)
     data = created(
-        kboot("create", "numpy", "--installer", "pip", "--scope", "user", "--name", "np-pip",
-              "--json")
+        kboot(
+            "create", "numpy", "--installer", "pip", "--scope", "user", "--name", "np-pip", "--json"
+        )
     )
     assert data["installer"] == "pip" and data["scope"] == "user"
     merged = json.loads((keras_home / "keras.json").read_text())
@@ -239,10 +249,16 @@ def test_gpu_profile_on_cpu_machine_diagnoses_and_allow_cpu(write_profile: Any) 
 
 BASE_PACKAGES = json.loads(
     subprocess.run(
-        [sys.executable, "-c", "import json, importlib.metadata as m, sys;"
-         "print(json.dumps({d.metadata['Name'].lower(): d.version for d in m.distributions()"
-         " if d._path.parent.as_posix().startswith(sys.base_prefix)}))"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-c",
+            "import json, importlib.metadata as m, sys;"
+            "print(json.dumps({d.metadata['Name'].lower(): d.version for d in m.distributions()"
+            " if d._path.parent.as_posix().startswith(sys.base_prefix)}))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
 )
 
@@ -254,8 +270,9 @@ def test_system_site_packages_reuses_the_base(installer: str, write_profile: Any
         f"this test needs numpy and scipy in the base interpreter {sys.base_prefix}"
     )
     profile = write_profile("np-base", 'backend = "numpy"\npackages = ["numpy", "scipy", "jax"]\n')
-    proc = kboot("create", str(profile), "--system-site-packages", "--installer", installer,
-                 "--json")
+    proc = kboot(
+        "create", str(profile), "--system-site-packages", "--installer", installer, "--json"
+    )
     data = created(proc)
     assert data["packages"]["numpy"] == BASE_PACKAGES["numpy"]
     assert data["packages"]["scipy"] == BASE_PACKAGES["scipy"]
@@ -293,8 +310,16 @@ def test_concurrent_create_is_refused_by_the_lock(tmp_path: Path) -> None:
 
 def test_ctrl_c_during_install_rolls_back(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bootstrap", "create", "tf-cpu", "--name", "interrupted",
-         "--no-smoke"],
+        [
+            sys.executable,
+            "-m",
+            "bootstrap",
+            "create",
+            "tf-cpu",
+            "--name",
+            "interrupted",
+            "--no-smoke",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REAL_HOME
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
@@ -20,7 +21,6 @@ from bootstrap.interpreters import (
     query,
     running_interpreter,
 )
-from conftest import REAL_HOME
 
 RUNNING = Version(".".join(map(str, sys.version_info[:3])))
 
@@ -174,9 +174,7 @@ def test_pyenv_interpreter_is_found(fakes) -> None:  # type: ignore[no-untyped-d
 def test_a_name_that_lies_is_checked(fakes) -> None:  # type: ignore[no-untyped-def]
     fake_python(fakes["bin"] / "python3.11", "3.10.0 CPython")  # claims 3.11, is 3.10
     with pytest.raises(InterpreterError) as info:
-        find_interpreter(
-            SpecifierSet("==3.11.*"), environ=fakes["environ"], prefer_running=False
-        )
+        find_interpreter(SpecifierSet("==3.11.*"), environ=fakes["environ"], prefer_running=False)
     assert "3.10.0 (PATH)" in info.value.message
 
 
@@ -214,8 +212,11 @@ def test_no_match_lists_what_was_found(fakes) -> None:  # type: ignore[no-untype
 
 
 def test_no_interpreters_at_all(tmp_path: Path) -> None:
-    environ = {"PATH": str(tmp_path / "empty"), "PYENV_ROOT": str(tmp_path / "none"),
-               "UV_PYTHON_INSTALL_DIR": str(tmp_path / "none")}
+    environ = {
+        "PATH": str(tmp_path / "empty"),
+        "PYENV_ROOT": str(tmp_path / "none"),
+        "UV_PYTHON_INSTALL_DIR": str(tmp_path / "none"),
+    }
     with pytest.raises(InterpreterError, match="found: none"):
         find_interpreter(SpecifierSet("==3.7.*"), environ=environ, prefer_running=False)
 
@@ -279,6 +280,9 @@ def test_real_discovery_finds_pyenv_versions(spec: str) -> None:
     # Ask the interpreter itself, independently of kboot's query.
     out = subprocess.run(
         [str(found.path), "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
-        capture_output=True, text=True, check=True, timeout=60,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     ).stdout.strip()
     assert Version(out) == found.version

@@ -93,7 +93,7 @@ def test_merge_keeps_foreign_keys_and_writes_a_backup(kjson: Path) -> None:
     assert result.changed is True
     assert result.backup == kjson.with_name("keras.json.bak")
     assert result.backup.read_text(encoding="utf-8") == before
-    assert result.previous == before
+    assert result.previous == before.encode("utf-8")
     assert json.loads(kjson.read_text(encoding="utf-8")) == {
         "backend": "jax",
         "floatx": "float64",
@@ -222,8 +222,13 @@ def test_restore_deletes_a_file_that_did_not_exist(kjson: Path) -> None:
 
 def test_parse_assignments_types_the_values() -> None:
     values = parse_assignments(
-        ["backend=jax", " floatx = float64 ", "image_data_format=channels_first",
-         "epsilon=1e-05", "nnx_enabled=True"]
+        [
+            "backend=jax",
+            " floatx = float64 ",
+            "image_data_format=channels_first",
+            "epsilon=1e-05",
+            "nnx_enabled=True",
+        ]
     )
     assert values == {
         "backend": "jax",

@@ -80,10 +80,6 @@ def test_keras_home_default_uses_the_process_environment(isolated: Path) -> None
     assert user_keras_home() == isolated / ".keras"
 
 
-def test_empty_keras_home_variable_is_ignored(tmp_path: Path) -> None:
-    assert user_keras_home({"KERAS_HOME": "", "HOME": str(tmp_path)}) == tmp_path / ".keras"
-
-
 def test_keras_home_falls_back_to_tmp_when_home_is_not_writable(tmp_path: Path) -> None:
     # As root every existing folder is writable; a home that does not exist is not.
     missing = tmp_path / "no-such-home"
@@ -91,15 +87,14 @@ def test_keras_home_falls_back_to_tmp_when_home_is_not_writable(tmp_path: Path) 
 
 
 def test_keras_home_on_windows_uses_userprofile() -> None:
-    home = user_keras_home(
-        {"USERPROFILE": r"C:\Users\ada", "HOME": "/home/ada"}, platform="win32"
-    )
+    home = user_keras_home({"USERPROFILE": r"C:\Users\ada", "HOME": "/home/ada"}, platform="win32")
     assert isinstance(home, PureWindowsPath)
     assert str(home) == r"C:\Users\ada\.keras"
 
 
 def test_keras_home_on_windows_with_keras_home() -> None:
-    home = user_keras_home({"KERAS_HOME": r"D:\kh", "USERPROFILE": r"C:\Users\ada"}, platform="win32")
+    env = {"KERAS_HOME": r"D:\kh", "USERPROFILE": r"C:\Users\ada"}
+    home = user_keras_home(env, platform="win32")
     assert str(home) == r"D:\kh"
 
 
@@ -134,7 +129,8 @@ def test_kboot_home_uses_the_process_environment(tmp_path: Path) -> None:
 
 def test_user_profiles_dir(tmp_path: Path, isolated: Path) -> None:
     assert user_profiles_dir({"KBOOT_PROFILES": str(tmp_path / "p")}) == tmp_path / "p"
-    assert user_profiles_dir({}) == platformdirs.user_config_path("kboot", appauthor=False) / "profiles"
+    config = platformdirs.user_config_path("kboot", appauthor=False)
+    assert user_profiles_dir({}) == config / "profiles"
     if sys.platform.startswith("linux"):
         assert user_profiles_dir({}) == isolated / ".config" / "kboot" / "profiles"
 

@@ -189,8 +189,14 @@ def test_bad_requirement_hint_explains(write_profile) -> None:  # type: ignore[n
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("gpu", '"yes"'), ("gpu", "1"), ("index_url", "1"), ("find_links", '"/w"'),
-     ("extra_index_urls", "[1]"), ("description", "[]")],
+    [
+        ("gpu", '"yes"'),
+        ("gpu", "1"),
+        ("index_url", "1"),
+        ("find_links", '"/w"'),
+        ("extra_index_urls", "[1]"),
+        ("description", "[]"),
+    ],
 )
 def test_bad_types(write_profile, key: str, value: str) -> None:  # type: ignore[no-untyped-def]
     err = _error(write_profile, MINIMAL + f"{key} = {value}\n")
@@ -225,8 +231,12 @@ def test_keras_in_packages_is_refused(write_profile, keras: str) -> None:  # typ
 
 @pytest.mark.parametrize(
     ("backend", "packages", "needed"),
-    [("jax", '["numpy"]', "jax, jaxlib"), ("torch", "[]", "torch"),
-     ("tensorflow", '["keras-nlp"]', "tensorflow"), ("openvino", '["scipy"]', "openvino")],
+    [
+        ("jax", '["numpy"]', "jax, jaxlib"),
+        ("torch", "[]", "torch"),
+        ("tensorflow", '["keras-nlp"]', "tensorflow"),
+        ("openvino", '["scipy"]', "openvino"),
+    ],
 )
 def test_backend_package_missing_is_refused(write_profile, backend, packages, needed) -> None:  # type: ignore[no-untyped-def]
     err = _error(write_profile, f'backend = "{backend}"\npackages = {packages}\n')
@@ -236,7 +246,8 @@ def test_backend_package_missing_is_refused(write_profile, backend, packages, ne
 
 
 def test_backend_package_name_is_canonicalized(write_profile) -> None:  # type: ignore[no-untyped-def]
-    profile = load_profile(write_profile("tf", 'backend = "tensorflow"\npackages = ["TensorFlow_CPU"]\n'))
+    text = 'backend = "tensorflow"\npackages = ["TensorFlow_CPU"]\n'
+    profile = load_profile(write_profile("tf", text))
     assert profile.packages == ("TensorFlow_CPU",)
 
 
@@ -345,8 +356,14 @@ def test_digest_is_stable_and_ignores_name_and_path(write_profile, tmp_path: Pat
 
 @pytest.mark.parametrize(
     "extra",
-    ['floatx = "float64"', "epsilon = 1e-06", 'keras = "==3.8.*"', "gpu = true",
-     'find_links = ["/wheels"]', 'description = "other"'],
+    [
+        'floatx = "float64"',
+        "epsilon = 1e-06",
+        'keras = "==3.8.*"',
+        "gpu = true",
+        'find_links = ["/wheels"]',
+        'description = "other"',
+    ],
 )
 def test_digest_changes_with_content(write_profile, extra: str) -> None:  # type: ignore[no-untyped-def]
     base = load_profile(write_profile("a", MINIMAL))

@@ -17,11 +17,12 @@ def py(code: str) -> list[str]:
 
 
 def test_run_captures_output(tmp_path: Path) -> None:
-    result = run(py("import sys; print('out'); print('err', file=sys.stderr)"))
+    code = "import sys; print('out'); print('err', file=sys.stderr)"
+    result = run(py(code))
     assert result.returncode == 0
     assert result.stdout == "out\n"
     assert result.stderr == "err\n"
-    assert result.cmd == (sys.executable, "-c", "import sys; print('out'); print('err', file=sys.stderr)")
+    assert result.cmd == (sys.executable, "-c", code)
     assert result.seconds >= 0
     assert result.output_tail == "err\nout"
 
@@ -42,11 +43,7 @@ def test_run_stdin_is_closed() -> None:
 
 
 def test_non_zero_exit_raises_with_the_tail() -> None:
-    code = (
-        "import sys\n"
-        "for i in range(40): print('line', i, file=sys.stderr)\n"
-        "sys.exit(3)\n"
-    )
+    code = "import sys\nfor i in range(40): print('line', i, file=sys.stderr)\nsys.exit(3)\n"
     with pytest.raises(CommandError) as info:
         run(py(code), what="doing a thing", hint="try again")
     err = info.value

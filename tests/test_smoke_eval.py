@@ -44,8 +44,12 @@ def report(**changes: Any) -> dict[str, Any]:
 
 def gpu(expect: Expectation = EXPECT, *, allow_cpu: bool = False) -> Expectation:
     return Expectation(
-        expect.backend, expect.floatx, expect.image_data_format, expect.epsilon,
-        gpu=True, allow_cpu=allow_cpu,
+        expect.backend,
+        expect.floatx,
+        expect.image_data_format,
+        expect.epsilon,
+        gpu=True,
+        allow_cpu=allow_cpu,
     )
 
 
@@ -57,8 +61,11 @@ def test_all_match_is_ok() -> None:
     assert result.keras_version == "3.8.0"
     assert result.backend_version == "0.4.35"
     assert result.reported == {
-        "backend": "jax", "floatx": "float32", "image_data_format": "channels_last",
-        "epsilon": 1e-07, "compute_dtype": "float32",
+        "backend": "jax",
+        "floatx": "float32",
+        "image_data_format": "channels_last",
+        "epsilon": 1e-07,
+        "compute_dtype": "float32",
     }
     assert result.packages["jax"] == "0.4.35"
     assert result.to_dict()["seconds"] == 1.5
@@ -71,9 +78,14 @@ def test_epsilon_close_enough_is_ok() -> None:
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("backend", "tensorflow"), ("floatx", "float64"),
-     ("image_data_format", "channels_first"), ("epsilon", 1e-05), ("epsilon", None),
-     ("epsilon", "1e-07")],
+    [
+        ("backend", "tensorflow"),
+        ("floatx", "float64"),
+        ("image_data_format", "channels_first"),
+        ("epsilon", 1e-05),
+        ("epsilon", None),
+        ("epsilon", "1e-07"),
+    ],
 )
 def test_each_mismatch_is_named(key: str, value: Any) -> None:
     result = evaluate(report(**{key: value}), EXPECT, host=NO_GPU_HOST)
@@ -109,7 +121,8 @@ def test_compute_dtype_mismatch() -> None:
 
 def test_wrong_compute_values() -> None:
     result = evaluate(
-        report(compute={"dtype": "float32", "values": [2.0, 2.0, 2.0, 3.0]}), EXPECT,
+        report(compute={"dtype": "float32", "values": [2.0, 2.0, 2.0, 3.0]}),
+        EXPECT,
         host=NO_GPU_HOST,
     )
     assert not result.ok
@@ -193,9 +206,7 @@ def test_gpu_diagnosis_jax_with_cuda_plugin_does_not_blame_the_plugin() -> None:
 
 def test_gpu_diagnosis_torch_cpu_build() -> None:
     expect = gpu(Expectation("torch", "float32", "channels_last", 1e-07))
-    data = report(
-        backend="torch", devices=[{"kind": "cpu", "name": "cpu"}], build={"cuda": None}
-    )
+    data = report(backend="torch", devices=[{"kind": "cpu", "name": "cpu"}], build={"cuda": None})
     problem = evaluate(data, expect, host=DRIVER_HOST).problems[0]
     assert "torch sees only: cpu" in problem
     assert "CPU-only build" in problem
