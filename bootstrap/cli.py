@@ -306,17 +306,22 @@ def config_set(
 
 
 def _cli_exception_types() -> tuple[tuple[type[Exception], ...], tuple[type[BaseException], ...]]:
-    """Usage-error and abort classes: typer >= 0.22 bundles its own copy of click."""
-    import click
-
-    usage: list[type[Exception]] = [click.ClickException]
-    aborts: list[type[BaseException]] = [click.exceptions.Abort, typer.Abort, KeyboardInterrupt]
+    """Usage-error and abort classes: recent typer bundles its own click, older typer uses click."""
+    usage: list[type[Exception]] = []
+    aborts: list[type[BaseException]] = [typer.Abort, KeyboardInterrupt]
     try:
         from typer._click import exceptions as bundled
-    except ImportError:  # older typer on plain click
+    except ImportError:
         pass
     else:
         usage.append(bundled.ClickException)
+    try:
+        import click
+    except ImportError:  # typer with its bundled click does not install click
+        pass
+    else:
+        usage.append(click.ClickException)
+        aborts.append(click.exceptions.Abort)
     return tuple(usage), tuple(aborts)
 
 
@@ -334,6 +339,15 @@ def main(argv: list[str] | None = None) -> None:
 
             traceback.print_exc()
         _print_error(exc)
+        if "--json" in args:  # scripts parsing stdout get a document, not silence
+            _emit_json(
+                {
+                    "error": exc.message,
+                    "kind": type(exc).__name__,
+                    "hint": exc.hint,
+                    "exit_code": exc.exit_code,
+                }
+            )
         sys.exit(exc.exit_code)
     except usage_errors as exc:
         exc.show()  # type: ignore[attr-defined]  # both ClickException flavours have it

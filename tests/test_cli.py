@@ -380,3 +380,12 @@ def test_foreign_folder_is_not_an_env(capsys, command: str, tmp_path: Path) -> N
     err = refused(capsys, 2, command, str(folder))
     assert "not an environment kboot made" in err
     assert (folder / "keep.txt").read_text(encoding="utf-8") == "k"
+
+
+def test_json_errors_are_a_document_on_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["show", "no-such-profile", "--json"])
+    assert exit_info.value.code == 2
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["kind"] == "ProfileError" and doc["exit_code"] == 2
+    assert "no-such-profile" in doc["error"]
