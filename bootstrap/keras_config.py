@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -20,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from bootstrap.errors import ConfigError, UsageError
-from bootstrap.profiles import FLOATX_VALUES, IMAGE_DATA_FORMATS, KERAS3_BACKENDS
+from bootstrap.profiles import (
+    FLOATX_VALUES,
+    IMAGE_DATA_FORMATS,
+    KERAS2_BACKENDS,
+    KERAS3_BACKENDS,
+    is_module_path,
+)
 
 KERAS_JSON = "keras.json"
 BACKUP_SUFFIX = ".bak"
@@ -31,17 +36,8 @@ KERAS_DEFAULTS: Mapping[str, Any] = {
     "backend": "tensorflow",
     "image_data_format": "channels_last",
 }
-KERAS2_BACKENDS = ("tensorflow", "theano", "cntk")
 KNOWN_BACKENDS = tuple(dict.fromkeys((*KERAS3_BACKENDS, *KERAS2_BACKENDS)))
 SETTABLE_KEYS = ("backend", "floatx", "image_data_format", "epsilon", "nnx_enabled")
-_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
-
-
-def is_module_path(backend: str) -> bool:
-    """True for an external Keras 2 backend named by a dotted module path."""
-    return bool(_DOTTED.match(backend))
-
-
 def read_keras_json(path: Path) -> dict[str, Any] | None:
     """The parsed file, None when it does not exist; a malformed file is an error."""
     try:

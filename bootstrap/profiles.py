@@ -11,6 +11,7 @@ import difflib
 import hashlib
 import json
 import math
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -29,12 +30,25 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 KERAS3_BACKENDS = ("tensorflow", "jax", "torch", "numpy", "openvino")
+#: Keras 2 also accepts any other backend as a dotted module path (an external backend).
+KERAS2_BACKENDS = ("tensorflow", "theano", "cntk")
+GENERATIONS = (2, 3)
+SMOKE_MODES = ("compute", "import")
+#: Pythons that legacy backends have working wheels for (checked against PyPI and on Debian 12).
+LEGACY_PYTHON: Mapping[str, tuple[str, str]] = {
+    "cntk": (">=3.5,<3.7", "cntk 2.7 ships wheels for CPython 3.5 and 3.6 only"),
+    "theano": (">=3.6,<3.8", "Theano 1.0.5 with keras 2.3.1 needs the old numpy of Python 3.6/3.7"),
+}
+_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 FLOATX_VALUES = ("float16", "float32", "float64")
 IMAGE_DATA_FORMATS = ("channels_last", "channels_first")
 
 #: Distributions that provide each backend; a profile must list one of them.
 BACKEND_PACKAGES: Mapping[str, tuple[str, ...]] = {
     "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tf-nightly"),
+    "theano": ("theano",),
+    "cntk": ("cntk", "cntk-gpu"),
     "jax": ("jax", "jaxlib"),
     "torch": ("torch",),
     "numpy": ("numpy",),
@@ -53,8 +67,35 @@ DEFAULTS: Mapping[str, Any] = {
     "index_url": None,
     "extra_index_urls": [],
     "find_links": [],
+    "keras_package": "keras",
+    "env": {},
+    "smoke": "compute",
 }
-KNOWN_KEYS = ("backend", *DEFAULTS)
+KNOWN_KEYS = ("backend", "generation", *DEFAULTS)
+
+
+def is_module_path(backend: str) -> bool:
+    """True for an external Keras 2 backend named by a dotted module path."""
+    return bool(_DOTTED.match(backend))
+
+
+def infer_generation(keras_package: str, keras: str) -> int | None:
+    """2 or 3 from what the keras specifier allows; None when it allows both."""
+    if canonicalize_name(keras_package) == "tf-keras":
+        return 2
+    spec = SpecifierSet(keras)
+    allows = {
+        g
+        for g in GENERATIONS
+        if any(
+            spec.contains(f"{g}.{minor}.{micro}", prereleases=True)
+            for minor in range(40)
+            for micro in (0, 1, 2, 4, 9)
+        )
+    }
+    if len(allows) == 1:
+        return allows.pop()
+    return None
 
 
 @dataclass(frozen=True)
@@ -83,6 +124,19 @@ class Profile:
     packages: tuple[str, ...] = ()
     gpu: bool = False
     sources: Sources = field(default_factory=Sources)
+    generation: int = 3
+    keras_package: str = "keras"
+    env: Mapping[str, str] = field(default_factory=dict)
+    smoke: str = "compute"
+
+    @property
+    def keras_module(self) -> str:
+        """The module the smoke test imports: `keras`, or `tf_keras` for tf-keras."""
+        return canonicalize_name(self.keras_package).replace("-", "_")
+
+    @property
+    def external_backend(self) -> bool:
+        return is_module_path(self.backend)
 
     @property
     def python_specifier(self) -> SpecifierSet:
@@ -90,7 +144,7 @@ class Profile:
 
     def requirements(self) -> tuple[str, ...]:
         """What the installer gets: keras with the profile's specifier, then the packages."""
-        return (f"keras{self.keras}", *self.packages)
+        return (f"{self.keras_package}{self.keras}", *self.packages)
 
     def keras_config(self) -> dict[str, Any]:
         """The keras.json values this profile owns."""
@@ -106,6 +160,7 @@ class Profile:
         data = asdict(self)
         del data["name"], data["path"]
         data["sources"] = asdict(self.sources)
+        data["env"] = dict(self.env)
         return data
 
     def digest(self) -> str:
@@ -151,11 +206,11 @@ def parse_profile(data: Mapping[str, Any], *, path: Path, name: str) -> Profile:
         )
     if "backend" not in data:
         raise ProfileError(
-            f"{path}: missing required key 'backend'; allowed: {', '.join(KERAS3_BACKENDS)}"
+            f"{path}: missing required key 'backend'; allowed: {', '.join(KERAS3_BACKENDS)} "
+            f"(Keras 3), or {', '.join(KERAS2_BACKENDS)} or a dotted module path (Keras 2)"
         )
     values = {**DEFAULTS, **data}
 
-    backend = check.choice("backend", values["backend"], KERAS3_BACKENDS)
     floatx = check.choice("floatx", values["floatx"], FLOATX_VALUES)
     image_data_format = check.choice(
         "image_data_format", values["image_data_format"], IMAGE_DATA_FORMATS
@@ -163,6 +218,11 @@ def parse_profile(data: Mapping[str, Any], *, path: Path, name: str) -> Profile:
     epsilon = check.epsilon(values["epsilon"])
     python = check.specifier("python", values["python"])
     keras = check.specifier("keras", values["keras"])
+    keras_package = check.string("keras_package", values["keras_package"])
+    if canonicalize_name(keras_package) not in ("keras", "tf-keras"):
+        raise check.fail("keras_package", keras_package, "keras or tf-keras")
+    generation = _generation(check, data, keras_package, keras)
+    backend = _backend(check, values["backend"], generation, keras)
     packages = check.requirements("packages", values["packages"])
     gpu = check.boolean("gpu", values["gpu"])
     index_url = values["index_url"]
@@ -174,19 +234,29 @@ def parse_profile(data: Mapping[str, Any], *, path: Path, name: str) -> Profile:
         find_links=check.strings("find_links", values["find_links"]),
     )
     description = check.string("description", values["description"])
+    env = check.env(values["env"])
+    smoke = check.choice("smoke", values["smoke"], SMOKE_MODES)
 
     names = {canonicalize_name(Requirement(p).name) for p in packages}
-    if "keras" in names:
+    if names & {"keras", "tf-keras"}:
         raise ProfileError(
-            f"{path}: key 'packages' lists keras; give its version with the 'keras' key instead",
+            f"{path}: key 'packages' lists {keras_package}; give its version with the 'keras' "
+            "key (and 'keras_package') instead",
             hint='for example: keras = ">=3.8,<4"',
         )
-    providers = BACKEND_PACKAGES[backend]
-    if not names.intersection(providers):
-        raise ProfileError(
-            f"{path}: backend '{backend}' needs one of {', '.join(providers)} in 'packages'",
-            hint=f'add it, for example: packages = ["{providers[0]}"]',
-        )
+    if not is_module_path(backend):
+        providers = BACKEND_PACKAGES[backend]
+        if not names.intersection(providers):
+            raise ProfileError(
+                f"{path}: backend '{backend}' needs one of {', '.join(providers)} in 'packages'",
+                hint=f'add it, for example: packages = ["{providers[0]}"]',
+            )
+    if backend in LEGACY_PYTHON:
+        supported, why = LEGACY_PYTHON[backend]
+        if not _overlaps(SpecifierSet(python), SpecifierSet(supported)):
+            raise check.fail(
+                "python", python, f"a range that includes Python {supported}", f"{why}"
+            )
     return Profile(
         name=name,
         path=path,
@@ -200,7 +270,64 @@ def parse_profile(data: Mapping[str, Any], *, path: Path, name: str) -> Profile:
         packages=packages,
         gpu=gpu,
         sources=sources,
+        generation=generation,
+        keras_package=keras_package,
+        env=env,
+        smoke=smoke,
     )
+
+
+def _generation(check: _Checker, data: Mapping[str, Any], keras_package: str, keras: str) -> int:
+    inferred = infer_generation(keras_package, keras)
+    if "generation" not in data:
+        if inferred is None:
+            raise check.fail(
+                "keras",
+                keras,
+                'a specifier for one Keras generation, e.g. ">=3.8,<4" or "==2.3.1"',
+                "or say which one with generation = 2 or generation = 3",
+            )
+        return inferred
+    generation = data["generation"]
+    if isinstance(generation, bool) or generation not in GENERATIONS:
+        raise check.fail("generation", generation, "2 (multi-backend Keras 2) or 3 (Keras 3)")
+    if inferred is not None and inferred != generation:
+        raise check.fail(
+            "keras", keras, f"a Keras {generation} specifier, since generation = {generation}"
+        )
+    return int(generation)
+
+
+def _backend(check: _Checker, value: object, generation: int, keras: str) -> str:
+    if generation == 3:
+        if value not in KERAS3_BACKENDS and isinstance(value, str) and (
+            value in KERAS2_BACKENDS or is_module_path(value)
+        ):
+            raise check.fail(
+                "backend",
+                value,
+                f"a Keras 3 backend ({', '.join(KERAS3_BACKENDS)}) with keras {keras!r}",
+                f"'{value}' is a Keras 2 backend: pin keras to 2.x (e.g. keras = \"==2.3.1\")",
+            )
+        return check.choice("backend", value, KERAS3_BACKENDS)
+    if isinstance(value, str) and (value in KERAS2_BACKENDS or is_module_path(value)):
+        return value
+    hint = None
+    if value in KERAS3_BACKENDS:
+        hint = f"'{value}' is a Keras 3 backend: use keras = \">=3.8,<4\""
+    raise check.fail(
+        "backend",
+        value,
+        f"a Keras 2 backend ({', '.join(KERAS2_BACKENDS)}) or a dotted module path "
+        "such as my_package.my_backend",
+        hint,
+    )
+
+
+def _overlaps(a: SpecifierSet, b: SpecifierSet) -> bool:
+    """Whether two Python specifiers admit a common release (checked on 3.0 to 3.19)."""
+    candidates = [f"3.{minor}.{micro}" for minor in range(20) for micro in (0, 5, 99)]
+    return any(v in a and v in b for v in candidates)
 
 
 @dataclass(frozen=True)
@@ -256,6 +383,18 @@ class _Checker:
         if not isinstance(value, str):
             raise self.fail(key, value, "a string")
         return value
+
+    def env(self, value: object) -> dict[str, str]:
+        if not isinstance(value, dict):
+            raise self.fail("env", value, 'a table such as env = { TF_USE_LEGACY_KERAS = "1" }')
+        for key, item in value.items():
+            if not _ENV_NAME.match(key) or not isinstance(item, str):
+                raise self.fail(f"env.{key}", item, "a variable name with a string value")
+            if key in ("KERAS_HOME", "KERAS_BACKEND"):
+                raise self.fail(
+                    f"env.{key}", item, "no KERAS_HOME or KERAS_BACKEND here", "kboot sets those"
+                )
+        return dict(value)
 
     def strings(self, key: str, value: object) -> tuple[str, ...]:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):

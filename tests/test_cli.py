@@ -23,6 +23,10 @@ BUILTIN_NAMES = {
     "tf-gpu",
     "torch-cpu",
     "torch-gpu",
+    "theano",
+    "cntk",
+    "plaidml",
+    "tf-keras2",
 }
 
 

@@ -9,6 +9,7 @@ import pytest
 from bootstrap.errors import ProfileError
 from bootstrap.paths import builtin_profiles_dir
 from bootstrap.profiles import (
+    KERAS2_BACKENDS,
     KERAS3_BACKENDS,
     Profile,
     Sources,
@@ -27,6 +28,10 @@ BUILTIN_NAMES = {
     "tf-gpu",
     "torch-cpu",
     "torch-gpu",
+    "theano",
+    "cntk",
+    "plaidml",
+    "tf-keras2",
 }
 MINIMAL = 'backend = "numpy"\npackages = ["numpy"]\n'
 
@@ -43,9 +48,12 @@ def test_every_builtin_profile_loads(path: Path) -> None:
     profile = load_profile(path)
     assert profile.name == path.stem
     assert profile.path == path
-    assert profile.backend in KERAS3_BACKENDS
+    if profile.generation == 3:
+        assert profile.backend in KERAS3_BACKENDS
+    else:
+        assert profile.backend in KERAS2_BACKENDS or "." in profile.backend
     assert profile.description
-    assert profile.requirements()[0].startswith("keras")
+    assert profile.requirements()[0].startswith(profile.keras_package)
     # The gpu flag and the name agree.
     assert profile.gpu == path.stem.endswith("-gpu")
 
