@@ -4,6 +4,7 @@
 # stdout after MARKER, since backends print their own chatter.
 import json
 import os
+import re
 import sys
 import time
 import traceback
@@ -16,27 +17,34 @@ def emit(report):
     sys.stdout.flush()
 
 
+def canonical(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def distributions():
     try:
         from importlib import metadata
-    except ImportError:  # Python < 3.8
-        try:
-            import importlib_metadata as metadata
-        except ImportError:
-            metadata = None
+    except ImportError:  # Python < 3.8, where environments often lack setuptools too
+        return scan_dist_info()
     found = {}
-    if metadata is not None:
-        for dist in metadata.distributions():
-            name = dist.metadata["Name"]
-            if name:
-                found.setdefault(name.lower().replace("_", "-"), dist.version)
-        return found
-    try:
-        import pkg_resources
-    except ImportError:
-        return found
-    for dist in pkg_resources.working_set:
-        found.setdefault(dist.project_name.lower().replace("_", "-"), dist.version)
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            found.setdefault(canonical(name), dist.version)
+    return found
+
+
+def scan_dist_info():
+    found = {}
+    for entry in sys.path:
+        if not os.path.isdir(entry):
+            continue
+        for item in sorted(os.listdir(entry)):
+            for suffix in (".dist-info", ".egg-info"):
+                if item.endswith(suffix):
+                    stem = item[: -len(suffix)]
+                    name, _, version = stem.partition("-")
+                    found.setdefault(canonical(name), version.split("-")[0])
     return found
 
 
@@ -98,8 +106,41 @@ def compute_keras2(keras, floatx):
     return str(arr.dtype), [float(v) for v in arr.reshape(-1)]
 
 
+def check_backend_module(name):
+    """An external Keras 2 backend: does it import, and define what Keras requires?
+
+    Imported the way Keras does it (KERAS_BACKEND is set by the caller), so that a
+    module that itself imports keras works; Keras stops at the first missing entry,
+    the module object tells all of them.
+    """
+    report = {"module": name}
+    try:
+        import keras  # noqa: F401
+    except BaseException as exc:
+        report["keras_error"] = "{}: {}".format(type(exc).__name__, exc)
+    module = sys.modules.get(name)
+    if module is None:
+        try:
+            module = __import__(name, fromlist=["_"])
+        except BaseException as exc:
+            report["import_error"] = "{}: {}".format(type(exc).__name__, exc)
+            report["traceback"] = traceback.format_exc()[-4000:]
+            return report
+    report["missing"] = [
+        e for e in ("placeholder", "variable", "function") if not hasattr(module, e)
+    ]
+    return report
+
+
 def main():
     expected = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    mode = expected.get("mode", "compute")
+    if mode == "packages":
+        emit({"packages": distributions()})
+        return
+    if mode == "backend-module":
+        emit(check_backend_module(expected["backend"]))
+        return
     report = {
         "python": "%d.%d.%d" % tuple(sys.version_info[:3]),
         "executable": sys.executable,
@@ -107,8 +148,9 @@ def main():
         "keras_backend_env": os.environ.get("KERAS_BACKEND"),
     }
     started = time.time()
+    module_name = expected.get("keras_module", "keras")
     try:
-        import keras
+        keras = __import__(module_name)
     except BaseException as exc:  # report, never crash: the caller explains it
         report["import_error"] = f"{type(exc).__name__}: {exc}"
         report["traceback"] = traceback.format_exc()[-4000:]
@@ -135,12 +177,24 @@ def main():
         "cntk": "cntk",
     }.get(backend, backend.split(".")[0])
     report["backend_version"] = module_version(module)
+    if module_name == "tf_keras":  # does `tf.keras` reach tf-keras (TF_USE_LEGACY_KERAS=1)?
+        try:
+            import tensorflow as tf
+
+            # tf.keras is a lazy loader without __version__: ask where its layers live
+            report["tf.keras_package"] = tf.keras.layers.Dense.__module__.split(".")[0]
+        except Exception as exc:
+            report["tf.keras_package"] = "error: {}".format(exc)
     try:
         report["devices"] = devices_for(backend, report)
     except Exception as exc:
         report["devices"] = []
         report["devices_error"] = f"{type(exc).__name__}: {exc}"
     floatx = expected.get("floatx") or report["floatx"]
+    if mode == "import":
+        report["packages"] = distributions()
+        emit(report)
+        return
     try:
         compute = compute_keras3 if generation == 3 else compute_keras2
         dtype, values = compute(keras, floatx)

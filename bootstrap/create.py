@@ -17,9 +17,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from packaging.version import Version
+
 from bootstrap import __version__
 from bootstrap.environment import VirtualEnv
 from bootstrap.errors import (
+    BackendModuleError,
     ConfigError,
     EnvironmentStateError,
     Interrupted,
@@ -27,7 +30,7 @@ from bootstrap.errors import (
     SmokeError,
     UsageError,
 )
-from bootstrap.installers import get_installer, install, plan_install
+from bootstrap.installers import Installer, UvInstaller, get_installer, install, plan_install
 from bootstrap.interpreters import Interpreter, find_interpreter
 from bootstrap.keras_config import KERAS_JSON, WriteResult, merge_keras_json, read_keras_json
 from bootstrap.locking import env_lock
@@ -37,8 +40,10 @@ from bootstrap.progress import RecordingReporter, Reporter
 from bootstrap.record import EnvRecord, read_record, write_record
 from bootstrap.registry import register
 from bootstrap.smoke import (
+    REQUIRED_ENTRIES,
     Expectation,
     SmokeReport,
+    check_backend_module,
     evaluate,
     host_gpu_info,
     installed_packages,
@@ -248,30 +253,11 @@ class _Build:
     def _build(self) -> CreateResult:
         request, profile, reporter = self.request, self.profile, self.reporter
         installer = get_installer(request.installer)
-        with reporter.step(f"create virtualenv (Python {self.interpreter.version})"):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            env = VirtualEnv.create(
-                self.path,
-                self.interpreter,
-                system_site_packages=request.system_site_packages,
-                seed_pip=installer.needs_pip,
-            )
-        base = None
-        if request.system_site_packages:
-            base = installed_packages(env.python, cwd=env.root)
-        plan = plan_install(installer, profile.requirements(), base)
-        for requirement, version in plan.reused.items():
-            reporter.info(f"reusing {requirement} from the base Python ({version})")
-        label = ", ".join(plan.requirements) or "nothing new"
-        with reporter.step(f"install {label} ({installer.name})"):
-            install(
-                installer,
-                env,
-                plan.requirements,
-                profile.sources,
-                python_version=str(self.interpreter.version),
-                constraints=plan.constraints,
-            )
+        env = self._create_env()
+        self._install(env, installer)
+        if profile.external_backend:
+            with reporter.step(f"check backend module {profile.backend}"):
+                self._check_backend_module(env)
         with reporter.step("write keras.json"):
             keras_json, startup_env = self._write_config(env)
         smoke = None
@@ -315,20 +301,78 @@ class _Build:
             warnings=tuple(self.warnings),
         )
 
+    def _create_env(self) -> VirtualEnv:
+        version = self.interpreter.version
+        with self.reporter.step(f"create virtualenv (Python {version})"):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            env = VirtualEnv.create(
+                self.path,
+                self.interpreter,
+                system_site_packages=self.request.system_site_packages,
+                # virtualenv's bundled pip no longer supports Pythons < 3.9
+                seed_pip=legacy_pip(version) is None,
+            )
+            if (version.major, version.minor) < (3, 8):
+                env.drop_virtualenv_patch()
+        return env
+
+    def _install(self, env: VirtualEnv, installer: Installer) -> None:
+        profile, reporter = self.profile, self.reporter
+        version = str(self.interpreter.version)
+        base = None
+        if self.request.system_site_packages:
+            base = installed_packages(env.python, cwd=env.root)
+        plan = plan_install(installer, profile.requirements(), base)
+        for requirement, found in plan.reused.items():
+            reporter.info(f"reusing {requirement} from the base Python ({found})")
+        requirements = plan.requirements
+        old_pip = legacy_pip(self.interpreter.version)
+        if old_pip is not None:
+            if installer.needs_pip:  # pip must exist before it can install anything
+                with reporter.step(f"install {old_pip} (the last pip for Python {version})"):
+                    install(UvInstaller(), env, [old_pip], profile.sources, python_version=version)
+            else:
+                requirements = (old_pip, *requirements)
+        label = ", ".join(requirements) or "nothing new"
+        with reporter.step(f"install {label} ({installer.name})"):
+            install(
+                installer,
+                env,
+                requirements,
+                profile.sources,
+                python_version=version,
+                constraints=plan.constraints,
+            )
+
+    def _check_backend_module(self, env: VirtualEnv) -> None:
+        module = self.profile.backend
+        report = check_backend_module(env.python, module, environ=self.environ, cwd=env.root)
+        if not report.ok:
+            raise BackendModuleError(
+                f"{self.profile.path}: backend {module!r}: {report.problem()}",
+                hint=f"an external Keras 2 backend must define {', '.join(REQUIRED_ENTRIES)}; "
+                "fix the module or the profile's 'backend' and 'packages'",
+                details=report.details,
+            )
+
     def _write_config(self, env: VirtualEnv) -> tuple[Path, dict[str, str]]:
         values = self.profile.keras_config()
+        startup_env = {**self.profile.env, **backend_env(self.profile)}
         if self.request.scope == "user":
             self.keras_write = merge_keras_json(self.user_home / KERAS_JSON, values)
             if self.keras_write.backup:
                 self.warn(f"kept the previous {KERAS_JSON} as {self.keras_write.backup}")
-            return self.user_home / KERAS_JSON, {}
-        home = self.path / ENV_KERAS_HOME
-        home.mkdir()
-        merge_keras_json(home / KERAS_JSON, values, backup=False)
-        self._share_caches(home)
-        startup_env = {"KERAS_HOME": str(home), **backend_env(self.profile)}
-        env.write_startup_env(startup_env)
-        return home / KERAS_JSON, startup_env
+            keras_json = self.user_home / KERAS_JSON
+        else:
+            home = self.path / ENV_KERAS_HOME
+            home.mkdir()
+            merge_keras_json(home / KERAS_JSON, values, backup=False)
+            self._share_caches(home)
+            startup_env["KERAS_HOME"] = str(home)
+            keras_json = home / KERAS_JSON
+        if startup_env:
+            env.write_startup_env(startup_env)
+        return keras_json, startup_env
 
     def _share_caches(self, home: Path) -> None:
         for cache in SHARED_CACHES:
@@ -342,14 +386,7 @@ class _Build:
 
     def _smoke(self, env: VirtualEnv) -> SmokeReport:
         profile = self.profile
-        expected = Expectation(
-            backend=profile.backend,
-            floatx=profile.floatx,
-            image_data_format=profile.image_data_format,
-            epsilon=profile.epsilon,
-            gpu=profile.gpu,
-            allow_cpu=self.request.allow_cpu,
-        )
+        expected = expectation(profile, allow_cpu=self.request.allow_cpu)
         report = run_smoke(env, expected, scope=self.request.scope, environ=self.environ)
         for warning in report.warnings:
             self.warn(warning)
@@ -360,6 +397,33 @@ class _Build:
     def warn(self, message: str) -> None:
         self.warnings.append(message)
         self.reporter.warn(message)
+
+
+def expectation(profile: Profile, *, allow_cpu: bool) -> Expectation:
+    return Expectation(
+        backend=profile.backend,
+        floatx=profile.floatx,
+        image_data_format=profile.image_data_format,
+        epsilon=profile.epsilon,
+        gpu=profile.gpu,
+        allow_cpu=allow_cpu,
+        keras_module=profile.keras_module,
+        mode=profile.smoke,
+    )
+
+
+#: The newest pip that still runs on each Python that virtualenv can no longer seed.
+LEGACY_PIP: Mapping[tuple[int, int], str] = {
+    (3, 5): "pip<21",
+    (3, 6): "pip<22",
+    (3, 7): "pip<24.1",
+    (3, 8): "pip<25.1",
+}
+
+
+def legacy_pip(version: Version) -> str | None:
+    """The pip requirement for a Python older than 3.9 (None: virtualenv seeds pip)."""
+    return LEGACY_PIP.get((version.major, version.minor))
 
 
 def backend_env(profile: Profile) -> dict[str, str]:
@@ -385,14 +449,21 @@ def run_smoke(
 
 def smoke_error(name: str, report: SmokeReport, profile: Profile) -> SmokeError:
     hint = None
+    details = report.details
     for problem in report.problems:
         missing = re.search(r"No module named '([\w.]+)'", problem)
         if missing:
             module = missing.group(1).split(".")[0]
             hint = f"add {module} to 'packages' in {profile.path}"
             break
+        if "shared library" in problem:
+            details = None  # diagnosed: the traceback adds nothing (--debug logs the command)
+            hint = "nothing was kept; install that library, or use another backend's profile"
+            if profile.backend == "cntk":
+                hint += " (theano or tensorflow for Keras 2)"
+            break
     return SmokeError(
         f"smoke test failed for {name}: " + "; ".join(report.problems),
         hint=hint or "nothing was kept; fix what the lines above name, then run it again",
-        details=report.details,
+        details=details,
     )

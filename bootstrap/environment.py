@@ -69,6 +69,12 @@ class VirtualEnv:
     ) -> CommandResult:
         return run([self.python, *args], env=env, cwd=self.root, what=what)
 
+    def drop_virtualenv_patch(self) -> None:
+        """Remove virtualenv's distutils patch: it is Python 3.8+ code (`:=`), and older
+        interpreters print a SyntaxError for it at every start. Their stdlib venv has none."""
+        for name in ("_virtualenv.pth", "_virtualenv.py"):
+            (self.site_packages / name).unlink(missing_ok=True)
+
     def write_startup_env(self, variables: Mapping[str, str]) -> Path:
         """Set variables at every start of this interpreter, unless the user set them.
 

@@ -9,14 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bootstrap.create import run_smoke
+from bootstrap.create import expectation, run_smoke
 from bootstrap.environment import VirtualEnv
 from bootstrap.errors import EnvironmentStateError, UsageError
 from bootstrap.locking import env_lock
 from bootstrap.paths import envs_dir, locks_dir
+from bootstrap.profiles import Profile
 from bootstrap.record import EnvRecord, read_record
 from bootstrap.registry import registered, unregister
-from bootstrap.smoke import Expectation, SmokeReport
+from bootstrap.smoke import SmokeReport
 
 
 @dataclass(frozen=True)
@@ -136,15 +137,7 @@ def check_env(ref: str, environ: Mapping[str, str], *, allow_cpu: bool = False) 
             f"{env.python} is missing; the environment is broken",
             hint=f"recreate it: kboot create {record.profile.get('name')} --force",
         )
-    profile = record.profile
-    expected = Expectation(
-        backend=profile["backend"],
-        floatx=profile["floatx"],
-        image_data_format=profile["image_data_format"],
-        epsilon=profile["epsilon"],
-        gpu=profile.get("gpu", False),
-        allow_cpu=allow_cpu,
-    )
+    expected = expectation(Profile.from_dict(record.profile), allow_cpu=allow_cpu)
     smoke = run_smoke(env, expected, scope=record.scope, environ=environ)
     return CheckResult(record.name, path, smoke, tuple(shell_warnings(record, environ)))
 

@@ -97,6 +97,12 @@ class SmokeError(KbootError):
     exit_code = EXIT_FAILED
 
 
+class BackendModuleError(KbootError):
+    """An external Keras 2 backend module that does not import or lacks required entries."""
+
+    exit_code = EXIT_FAILED
+
+
 class Interrupted(KbootError):
     """The user pressed Ctrl-C; everything was rolled back."""
 

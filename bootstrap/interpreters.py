@@ -105,8 +105,17 @@ def find_interpreter(
         path, extra = parse_python_option(requested)
         if path is not None:
             if not path.exists():
-                raise UsageError(f"--python {path}: no such file")
-            found = query(path, "--python")
+                raise UsageError(
+                    f"--python {path}: no such file",
+                    hint="give the path of a Python interpreter, or a version such as 3.12",
+                )
+            try:
+                found = query(path, "--python")
+            except InterpreterError as exc:
+                raise UsageError(
+                    f"--python {path}: {exc.message}",
+                    hint="give the path of a Python interpreter, or a version such as 3.12",
+                ) from None
             if found.version not in spec:
                 raise UsageError(
                     f"--python {path} is Python {found.version}, but the profile needs "

@@ -38,6 +38,8 @@ KERAS_DEFAULTS: Mapping[str, Any] = {
 }
 KNOWN_BACKENDS = tuple(dict.fromkeys((*KERAS3_BACKENDS, *KERAS2_BACKENDS)))
 SETTABLE_KEYS = ("backend", "floatx", "image_data_format", "epsilon", "nnx_enabled")
+
+
 def read_keras_json(path: Path) -> dict[str, Any] | None:
     """The parsed file, None when it does not exist; a malformed file is an error."""
     try:

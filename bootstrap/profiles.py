@@ -170,6 +170,20 @@ class Profile:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "path": str(self.path), **self.content()}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Profile:
+        """The inverse of `to_dict`, for a profile recorded in an environment."""
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        raw_sources = fields.pop("sources", None) or {}
+        fields["path"] = Path(fields["path"])
+        fields["packages"] = tuple(fields.get("packages", ()))
+        fields["sources"] = Sources(
+            raw_sources.get("index_url"),
+            tuple(raw_sources.get("extra_index_urls", ())),
+            tuple(raw_sources.get("find_links", ())),
+        )
+        return cls(**fields)
+
     def with_sources(self, sources: Sources) -> Profile:
         return replace(self, sources=sources)
 
@@ -300,8 +314,10 @@ def _generation(check: _Checker, data: Mapping[str, Any], keras_package: str, ke
 
 def _backend(check: _Checker, value: object, generation: int, keras: str) -> str:
     if generation == 3:
-        if value not in KERAS3_BACKENDS and isinstance(value, str) and (
-            value in KERAS2_BACKENDS or is_module_path(value)
+        if (
+            value not in KERAS3_BACKENDS
+            and isinstance(value, str)
+            and (value in KERAS2_BACKENDS or is_module_path(value))
         ):
             raise check.fail(
                 "backend",

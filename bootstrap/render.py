@@ -71,7 +71,7 @@ def _smoke_lines(smoke: SmokeReport) -> list[str]:
     devices = ", ".join(d.get("name", "?") for d in smoke.devices) or "none reported"
     reported = smoke.reported
     return [
-        f"  keras {smoke.keras_version}, {reported.get('backend')} {smoke.backend_version}",
+        f"  keras {smoke.keras_version}, {reported.get('backend')} {smoke.backend_version or ''}",
         f"  floatx={reported.get('floatx')} image_data_format={reported.get('image_data_format')}"
         f" epsilon={reported.get('epsilon')} (matmul result: {reported.get('compute_dtype')})",
         f"  devices: {devices}",

@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bootstrap.errors import SmokeError
 from bootstrap.runner import run
 
 MARKER = "KBOOT-PROBE:"
@@ -33,9 +36,18 @@ class Expectation:
     epsilon: float
     gpu: bool = False
     allow_cpu: bool = False
+    keras_module: str = "keras"
+    mode: str = "compute"  # or "import": no computation (a backend that needs a device setup)
 
     def to_json(self) -> str:
-        return json.dumps({"backend": self.backend, "floatx": self.floatx})
+        return json.dumps(
+            {
+                "backend": self.backend,
+                "floatx": self.floatx,
+                "keras_module": self.keras_module,
+                "mode": self.mode,
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -150,7 +162,7 @@ def evaluate(
             ok=False,
             reported={},
             devices=(),
-            problems=(f"`import keras` failed: {report['import_error']}",),
+            problems=(import_problem(expected.keras_module, report["import_error"]),),
             packages=report.get("packages", {}),
             seconds=seconds,
             details=report.get("traceback"),
@@ -167,7 +179,9 @@ def evaluate(
         if not same:
             problems.append(f"{key}: keras reports {got!r}, the profile asks for {want!r}")
     compute = report.get("compute")
-    if compute is None:
+    if expected.mode == "import":
+        pass
+    elif compute is None:
         problems.append(f"a tiny computation failed: {report.get('compute_error', 'no result')}")
     else:
         reported["compute_dtype"] = compute["dtype"]
@@ -178,6 +192,14 @@ def evaluate(
             )
         if any(not math.isclose(v, 2.0) for v in compute["values"]):
             problems.append(f"ones(2,2) @ ones(2,2) gave {compute['values']}, not all 2.0")
+    routed = report.get("tf.keras_package")
+    if routed is not None:
+        reported["tf.keras_package"] = routed
+        if routed != "tf_keras":
+            problems.append(
+                f"tf.keras resolves to {routed}, not tf_keras: TF_USE_LEGACY_KERAS=1 "
+                "is not in effect in this environment"
+            )
     devices = tuple(report.get("devices") or ())
     if report.get("devices_error"):
         warnings.append(f"could not list devices: {report['devices_error']}")
@@ -201,6 +223,28 @@ def evaluate(
     )
 
 
+#: Shared libraries that legacy backends load, and where they come from.
+KNOWN_LIBRARIES: Mapping[str, str] = {
+    "libmpi_cxx.so.1": "OpenMPI 1.10's C++ library, which cntk 2.7 was built against; "
+    "current distributions (Debian 12: OpenMPI 4) no longer ship it",
+    "libmpi.so.12": "OpenMPI 1.10's MPI library, needed by cntk 2.7",
+}
+
+
+def import_problem(module: str, error: str) -> str:
+    """`import keras` failed: say which library or module is missing when we can tell."""
+    missing_lib = re.search(r"([\w.+-]+\.so[\w.]*): cannot open shared object file", error)
+    if missing_lib:
+        lib = missing_lib.group(1)
+        origin = KNOWN_LIBRARIES.get(lib, "a system library the backend was built against")
+        return (
+            f"`import {module}` failed: the shared library {lib} is missing on this system "
+            f"({origin}). Install it and add its folder to LD_LIBRARY_PATH, "
+            "or pick another backend"
+        )
+    return f"`import {module}` failed: {error}"
+
+
 def gpu_diagnosis(
     report: Mapping[str, Any], devices: Sequence[Mapping[str, str]], host: HostGpuInfo
 ) -> str:
@@ -219,21 +263,73 @@ def gpu_diagnosis(
     return "; ".join(parts) + "; use --allow-cpu to accept running on the CPU"
 
 
-_LIST_SOURCE = """
-import json, sys
-try:
-    from importlib import metadata
-    found = {d.metadata["Name"].lower().replace("_", "-"): d.version
-             for d in metadata.distributions() if d.metadata["Name"]}
-except ImportError:
-    import pkg_resources
-    found = {d.project_name.lower().replace("_", "-"): d.version for d in pkg_resources.working_set}
-sys.stdout.write(json.dumps(found))
-"""
+def _run_probe(
+    python: Path,
+    request: Mapping[str, Any],
+    environ: Mapping[str, str] | None,
+    cwd: Path,
+    what: str,
+) -> dict[str, Any]:
+    result = run(
+        [python, "-c", PROBE_SOURCE, json.dumps(request)],
+        env=environ,
+        cwd=cwd,
+        what=what,
+        check=False,
+        timeout=900,
+    )
+    for line in reversed(result.stdout.splitlines()):
+        if line.startswith(MARKER):
+            data: dict[str, Any] = json.loads(line[len(MARKER) :])
+            return data
+    raise SmokeError(f"{what} failed: {python} printed no report", details=result.output_tail)
 
 
 def installed_packages(python: Path, *, cwd: Path) -> dict[str, str]:
     """Distributions the environment's interpreter sees, without importing keras."""
-    result = run([python, "-c", _LIST_SOURCE], cwd=cwd, what="listing installed packages")
-    packages: dict[str, str] = json.loads(result.stdout)
+    data = _run_probe(python, {"mode": "packages"}, None, cwd, "listing installed packages")
+    packages: dict[str, str] = data["packages"]
     return packages
+
+
+REQUIRED_ENTRIES = ("placeholder", "variable", "function")
+
+
+@dataclass(frozen=True)
+class BackendModuleReport:
+    module: str
+    import_error: str | None
+    missing: tuple[str, ...]
+    details: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.import_error is None and not self.missing
+
+    def problem(self) -> str:
+        if self.import_error:
+            return f"backend module {self.module} does not import: {self.import_error}"
+        return (
+            f"backend module {self.module} lacks {', '.join(self.missing)}: Keras 2 requires "
+            f"{', '.join(REQUIRED_ENTRIES)}"
+        )
+
+
+def check_backend_module(
+    python: Path, module: str, *, environ: Mapping[str, str], cwd: Path
+) -> BackendModuleReport:
+    """Import an external Keras 2 backend the way Keras does, in the target interpreter."""
+    env = probe_environ(environ, keep_keras_home=True)
+    env["KERAS_BACKEND"] = module
+    with tempfile.TemporaryDirectory(prefix="kboot-keras-home-") as home:
+        env["KERAS_HOME"] = home  # Keras 2 writes a keras.json at import: not into anyone's home
+        data = _run_probe(
+            python,
+            {"mode": "backend-module", "backend": module},
+            env,
+            cwd,
+            f"checking backend module {module}",
+        )
+    return BackendModuleReport(
+        module, data.get("import_error"), tuple(data.get("missing", ())), data.get("traceback")
+    )

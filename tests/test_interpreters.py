@@ -261,8 +261,9 @@ def test_requested_path_with_the_wrong_version(fakes) -> None:  # type: ignore[n
 
 def test_requested_path_not_a_python(tmp_path: Path) -> None:
     path = fake_python(tmp_path / "python", "hello")
-    with pytest.raises(InterpreterError, match="not a working Python"):
+    with pytest.raises(UsageError, match="not a working Python") as info:
         find_interpreter(SpecifierSet(">=3.10"), requested=str(path), environ={})
+    assert info.value.exit_code == 2
 
 
 # --- the real interpreters of this machine ---------------------------------------------------
