@@ -272,37 +272,36 @@ def config_show(keras_home: KerasHomeOpt = None, as_json: JsonOpt = False) -> No
 def config_set(
     assignments: Annotated[
         list[str],
-        typer.Argument(help="KEY=VALUE pairs: backend, floatx, image_data_format, epsilon."),
+        typer.Argument(
+            help="KEY=VALUE pairs: backend, floatx, image_data_format, epsilon, nnx_enabled."
+        ),
     ],
     keras_home: KerasHomeOpt = None,
+    python: Annotated[
+        str | None,
+        typer.Option(
+            help="Interpreter or kboot environment in which to check an external backend "
+            "module (backend=my_pkg.my_backend)."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Set keys in keras.json: validated, merged (other keys kept), atomic, with a .bak backup."""
-    from bootstrap.keras_config import KERAS_JSON, merge_keras_json, parse_assignments
+    from bootstrap.configure import set_keras_config
 
-    values = parse_assignments(assignments)
     home, _ = _keras_home(keras_home)
-    result = merge_keras_json(home / KERAS_JSON, values)
+    result = set_keras_config(home, assignments, python=python)
     if as_json:
-        _emit_json(
-            {
-                "path": str(result.path),
-                "changed": result.changed,
-                "backup": str(result.backup) if result.backup else None,
-                "set": values,
-            }
-        )
+        _emit_json(result.to_dict())
         return
     state = "updated" if result.changed else "already set, unchanged:"
-    typer.echo(f"{state} {result.path}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+    typer.echo(f"{state} {result.path}: " + ", ".join(f"{k}={v}" for k, v in result.values.items()))
     if result.backup:
         typer.echo(f"previous version kept as {result.backup}")
-    if os.environ.get("KERAS_BACKEND") and "backend" in values:
-        typer.echo(
-            f"warning: KERAS_BACKEND={os.environ['KERAS_BACKEND']} in your shell overrides "
-            "the file's backend",
-            err=True,
-        )
+    if result.backend_checked_with:
+        typer.echo(f"backend module checked with {result.backend_checked_with}")
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
 
 
 def _cli_exception_types() -> tuple[tuple[type[Exception], ...], tuple[type[BaseException], ...]]:

@@ -16,64 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import created, kboot, report_from_fresh_shell
 
 from bootstrap.locking import env_lock
 from bootstrap.paths import locks_dir
 
 pytestmark = pytest.mark.integration
-
-REPORT = (
-    "import json, keras, keras.ops as ops\n"
-    "print(json.dumps({'backend': keras.config.backend(), 'floatx': keras.config.floatx(),"
-    " 'image_data_format': keras.config.image_data_format(),"
-    " 'epsilon': keras.config.epsilon(),"
-    " 'dtype': str(ops.convert_to_numpy(ops.ones((1,), dtype=keras.config.floatx())).dtype)}))"
-)
-
-
-def kboot(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 900
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bootstrap", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def created(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    assert proc.returncode == 0, proc.stderr
-    assert "Traceback" not in proc.stderr
-    data: dict[str, Any] = json.loads(proc.stdout)
-    return data
-
-
-def python_of(env_path: Path) -> Path:
-    return env_path / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
-
-
-def report_from_fresh_shell(env_path: Path, tmp_path: Path) -> dict[str, Any]:
-    """What keras reports in the environment for a user with an empty HOME, no KERAS_*."""
-    empty_home = tmp_path / "fresh-home"
-    empty_home.mkdir(exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KERAS_")}
-    env["HOME"] = str(empty_home)
-    proc = subprocess.run(
-        [str(python_of(env_path)), "-c", REPORT],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=600,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert not (empty_home / ".keras" / "keras.json").exists(), "keras used the user's home"
-    return result
 
 
 def test_create_numpy_end_to_end(tmp_path: Path, isolated: Path) -> None:

@@ -1,0 +1,92 @@
+"""`kboot config set`: the seed's manual keras.json edit, done safely."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bootstrap.environment import VirtualEnv
+from bootstrap.errors import UsageError
+from bootstrap.keras_config import KERAS_JSON, merge_keras_json, parse_assignments, read_keras_json
+from bootstrap.paths import envs_dir
+from bootstrap.profiles import is_module_path
+from bootstrap.record import read_record
+from bootstrap.smoke import REQUIRED_ENTRIES, check_backend_module
+
+
+@dataclass(frozen=True)
+class ConfigSetResult:
+    path: Path
+    changed: bool
+    backup: Path | None
+    values: Mapping[str, Any]
+    backend_checked_with: Path | None
+    warnings: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "changed": self.changed,
+            "backup": str(self.backup) if self.backup else None,
+            "set": dict(self.values),
+            "backend_checked_with": str(self.backend_checked_with)
+            if self.backend_checked_with
+            else None,
+            "warnings": list(self.warnings),
+        }
+
+
+def interpreter_for_check(ref: str, environ: Mapping[str, str]) -> Path:
+    """`--python`: an interpreter path, or a kboot environment (name or path)."""
+    path = Path(ref).expanduser()
+    if path.is_file():
+        return path
+    root = path if path.is_dir() else envs_dir(environ) / ref
+    if root.is_dir() and read_record(root) is not None:
+        return VirtualEnv.open(root).python
+    raise UsageError(
+        f"--python {ref!r} is neither an interpreter nor a kboot environment",
+        hint="give the path of the Python that will run keras, or an environment name",
+    )
+
+
+def set_keras_config(
+    keras_home: Path,
+    assignments: Sequence[str],
+    *,
+    python: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ConfigSetResult:
+    environ = os.environ if environ is None else environ
+    values = parse_assignments(assignments)
+    path = keras_home / KERAS_JSON
+    read_keras_json(path)  # a malformed file stops us before any check runs
+    warnings = []
+    checked = None
+    backend = values.get("backend")
+    if isinstance(backend, str) and is_module_path(backend):
+        if python is None:
+            warnings.append(
+                f"could not check that {backend} imports and defines "
+                f"{', '.join(REQUIRED_ENTRIES)}: pass --python (an interpreter or environment)"
+            )
+        else:
+            checked = interpreter_for_check(python, environ)
+            report = check_backend_module(checked, backend, environ=environ, cwd=keras_home.parent)
+            if not report.ok:
+                raise UsageError(
+                    f"backend={backend}: {report.problem()} (checked with {checked}); "
+                    f"{path} was left unchanged",
+                    details=report.details,
+                )
+    result = merge_keras_json(path, values)
+    if environ.get("KERAS_BACKEND") and "backend" in values:
+        warnings.append(
+            f"KERAS_BACKEND={environ['KERAS_BACKEND']} in your shell overrides the file's backend"
+        )
+    return ConfigSetResult(
+        result.path, result.changed, result.backup, values, checked, tuple(warnings)
+    )

@@ -1,0 +1,86 @@
+"""Helpers for the tests that build real environments through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPORT = (
+    "import json, keras, keras.ops as ops\n"
+    "print(json.dumps({'backend': keras.config.backend(), 'floatx': keras.config.floatx(),"
+    " 'image_data_format': keras.config.image_data_format(),"
+    " 'epsilon': keras.config.epsilon(),"
+    " 'dtype': str(ops.convert_to_numpy(ops.ones((1,), dtype=keras.config.floatx())).dtype)}))"
+)
+#: The same for multi-backend Keras 2 (and tf-keras), on Pythons as old as 3.6.
+REPORT_KERAS2 = (
+    "import json, sys, importlib\n"
+    "keras = importlib.import_module(sys.argv[1])\n"
+    "K = keras.backend\n"
+    "print(json.dumps({'backend': K.backend(), 'floatx': K.floatx(),"
+    " 'image_data_format': K.image_data_format(), 'epsilon': K.epsilon(),"
+    " 'version': keras.__version__}))"
+)
+
+
+def kboot(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bootstrap", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def created(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    data: dict[str, Any] = json.loads(proc.stdout)
+    return data
+
+
+def python_of(env_path: Path) -> Path:
+    return env_path / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+
+
+def run_in_fresh_shell(
+    env_path: Path, tmp_path: Path, code: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """Run code with the environment's python for a user with an empty HOME and no KERAS_*."""
+    empty_home = tmp_path / "fresh-home"
+    empty_home.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERAS_")}
+    env["HOME"] = str(empty_home)
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    proc = subprocess.run(
+        [str(python_of(env_path)), "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert not (empty_home / ".keras" / "keras.json").exists(), "keras used the user's home"
+    return proc
+
+
+def report_from_fresh_shell(
+    env_path: Path, tmp_path: Path, *, keras2: str | None = None
+) -> dict[str, Any]:
+    """What keras reports in the environment; keras2 names the module for Keras 2 APIs."""
+    if keras2:
+        proc = run_in_fresh_shell(env_path, tmp_path, REPORT_KERAS2, keras2)
+    else:
+        proc = run_in_fresh_shell(env_path, tmp_path, REPORT)
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
