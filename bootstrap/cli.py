@@ -68,10 +68,12 @@ def _root(
 
 @app.command()
 def create(
-    profile: Annotated[
-        str,
+    profiles: Annotated[
+        list[str],
         typer.Argument(
-            help="A built-in profile name, a name in your profile folder, or a .toml path."
+            help="One or more profiles: built-in names, names in your profile folder, "
+            "or .toml paths. Several are built concurrently.",
+            metavar="PROFILE...",
         ),
     ],
     dest: Annotated[
@@ -104,56 +106,243 @@ def create(
     find_links: Annotated[
         list[str] | None, typer.Option(help="Local wheel folder or URL (repeatable).")
     ] = None,
+    lock: Annotated[
+        Path | None,
+        typer.Option(help="Install exactly this lock (from `kboot lock`), hash-checked."),
+    ] = None,
+    wheelhouse: Annotated[
+        Path | None,
+        typer.Option(help="Install from this folder of wheels (from `kboot download`)."),
+    ] = None,
+    offline: Annotated[
+        bool,
+        typer.Option(help="No network: only --wheelhouse (and its kboot-lock.txt) is used."),
+    ] = False,
     system_site_packages: Annotated[
         bool,
         typer.Option(help="See the base Python's packages (reuse a preinstalled CUDA build)."),
     ] = False,
     force: Annotated[
-        bool, typer.Option(help="Replace a --dest that exists and is not a kboot environment.")
+        bool,
+        typer.Option(
+            help="Rebuild even when nothing changed; replace a --dest that is not a kboot "
+            "environment."
+        ),
+    ] = False,
+    verify: Annotated[
+        bool, typer.Option(help="Run the smoke test even when the environment is unchanged.")
     ] = False,
     no_smoke: Annotated[bool, typer.Option("--no-smoke", help="Skip the smoke test.")] = False,
     allow_cpu: Annotated[
         bool, typer.Option(help="Let a GPU profile pass when the backend sees no GPU.")
     ] = False,
+    jobs: Annotated[
+        int | None, typer.Option(min=1, help="How many environments to build at once.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create a virtualenv from PROFILE, install keras + backend, write keras.json, smoke-test it.
+    """Create (or bring up to date) environments from profiles: virtualenv, keras + backend,
+    keras.json, smoke test.
 
-    Any of --index-url/--extra-index-url/--find-links replaces all the profile's own
-    package sources. On any failure nothing half-built is left: a new environment is
-    removed, one being replaced is restored, and your keras.json is put back.
+    Running it again for an environment that already matches its profile changes nothing
+    (`changed: false`); a changed profile updates it in place when only keras.json
+    settings differ, else rebuilds it. Any of --index-url/--extra-index-url/--find-links
+    replaces all the profile's own package sources. On any failure nothing half-built is
+    left: a new environment is removed, one being replaced is restored, and your
+    keras.json is put back.
     """
+    from bootstrap.batch import create_many, exit_code
     from bootstrap.create import CreateRequest, create_environment
     from bootstrap.installers import INSTALLERS
     from bootstrap.paths import builtin_profiles_dir, user_profiles_dir
     from bootstrap.profiles import Sources, resolve_profile
+    from bootstrap.render import ConsoleReporter, PrefixReporter, render_batch, render_create
 
     if installer not in INSTALLERS:
         raise UsageError(f"--installer {installer!r}: expected one of {', '.join(INSTALLERS)}")
+    if len(profiles) > 1 and (dest or name):
+        raise UsageError("--dest and --name name one environment: give one profile with them")
     sources = None
     if index_url or extra_index_url or find_links:
         sources = Sources(index_url, tuple(extra_index_url or ()), tuple(find_links or ()))
-    loaded = resolve_profile(profile, user_profiles_dir(), builtin_profiles_dir())
-    request = CreateRequest(
-        profile=loaded,
-        dest=dest,
-        name=name,
-        python=python,
-        installer=installer,
-        scope=scope,
-        system_site_packages=system_site_packages,
-        force=force,
-        smoke=not no_smoke,
-        allow_cpu=allow_cpu,
-        sources=sources,
-    )
-    from bootstrap.render import ConsoleReporter, render_create
 
-    result = create_environment(request, reporter=ConsoleReporter())
+    def request_for(ref: str) -> CreateRequest:
+        return CreateRequest(
+            profile=resolve_profile(ref, user_profiles_dir(), builtin_profiles_dir()),
+            dest=dest,
+            name=name,
+            python=python,
+            installer=installer,
+            scope=scope,
+            system_site_packages=system_site_packages,
+            force=force,
+            smoke=not no_smoke,
+            allow_cpu=allow_cpu,
+            sources=sources,
+            lock=lock,
+            wheelhouse=wheelhouse,
+            offline=offline,
+            verify=verify,
+        )
+
+    if len(profiles) == 1:
+        result = create_environment(request_for(profiles[0]), reporter=ConsoleReporter())
+        if as_json:
+            _emit_json(result.to_dict())
+        else:
+            render_create(result)
+        return
+    items = create_many(
+        [(ref, lambda ref=ref: request_for(ref)) for ref in profiles],  # type: ignore[misc]
+        reporter_for=PrefixReporter,
+        workers=jobs,
+    )
+    if as_json:
+        _emit_json([item.to_dict() for item in items])
+    else:
+        render_batch(items)
+    code = exit_code(items)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command("lock")
+def lock_cmd(
+    profile: Annotated[str, typer.Argument(help="Profile name or .toml path.")],
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write the lock here (default: stdout).")
+    ] = None,
+    python_version: Annotated[
+        str | None,
+        typer.Option(help="Target Python X.Y (default: the one kboot would pick for the profile)."),
+    ] = None,
+    platform: Annotated[
+        str | None,
+        typer.Option(help="Target platform as uv names it, e.g. x86_64-unknown-linux-gnu."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Resolve PROFILE to exact versions with hashes for one Python and platform.
+
+    The lock is a pip `--require-hashes` requirements file; `kboot create PROFILE --lock
+    FILE` installs exactly it and refuses a lock made for another Python or platform.
+    """
+    from bootstrap.lockfile import host_platform, make_lock
+    from bootstrap.paths import builtin_profiles_dir, user_profiles_dir
+    from bootstrap.profiles import resolve_profile
+
+    loaded = resolve_profile(profile, user_profiles_dir(), builtin_profiles_dir())
+    version = python_version or _default_python_version(loaded)
+    result = make_lock(
+        loaded, python_version=version, platform=platform or host_platform(), output=output
+    )
+    if as_json:
+        _emit_json(result.to_dict())
+    elif output is None:
+        sys.stdout.write(result.text)
+    else:
+        typer.echo(
+            f"locked {loaded.name}: {len(result.lock.pins)} packages for Python "
+            f"{result.lock.python} on {result.lock.platform} -> {output}"
+        )
+
+
+def _default_python_version(profile: Any) -> str:
+    from bootstrap.interpreters import find_interpreter
+
+    found = find_interpreter(profile.python_specifier)
+    return f"{found.version.major}.{found.version.minor}"
+
+
+@app.command()
+def download(
+    profile: Annotated[str, typer.Argument(help="Profile name or .toml path.")],
+    dest: Annotated[Path, typer.Option(help="The wheelhouse folder to fill.")],
+    lock: Annotated[
+        Path | None, typer.Option(help="Download exactly this lock (default: resolve now).")
+    ] = None,
+    python_version: Annotated[
+        str | None, typer.Option(help="Target Python X.Y (default: the lock's, or discovered).")
+    ] = None,
+    platform: Annotated[
+        str | None, typer.Option(help="Target platform (default: the lock's, or this machine).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fetch every wheel PROFILE needs into DEST, with a kboot-lock.txt, for offline machines.
+
+    Then, with no network: kboot create PROFILE --offline --wheelhouse DEST
+    """
+    from bootstrap.lockfile import read_lock
+    from bootstrap.paths import builtin_profiles_dir, user_profiles_dir
+    from bootstrap.profiles import resolve_profile
+    from bootstrap.render import ConsoleReporter
+    from bootstrap.wheelhouse import download as download_wheels
+
+    loaded = resolve_profile(profile, user_profiles_dir(), builtin_profiles_dir())
+    if lock is not None:
+        existing = read_lock(lock)
+        python_version = python_version or existing.python
+        platform = platform or existing.platform
+    result = download_wheels(
+        loaded,
+        dest=dest.expanduser().absolute(),
+        python_version=python_version or _default_python_version(loaded),
+        platform=platform,
+        lock_path=lock,
+        reporter=ConsoleReporter(),
+    )
     if as_json:
         _emit_json(result.to_dict())
     else:
-        render_create(result)
+        typer.echo(
+            f"{len(result.files)} wheels ({result.bytes / 1e6:.1f} MB) for Python "
+            f"{result.lock.python} on {result.lock.platform} in {result.wheelhouse}\n"
+            f"offline: kboot create {loaded.name} --offline --wheelhouse {result.wheelhouse}"
+        )
+
+
+@app.command()
+def sync(
+    manifest: Annotated[Path, typer.Argument(help="The machine manifest (TOML).")],
+    check_only: Annotated[
+        bool,
+        typer.Option("--check", help="Only report: exit 0 when in sync, 1 when not."),
+    ] = False,
+    prune: Annotated[
+        bool, typer.Option(help="Remove environments kboot manages that the manifest omits.")
+    ] = False,
+    verify: Annotated[
+        bool, typer.Option(help="Smoke-test environments that are already in sync too.")
+    ] = False,
+    jobs: Annotated[
+        int | None, typer.Option(min=1, help="How many environments to build at once.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Bring this machine to match MANIFEST: create what is missing, update what differs,
+    leave what matches, and report (or --prune) environments it does not list.
+
+    Safe to run again and again: an interrupted sync leaves each environment either as
+    it was or fully updated, and the next sync finishes the job.
+    """
+    from bootstrap.render import PrefixReporter, render_sync
+    from bootstrap.sync import sync_manifest
+
+    result = sync_manifest(
+        manifest,
+        check_only=check_only,
+        prune=prune,
+        verify=verify,
+        workers=jobs,
+        reporter_for=PrefixReporter,
+    )
+    if as_json:
+        _emit_json(result.to_dict())
+    else:
+        render_sync(result)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
 
 
 @app.command("profiles")

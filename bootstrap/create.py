@@ -8,6 +8,8 @@ is restored byte for byte.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -32,12 +34,19 @@ from bootstrap.errors import (
 )
 from bootstrap.installers import Installer, UvInstaller, get_installer, install, plan_install
 from bootstrap.interpreters import Interpreter, find_interpreter
-from bootstrap.keras_config import KERAS_JSON, WriteResult, merge_keras_json, read_keras_json
+from bootstrap.keras_config import (
+    KERAS_JSON,
+    WriteResult,
+    atomic_write,
+    merge_keras_json,
+    read_keras_json,
+)
+from bootstrap.lockfile import WHEELHOUSE_LOCK, LockFile, check_lock, host_platform, read_lock
 from bootstrap.locking import env_lock
-from bootstrap.paths import ENV_KERAS_HOME, envs_dir, locks_dir, user_keras_home
+from bootstrap.paths import ENV_KERAS_HOME, PTH_FILE, envs_dir, locks_dir, user_keras_home
 from bootstrap.profiles import Profile, Sources
 from bootstrap.progress import RecordingReporter, Reporter
-from bootstrap.record import EnvRecord, read_record, write_record
+from bootstrap.record import EnvRecord, read_record, record_path, write_record
 from bootstrap.registry import register
 from bootstrap.smoke import (
     REQUIRED_ENTRIES,
@@ -70,6 +79,10 @@ class CreateRequest:
     smoke: bool = True
     allow_cpu: bool = False
     sources: Sources | None = None  # replaces the profile's sources when given
+    lock: Path | None = None  # install exactly this lock, hash-checked
+    wheelhouse: Path | None = None  # a folder of wheels (from `kboot download`)
+    offline: bool = False  # no network at all: only the wheelhouse
+    verify: bool = False  # run the smoke test even when nothing changed
 
 
 @dataclass(frozen=True)
@@ -87,6 +100,10 @@ class CreateResult:
     replaced: bool
     steps: tuple[tuple[str, float], ...] = ()
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    action: str = "created"  # created | rebuilt | updated | unchanged
+    changes: tuple[str, ...] = ()
+    lock: LockFile | None = None
+    verified: bool = False  # an unchanged environment whose smoke test ran again (--verify)
 
     @property
     def keras_version(self) -> str | None:
@@ -111,7 +128,13 @@ class CreateResult:
             "packages": dict(sorted(self.packages.items())),
             "smoke": self.smoke.to_dict() if self.smoke else None,
             "changed": self.changed,
+            "action": self.action,
+            "verified": self.verified,
+            "changes": list(self.changes),
             "replaced": self.replaced,
+            "lock": {"path": str(self.lock.path), "digest": self.lock.digest}
+            if self.lock
+            else None,
             "steps": [{"step": label, "seconds": round(s, 3)} for label, s in self.steps],
             "warnings": list(self.warnings),
         }
@@ -135,6 +158,19 @@ def resolve_target(request: CreateRequest, environ: Mapping[str, str]) -> tuple[
     return name, envs_dir(environ) / name
 
 
+@dataclass(frozen=True)
+class _Target:
+    """Everything decided before the disk is touched."""
+
+    name: str
+    path: Path
+    profile: Profile
+    interpreter: Interpreter
+    user_home: Path
+    lock: LockFile | None
+    state_digest: str
+
+
 def create_environment(
     request: CreateRequest,
     *,
@@ -143,27 +179,177 @@ def create_environment(
 ) -> CreateResult:
     environ = dict(os.environ if environ is None else environ)
     reporter = reporter or RecordingReporter()
+    target = _prepare(request, reporter, environ)
+    _inspect_dest(target.path, force=request.force)
+
+    with env_lock(locks_dir(environ), target.path):
+        existing = _inspect_dest(target.path, force=request.force)  # again, now that we hold it
+        build = _Build(request, target, reporter, environ)
+        if existing != "kboot" or request.force:
+            return build.run(replacing=existing)
+        record = read_record(target.path)
+        assert record is not None
+        changes = describe_changes(record, target, request)
+        env = _open_existing(target.path)
+        if not changes and env is not None:
+            return build.unchanged(record, env)
+        if env is not None and changes and in_place_ok(record, target, request):
+            return build.update_in_place(record, env, changes)
+        build.changes = tuple(changes) or ("the environment's interpreter is missing",)
+        return build.run(replacing=existing)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `create` would do, without doing it (for `sync --check`)."""
+
+    name: str
+    path: Path
+    status: str  # missing | ok | differs
+    changes: tuple[str, ...]
+
+
+def plan_create(request: CreateRequest, *, environ: Mapping[str, str] | None = None) -> Plan:
+    environ = dict(os.environ if environ is None else environ)
+    target = _prepare(request, RecordingReporter(), environ)
+    existing = _inspect_dest(target.path, force=request.force)
+    if existing != "kboot":
+        return Plan(target.name, target.path, "missing", ())
+    record = read_record(target.path)
+    assert record is not None
+    changes = describe_changes(record, target, request)
+    if _open_existing(target.path) is None:
+        changes = [*changes, "the environment's interpreter is missing"]
+    return Plan(target.name, target.path, "differs" if changes else "ok", tuple(changes))
+
+
+def _prepare(request: CreateRequest, reporter: Reporter, environ: Mapping[str, str]) -> _Target:
+    """Validate and resolve the request; reads only, so a failure leaves the disk untouched."""
     profile = request.profile
-    if request.sources is not None:
-        profile = profile.with_sources(request.sources)
     if request.scope not in SCOPES:
         raise UsageError(f"--scope {request.scope!r}: expected one of {', '.join(SCOPES)}")
+    if request.offline and request.wheelhouse is None:
+        raise UsageError("--offline needs --wheelhouse DIR (made by `kboot download`)")
+    if request.wheelhouse is not None:
+        if not request.wheelhouse.is_dir():
+            raise UsageError(f"--wheelhouse {request.wheelhouse}: no such folder")
+        profile = profile.with_sources(
+            Sources(find_links=(str(request.wheelhouse.absolute()),), offline=request.offline)
+        )
+    elif request.sources is not None:
+        profile = profile.with_sources(request.sources)
     name, path = resolve_target(request, environ)
-
-    # Everything below until the lock only reads: a failure leaves the disk untouched.
     with reporter.step("find a Python that satisfies " + (profile.python or "any")):
         interpreter = find_interpreter(
             profile.python_specifier, requested=request.python, environ=environ
         )
+    lock_path = request.lock
+    if lock_path is None and request.offline and request.wheelhouse is not None:
+        candidate = request.wheelhouse / WHEELHOUSE_LOCK
+        lock_path = candidate if candidate.is_file() else None
+    lock = None
+    if lock_path is not None:
+        lock = read_lock(lock_path)
+        check_lock(lock, profile, interpreter.version, host_platform())
     user_home = Path(user_keras_home(environ))
     if request.scope == "user":
         read_keras_json(user_home / KERAS_JSON)  # malformed: refuse before building
         _check_writable(user_home)
-    existing = _inspect_dest(path, force=request.force)
+    return _Target(
+        name,
+        path,
+        profile,
+        interpreter,
+        user_home,
+        lock,
+        state_digest(profile, interpreter, request, lock),
+    )
 
-    with env_lock(locks_dir(environ), path):
-        steps = _Build(request, profile, name, path, interpreter, user_home, reporter, environ)
-        return steps.run(replacing=existing)
+
+def state_digest(
+    profile: Profile, interpreter: Interpreter, request: CreateRequest, lock: LockFile | None
+) -> str:
+    """What decides an environment's content; equal digests mean there is nothing to do."""
+    content = profile.content()
+    if lock is not None:
+        del content["sources"]  # the lock pins every file: where it came from does not matter
+    state = {
+        "profile": content,
+        "python": [str(interpreter.path), str(interpreter.version)],
+        "scope": request.scope,
+        "system_site_packages": request.system_site_packages,
+        "lock": lock.digest if lock else None,
+    }
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
+
+
+#: Profile keys whose change only needs keras.json, the startup file and a smoke test.
+IN_PLACE_KEYS = frozenset(
+    {"description", "backend", "floatx", "image_data_format", "epsilon", "gpu", "env", "smoke"}
+)
+
+
+def describe_changes(record: EnvRecord, target: _Target, request: CreateRequest) -> list[str]:
+    """What differs between the recorded environment and the request, one line each."""
+    if record.state_digest == target.state_digest:
+        return []
+    changes = []
+    old, new = record.profile, _as_recorded(target.profile)
+    for key in sorted(set(old) | set(new)):
+        if key in ("name", "path") or (key == "sources" and target.lock is not None):
+            continue
+        if old.get(key) != new.get(key):
+            changes.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
+    python = [record.python.get("path"), record.python.get("version")]
+    if python != [str(target.interpreter.path), str(target.interpreter.version)]:
+        changes.append(
+            f"python: {python[1]} ({python[0]}) -> {target.interpreter.version} "
+            f"({target.interpreter.path})"
+        )
+    if record.scope != request.scope:
+        changes.append(f"scope: {record.scope} -> {request.scope}")
+    if record.system_site_packages != request.system_site_packages:
+        changes.append(
+            f"system_site_packages: {record.system_site_packages} -> {request.system_site_packages}"
+        )
+    old_lock = (record.lock or {}).get("digest")
+    new_lock = target.lock.digest if target.lock else None
+    if old_lock != new_lock:
+        changes.append(f"lock: {old_lock or 'none'} -> {new_lock or 'none'}")
+    return changes or ["kboot's record of it is from another kboot version"]
+
+
+def _as_recorded(profile: Profile) -> dict[str, Any]:
+    """The profile as the record holds it (JSON: tuples become lists)."""
+    data: dict[str, Any] = json.loads(json.dumps(profile.to_dict()))
+    return data
+
+
+def in_place_ok(record: EnvRecord, target: _Target, request: CreateRequest) -> bool:
+    """True when only keras.json-level settings changed: no package or interpreter change."""
+    old, new = record.profile, _as_recorded(target.profile)
+    changed = {
+        k for k in set(old) | set(new) if k not in ("name", "path") and old.get(k) != new.get(k)
+    }
+    if target.lock is not None:
+        changed.discard("sources")
+    return (
+        changed <= IN_PLACE_KEYS
+        and not (target.profile.external_backend and "backend" in changed)
+        and record.python.get("path") == str(target.interpreter.path)
+        and record.python.get("version") == str(target.interpreter.version)
+        and record.scope == request.scope
+        and record.system_site_packages == request.system_site_packages
+        and (record.lock or {}).get("digest") == (target.lock.digest if target.lock else None)
+    )
+
+
+def _open_existing(path: Path) -> VirtualEnv | None:
+    try:
+        env = VirtualEnv.open(path)
+    except EnvironmentStateError:
+        return None
+    return env if env.python.exists() else None
 
 
 def _inspect_dest(path: Path, *, force: bool) -> str:
@@ -197,27 +383,26 @@ def _check_writable(folder: Path) -> None:
 
 
 class _Build:
-    """One create, with what it must undo if it fails."""
+    """One create, update or no-op, with what it must undo if it fails."""
 
     def __init__(
         self,
         request: CreateRequest,
-        profile: Profile,
-        name: str,
-        path: Path,
-        interpreter: Interpreter,
-        user_home: Path,
+        target: _Target,
         reporter: Reporter,
         environ: dict[str, str],
     ) -> None:
-        self.request, self.profile, self.name, self.path = request, profile, name, path
-        self.interpreter, self.user_home = interpreter, user_home
+        self.request, self.target = request, target
+        self.profile, self.name, self.path = target.profile, target.name, target.path
+        self.interpreter, self.user_home = target.interpreter, target.user_home
         self.reporter, self.environ = reporter, environ
         self.warnings: list[str] = []
+        self.changes: tuple[str, ...] = ()
         self.backup: Path | None = None
         self.keras_write: WriteResult | None = None
 
     def run(self, *, replacing: str) -> CreateResult:
+        """Build from scratch; an existing environment is moved aside until we succeed."""
         if replacing in ("kboot", "foreign"):
             self.backup = self.path.with_name(f".{self.path.name}.kboot-old-{os.getpid()}")
             shutil.rmtree(self.backup, ignore_errors=True)
@@ -226,20 +411,64 @@ class _Build:
             result = self._build()
         except BaseException as exc:
             self._rollback(recreate_empty=replacing == "empty")
-            if isinstance(exc, KeyboardInterrupt):
-                raise Interrupted(
-                    f"interrupted; {self.path} was left as it was before", hint=None
-                ) from None
-            if isinstance(exc, KbootError):
-                raise
-            raise EnvironmentStateError(
-                f"creating {self.path} failed: {type(exc).__name__}: {exc}; "
-                "everything was rolled back",
-                hint="rerun with --debug to see where",
-            ) from exc
+            raise _failure(exc, self.path) from exc
         if self.backup is not None:
             shutil.rmtree(self.backup, ignore_errors=True)
         return result
+
+    def unchanged(self, record: EnvRecord, env: VirtualEnv) -> CreateResult:
+        """Nothing differs: say so, quickly; --verify also re-runs the smoke test."""
+        smoke = SmokeReport.from_dict(record.smoke) if record.smoke else None
+        if self.request.verify:
+            with self.reporter.step("verify: smoke test"):
+                report = run_smoke(
+                    env,
+                    expectation(self.profile, allow_cpu=self.request.allow_cpu),
+                    scope=self.request.scope,
+                    environ=self.environ,
+                )
+            if not report.ok:
+                self.changes = ("the smoke test failed: " + "; ".join(report.problems),)
+                self.reporter.info(f"{self.name}: rebuilding, {self.changes[0]}")
+                return self.run(replacing="kboot")
+            smoke = report
+        return self._result(
+            env,
+            Path(record.keras_home) / KERAS_JSON,
+            dict(record.packages),
+            smoke,
+            action="unchanged",
+        )
+
+    def update_in_place(
+        self, record: EnvRecord, env: VirtualEnv, changes: list[str]
+    ) -> CreateResult:
+        """Only keras.json-level settings changed: rewrite them, smoke-test, keep the packages."""
+        self.changes = tuple(changes)
+        saved = {
+            path: path.read_bytes() if path.exists() else None
+            for path in (
+                Path(record.keras_home) / KERAS_JSON,
+                env.site_packages / PTH_FILE,
+                record_path(self.path),
+            )
+        }
+        try:
+            with self.reporter.step("update keras.json"):
+                keras_json, startup_env = self._write_config(env, fresh=False)
+            smoke = self._maybe_smoke(env)
+            packages = dict(smoke.packages) if smoke else dict(record.packages)
+            self._record(startup_env, keras_json, packages, smoke)
+        except BaseException as exc:
+            for path, content in saved.items():
+                if content is None:
+                    path.unlink(missing_ok=True)
+                else:
+                    atomic_write(path, content)
+            if self.keras_write is not None:
+                self.keras_write.restore()
+            raise _failure(exc, self.path) from exc
+        return self._result(env, keras_json, packages, smoke, action="updated")
 
     def _rollback(self, *, recreate_empty: bool) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
@@ -251,8 +480,8 @@ class _Build:
             self.keras_write.restore()
 
     def _build(self) -> CreateResult:
-        request, profile, reporter = self.request, self.profile, self.reporter
-        installer = get_installer(request.installer)
+        profile, reporter = self.profile, self.reporter
+        installer = get_installer(self.request.installer)
         env = self._create_env()
         self._install(env, installer)
         if profile.external_backend:
@@ -260,45 +489,76 @@ class _Build:
                 self._check_backend_module(env)
         with reporter.step("write keras.json"):
             keras_json, startup_env = self._write_config(env)
-        smoke = None
-        if request.smoke:
-            with reporter.step(f"smoke test: import keras, {profile.backend}, {profile.floatx}"):
-                smoke = self._smoke(env)
-            packages = dict(smoke.packages)
-        else:
-            packages = installed_packages(env.python, cwd=env.root)
-        record = EnvRecord(
-            name=self.name,
-            profile=profile.to_dict(),
-            profile_digest=profile.digest(),
-            scope=request.scope,
-            keras_home=str(keras_json.parent),
-            installer=installer.name,
-            python=self.interpreter.to_dict(),
-            system_site_packages=request.system_site_packages,
-            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            kboot_version=__version__,
-            packages=packages,
-            smoke=smoke.to_dict() if smoke else None,
-            startup_env=startup_env,
-        )
-        write_record(self.path, record)
-        if request.dest is not None:
+        smoke = self._maybe_smoke(env)
+        packages = dict(smoke.packages) if smoke else installed_packages(env.python, cwd=env.root)
+        self._record(startup_env, keras_json, packages, smoke)
+        if self.request.dest is not None:
             register(self.environ, self.path)
+        action = "rebuilt" if self.backup is not None else "created"
+        return self._result(env, keras_json, packages, smoke, action=action)
+
+    def _maybe_smoke(self, env: VirtualEnv) -> SmokeReport | None:
+        if not self.request.smoke:
+            return None
+        profile = self.profile
+        with self.reporter.step(f"smoke test: import keras, {profile.backend}, {profile.floatx}"):
+            return self._smoke(env)
+
+    def _record(
+        self,
+        startup_env: dict[str, str],
+        keras_json: Path,
+        packages: dict[str, str],
+        smoke: SmokeReport | None,
+    ) -> None:
+        lock = self.target.lock
+        write_record(
+            self.path,
+            EnvRecord(
+                name=self.name,
+                profile=self.profile.to_dict(),
+                profile_digest=self.profile.digest(),
+                scope=self.request.scope,
+                keras_home=str(keras_json.parent),
+                installer=self.request.installer,
+                python=self.interpreter.to_dict(),
+                system_site_packages=self.request.system_site_packages,
+                created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                kboot_version=__version__,
+                packages=packages,
+                smoke=smoke.to_dict() if smoke else None,
+                startup_env=startup_env,
+                state_digest=self.target.state_digest,
+                lock=lock.summary() if lock else None,
+            ),
+        )
+
+    def _result(
+        self,
+        env: VirtualEnv,
+        keras_json: Path,
+        packages: dict[str, str],
+        smoke: SmokeReport | None,
+        *,
+        action: str,
+    ) -> CreateResult:
         return CreateResult(
             name=self.name,
             path=self.path,
-            profile=profile,
-            scope=request.scope,
+            profile=self.profile,
+            scope=self.request.scope,
             keras_json=keras_json,
             interpreter=self.interpreter,
-            installer=installer.name,
+            installer=self.request.installer,
             packages=packages,
             smoke=smoke,
-            changed=True,
+            changed=action != "unchanged",
             replaced=self.backup is not None,
-            steps=tuple(getattr(reporter, "steps", ())),
+            steps=tuple(getattr(self.reporter, "steps", ())),
             warnings=tuple(self.warnings),
+            action=action,
+            changes=self.changes,
+            lock=self.target.lock,
         )
 
     def _create_env(self) -> VirtualEnv:
@@ -319,6 +579,21 @@ class _Build:
     def _install(self, env: VirtualEnv, installer: Installer) -> None:
         profile, reporter = self.profile, self.reporter
         version = str(self.interpreter.version)
+        lock = self.target.lock
+        if lock is not None:
+            if installer.needs_pip and legacy_pip(self.interpreter.version):
+                self._install_legacy_pip(env)
+            label = f"{len(lock.pins)} locked packages from {lock.path.name}"
+            with reporter.step(f"install {label}, hash-checked ({installer.name})"):
+                install(
+                    installer,
+                    env,
+                    ["-r", str(lock.path)],
+                    profile.sources,
+                    python_version=version,
+                    require_hashes=True,
+                )
+            return
         base = None
         if self.request.system_site_packages:
             base = installed_packages(env.python, cwd=env.root)
@@ -329,8 +604,7 @@ class _Build:
         old_pip = legacy_pip(self.interpreter.version)
         if old_pip is not None:
             if installer.needs_pip:  # pip must exist before it can install anything
-                with reporter.step(f"install {old_pip} (the last pip for Python {version})"):
-                    install(UvInstaller(), env, [old_pip], profile.sources, python_version=version)
+                self._install_legacy_pip(env)
             else:
                 requirements = (old_pip, *requirements)
         label = ", ".join(requirements) or "nothing new"
@@ -344,6 +618,13 @@ class _Build:
                 constraints=plan.constraints,
             )
 
+    def _install_legacy_pip(self, env: VirtualEnv) -> None:
+        old_pip = legacy_pip(self.interpreter.version)
+        assert old_pip is not None
+        version = str(self.interpreter.version)
+        with self.reporter.step(f"install {old_pip} (the last pip for Python {version})"):
+            install(UvInstaller(), env, [old_pip], self.profile.sources, python_version=version)
+
     def _check_backend_module(self, env: VirtualEnv) -> None:
         module = self.profile.backend
         report = check_backend_module(env.python, module, environ=self.environ, cwd=env.root)
@@ -355,7 +636,7 @@ class _Build:
                 details=report.details,
             )
 
-    def _write_config(self, env: VirtualEnv) -> tuple[Path, dict[str, str]]:
+    def _write_config(self, env: VirtualEnv, *, fresh: bool = True) -> tuple[Path, dict[str, str]]:
         values = self.profile.keras_config()
         startup_env = {**self.profile.env, **backend_env(self.profile)}
         if self.request.scope == "user":
@@ -365,13 +646,16 @@ class _Build:
             keras_json = self.user_home / KERAS_JSON
         else:
             home = self.path / ENV_KERAS_HOME
-            home.mkdir()
+            home.mkdir(exist_ok=not fresh)
             merge_keras_json(home / KERAS_JSON, values, backup=False)
-            self._share_caches(home)
+            if fresh:
+                self._share_caches(home)
             startup_env["KERAS_HOME"] = str(home)
             keras_json = home / KERAS_JSON
         if startup_env:
             env.write_startup_env(startup_env)
+        else:
+            (env.site_packages / PTH_FILE).unlink(missing_ok=True)
         return keras_json, startup_env
 
     def _share_caches(self, home: Path) -> None:
@@ -431,6 +715,18 @@ def backend_env(profile: Profile) -> dict[str, str]:
     if profile.backend == "jax" and profile.floatx == "float64":
         return {"JAX_ENABLE_X64": "1"}  # else JAX silently computes in float32
     return {}
+
+
+def _failure(exc: BaseException, path: Path) -> KbootError:
+    """The error to raise after a rollback."""
+    if isinstance(exc, KeyboardInterrupt):
+        return Interrupted(f"interrupted; {path} was left as it was before")
+    if isinstance(exc, KbootError):
+        return exc
+    return EnvironmentStateError(
+        f"creating {path} failed: {type(exc).__name__}: {exc}; everything was rolled back",
+        hint="rerun with --debug to see where",
+    )
 
 
 def run_smoke(

@@ -33,7 +33,7 @@ class VirtualEnv:
         from virtualenv import cli_run  # slow to import; only create needs it
 
         args = [str(root), "--python", str(interpreter.path), "--quiet"]
-        args += ["--no-setuptools", "--no-wheel"] if seed_pip else ["--no-seed"]
+        args += ["--no-setuptools"] if seed_pip else ["--no-seed"]
         if system_site_packages:
             args.append("--system-site-packages")
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ class Installer(Protocol):
 def source_args(sources: Sources) -> list[str]:
     """Index options; the same spelling works for uv pip and pip."""
     args: list[str] = []
+    if sources.offline:
+        args.append("--no-index")
     if sources.index_url:
         args += ["--index-url", sources.index_url]
     for url in sources.extra_index_urls:
@@ -64,6 +67,7 @@ class UvInstaller:
             "install",
             "--python",
             str(env.python),
+            *(["--offline"] if sources.offline else []),
             *source_args(sources),
             *requirements,
         ]
@@ -152,6 +156,19 @@ def plan_install(
     return InstallPlan(todo, reused, dict(base_packages))
 
 
+def _hash_mismatch(text: str) -> str | None:
+    """The package whose file failed the hash check, if that is what happened."""
+    if "hash" not in text.lower() or not re.search(
+        r"(?i)hash mismatch|do not match the hashes", text
+    ):
+        return None
+    found = re.search(r"[Hh]ash mismatch for `([^`]+)`", text)  # uv
+    if found:
+        return found.group(1)
+    found = re.search(r"^\s+([A-Za-z0-9._-]+==[^\s]+) from ", text, re.MULTILINE)  # pip
+    return found.group(1) if found else "a locked package"
+
+
 def install(
     installer: Installer,
     env: VirtualEnv,
@@ -160,10 +177,13 @@ def install(
     *,
     python_version: str,
     constraints: Mapping[str, str] | None = None,
+    require_hashes: bool = False,
 ) -> CommandResult | None:
     if not requirements:
         return None
     cmd = installer.install_command(env, requirements, sources)
+    if require_hashes:
+        cmd.append("--require-hashes")
     with tempfile.TemporaryDirectory(prefix="kboot-") as tmp:
         if constraints:
             pins = Path(tmp) / "constraints.txt"
@@ -183,6 +203,14 @@ def _run_install(
         return run(cmd, cwd=env.root, what=f"installing with {installer.name}")
     except CommandError as exc:
         text = exc.output_tail
+        mismatch = _hash_mismatch(text)
+        if mismatch is not None:
+            raise InstallError(
+                f"hash mismatch for {mismatch}: the file does not match the lock, so it was "
+                "refused (tampered with, or replaced on the index)",
+                hint="fetch the files again (kboot download) or make the lock again (kboot lock)",
+                details=text,
+            ) from None
         if any(marker in text for marker in _NETWORK):
             hint = (
                 "the package index could not be reached: check the network or proxy, "

@@ -105,6 +105,7 @@ class Sources:
     index_url: str | None = None
     extra_index_urls: tuple[str, ...] = ()
     find_links: tuple[str, ...] = ()
+    offline: bool = False  # only find_links; no index, no network
 
     def is_default(self) -> bool:
         return self == Sources()
@@ -159,7 +160,8 @@ class Profile:
         """Everything that decides what gets built (the name and file aside)."""
         data = asdict(self)
         del data["name"], data["path"]
-        data["sources"] = asdict(self.sources)
+        # offline is how this run installs, not what the profile is
+        data["sources"] = {k: v for k, v in asdict(self.sources).items() if k != "offline"}
         data["env"] = dict(self.env)
         return data
 
@@ -181,6 +183,7 @@ class Profile:
             raw_sources.get("index_url"),
             tuple(raw_sources.get("extra_index_urls", ())),
             tuple(raw_sources.get("find_links", ())),
+            bool(raw_sources.get("offline", False)),
         )
         return cls(**fields)
 

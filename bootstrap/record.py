@@ -29,6 +29,8 @@ class EnvRecord:
     packages: dict[str, str] = field(default_factory=dict)
     smoke: dict[str, Any] | None = None
     startup_env: dict[str, str] = field(default_factory=dict)
+    state_digest: str = ""
+    lock: dict[str, Any] | None = None
     format: int = RECORD_FORMAT
 
     def to_dict(self) -> dict[str, Any]:

@@ -11,12 +11,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from bootstrap.batch import BatchItem
 from bootstrap.create import CreateResult
 from bootstrap.envs import CheckResult, EnvSummary
 from bootstrap.keras_config import ConfigView
 from bootstrap.profiles import Profile, ProfileEntry
 from bootstrap.progress import RecordingReporter
 from bootstrap.smoke import SmokeReport
+from bootstrap.sync import SyncResult
 
 
 def out_console() -> Console:
@@ -80,8 +82,13 @@ def _smoke_lines(smoke: SmokeReport) -> list[str]:
 
 def render_create(result: CreateResult) -> None:
     console = out_console()
-    verb = "replaced" if result.replaced else "created"
-    console.print(f"{verb} {result.name} at {result.path}", markup=False)
+    if result.action == "unchanged":
+        state = "smoke test passed again" if result.verified else "nothing to do"
+        console.print(f"{result.name} is up to date at {result.path} ({state})", markup=False)
+        return
+    console.print(f"{result.action} {result.name} at {result.path}", markup=False)
+    for change in result.changes:
+        console.print(f"  changed: {change}", markup=False)
     console.print(
         f"  profile {result.profile.name}, Python {result.interpreter.version}, "
         f"keras.json: {result.keras_json} (scope {result.scope})",
@@ -185,3 +192,88 @@ def render_config(view: ConfigView) -> None:
         console.print(f"  {key} = {value!r}  [{origin}]", markup=False)
     for override in view.overrides:
         console.print(f"  note: {override}", markup=False)
+
+
+class PrefixReporter(RecordingReporter):
+    """For several builds at once: plain lines, each prefixed with its environment."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__()
+        self.label = label
+        self.console = error_console()
+
+    @contextmanager
+    def step(self, label: str) -> Iterator[None]:
+        started = time.monotonic()
+        ok = False
+        try:
+            with super().step(label):
+                yield
+            ok = True
+        finally:
+            mark = "[green]✓[/]" if ok else "[red]✗[/]"
+            self.console.print(
+                f"[bold]{_escape(self.label)}[/] {mark} {_escape(label)} "
+                f"[dim]({time.monotonic() - started:.1f} s)[/]"
+            )
+
+    def info(self, message: str) -> None:
+        super().info(message)
+        self.console.print(f"[bold]{_escape(self.label)}[/] {_escape(message)}", style="dim")
+
+    def warn(self, message: str) -> None:
+        super().warn(message)
+        self.console.print(f"[bold]{_escape(self.label)}[/] [yellow]warning:[/] {_escape(message)}")
+
+
+_STATUS_STYLE = {
+    "created": "green",
+    "rebuilt": "green",
+    "updated": "green",
+    "unchanged": "dim",
+    "ok": "dim",
+    "failed": "red",
+    "missing": "yellow",
+    "differs": "yellow",
+    "extra": "yellow",
+    "removed": "green",
+}
+
+
+def _status_table(rows: Sequence[tuple[str, str, str, str]]) -> Table:
+    table = Table(box=None, pad_edge=False)
+    for column in ("NAME", "STATUS", "SECONDS", "DETAIL"):
+        table.add_column(column)
+    for name, status, seconds, detail in rows:
+        style = _STATUS_STYLE.get(status, "")
+        table.add_row(name, f"[{style}]{status}[/]" if style else status, seconds, _escape(detail))
+    return table
+
+
+def render_batch(items: Sequence[BatchItem]) -> None:
+    rows = []
+    for item in items:
+        if item.result is not None:
+            detail = "; ".join(item.result.changes) or str(item.result.path)
+            rows.append((item.result.name, item.status, f"{item.seconds:.1f}", detail))
+        else:
+            assert item.error is not None
+            rows.append((item.label, "failed", f"{item.seconds:.1f}", item.error.message))
+    console = out_console()
+    console.print(_status_table(rows))
+    failed = sum(1 for item in items if not item.ok)
+    console.print(f"{len(items) - failed} ok, {failed} failed", markup=False)
+
+
+def render_sync(result: SyncResult) -> None:
+    rows = [
+        (entry.name, entry.status, f"{entry.seconds:.1f}" if entry.seconds else "-", entry.detail)
+        for entry in result.entries
+    ]
+    console = out_console()
+    console.print(_status_table(rows))
+    if result.check_only:
+        verdict = "in sync" if result.in_sync else "NOT in sync"
+    else:
+        verdict = "changed" if result.changed else "nothing to do"
+    console.print(f"{result.manifest}: {verdict}", markup=False)

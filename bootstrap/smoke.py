@@ -63,6 +63,20 @@ class SmokeReport:
     seconds: float = 0.0
     details: str | None = None  # traceback or output tail, for a failed import
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SmokeReport:
+        """A report as recorded in an environment."""
+        return cls(
+            ok=bool(data.get("ok")),
+            reported=data.get("reported", {}),
+            devices=tuple(data.get("devices", ())),
+            problems=tuple(data.get("problems", ())),
+            warnings=tuple(data.get("warnings", ())),
+            keras_version=data.get("keras_version"),
+            backend_version=data.get("backend_version"),
+            seconds=float(data.get("seconds", 0.0)),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
@@ -186,9 +200,15 @@ def evaluate(
     else:
         reported["compute_dtype"] = compute["dtype"]
         if compute["dtype"] != expected.floatx:
+            why = ""
+            if expected.floatx == "float64" and compute["dtype"] == "float32":
+                why = (
+                    " (Keras 3 promotes float64 results to float32 except on tensorflow, "
+                    "and on jax without JAX_ENABLE_X64)"
+                )
             problems.append(
                 f"a matmul in {expected.floatx} returned {compute['dtype']}: "
-                f"the backend does not compute in {expected.floatx}"
+                f"the backend does not compute in {expected.floatx}{why}"
             )
         if any(not math.isclose(v, 2.0) for v in compute["values"]):
             problems.append(f"ones(2,2) @ ones(2,2) gave {compute['values']}, not all 2.0")

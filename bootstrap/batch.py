@@ -1,0 +1,94 @@
+"""Several environments in one call: concurrently, sharing the installer cache.
+
+One failing does not stop the others; every outcome is reported.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from bootstrap.create import CreateRequest, CreateResult, create_environment
+from bootstrap.errors import EXIT_OK, Interrupted, KbootError
+from bootstrap.progress import Reporter
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    label: str
+    result: CreateResult | None
+    error: KbootError | None
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def status(self) -> str:
+        return self.result.action if self.result else "failed"
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.result is not None:
+            return {"ok": True, "seconds": round(self.seconds, 3), **self.result.to_dict()}
+        assert self.error is not None
+        return {
+            "ok": False,
+            "name": self.label,
+            "changed": False,
+            "seconds": round(self.seconds, 3),
+            "error": self.error.message,
+            "hint": self.error.hint,
+            "kind": type(self.error).__name__,
+            "exit_code": self.error.exit_code,
+        }
+
+
+#: A job: its label, and how to make its request (which may itself fail, e.g. a bad profile).
+Job = tuple[str, Callable[[], CreateRequest]]
+
+
+def default_jobs(count: int) -> int:
+    return max(1, min(count, 4, (os.cpu_count() or 2) * 2))
+
+
+def create_many(
+    jobs: Sequence[Job],
+    *,
+    reporter_for: Callable[[str], Reporter],
+    environ: Mapping[str, str] | None = None,
+    workers: int | None = None,
+) -> list[BatchItem]:
+    """Run every job; the results come back in the order of `jobs`."""
+
+    def one(job: Job) -> BatchItem:
+        label, make_request = job
+        started = time.monotonic()
+        try:
+            result = create_environment(
+                make_request(), reporter=reporter_for(label), environ=environ
+            )
+        except KbootError as exc:
+            return BatchItem(label, None, exc, time.monotonic() - started)
+        return BatchItem(label, result, None, time.monotonic() - started)
+
+    if len(jobs) == 1 or workers == 1:
+        return [one(job) for job in jobs]
+    pool = ThreadPoolExecutor(max_workers=workers or default_jobs(len(jobs)))
+    try:
+        futures = [pool.submit(one, job) for job in jobs]
+        return [future.result() for future in futures]
+    except KeyboardInterrupt:
+        # the installers got the same Ctrl-C; let every build roll itself back first
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise Interrupted("interrupted; every environment was left as it was before") from None
+    finally:
+        pool.shutdown(wait=True)
+
+
+def exit_code(items: Sequence[BatchItem]) -> int:
+    return max((item.error.exit_code for item in items if item.error), default=EXIT_OK)

@@ -1,0 +1,238 @@
+"""Locks: a profile resolved to exact versions with hashes, for one Python and platform.
+
+A lock is a pip `--require-hashes` requirements file (the common currency: uv and
+pip both install it) whose first line carries what it was made for as JSON:
+
+    # kboot-lock: {"profile": "numpy", "python": "3.11", "platform": "x86_64-unknown-linux-gnu"}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform as host
+import re
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from bootstrap import __version__
+from bootstrap.errors import CommandError, InstallError, KbootError, UsageError
+from bootstrap.installers import source_args
+from bootstrap.keras_config import atomic_write
+from bootstrap.profiles import Profile
+from bootstrap.runner import run
+
+HEADER = "# kboot-lock: "
+#: The lock `kboot download` leaves in a wheelhouse; `create --offline` uses it by default.
+WHEELHOUSE_LOCK = "kboot-lock.txt"
+LOCK_FORMAT = 1
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;\\]+)")
+
+
+class LockFileError(KbootError):
+    """A lock file that is malformed or made for something else."""
+
+    exit_code = 2
+
+
+def host_platform() -> str:
+    """This machine as uv names target platforms (`--python-platform`)."""
+    machine = host.machine().lower()
+    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+    if sys.platform == "darwin":
+        return f"{arch}-apple-darwin"
+    if sys.platform == "win32":
+        return f"{arch}-pc-windows-msvc"
+    return f"{arch}-unknown-linux-gnu"
+
+
+def lock_requirements(profile: Profile, python_version: str) -> tuple[str, ...]:
+    """What a lock resolves: the profile's requirements, plus pip for old Pythons."""
+    from bootstrap.create import legacy_pip
+
+    old_pip = legacy_pip(Version(python_version))
+    return (*profile.requirements(), *([old_pip] if old_pip else []))
+
+
+def requirements_digest(profile: Profile, python_version: str) -> str:
+    data = {
+        "requirements": list(lock_requirements(profile, python_version)),
+        "sources": profile.content()["sources"],
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class LockFile:
+    path: Path
+    meta: dict[str, Any]
+    pins: dict[str, str]  # canonical name -> version
+    digest: str  # sha256 of the file
+
+    @property
+    def python(self) -> str:
+        return str(self.meta["python"])
+
+    @property
+    def platform(self) -> str:
+        return str(self.meta["platform"])
+
+    def summary(self) -> dict[str, str]:
+        return {"path": str(self.path), "digest": self.digest}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "digest": self.digest, **self.meta, "pins": self.pins}
+
+
+def read_lock(path: Path) -> LockFile:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise LockFileError(f"lock file {path} does not exist") from None
+    except OSError as exc:
+        raise LockFileError(f"cannot read lock file {path}: {exc.strerror}") from None
+    return parse_lock(raw, path)
+
+
+def parse_lock(raw: bytes, path: Path) -> LockFile:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise LockFileError(f"{path} is not a kboot lock (not UTF-8 text)") from None
+    first, _, body = text.partition("\n")
+    hint = "make one with `kboot lock PROFILE -o FILE`"
+    if not first.startswith(HEADER):
+        raise LockFileError(
+            f"{path} is not a kboot lock: its first line is not '{HEADER}...'", hint=hint
+        )
+    try:
+        meta = json.loads(first[len(HEADER) :])
+    except ValueError as exc:
+        raise LockFileError(
+            f"{path}: the kboot-lock header is not valid JSON ({exc})", hint=hint
+        ) from None
+    missing = [k for k in ("profile", "python", "platform", "requirements_digest") if k not in meta]
+    if not isinstance(meta, dict) or missing:
+        raise LockFileError(f"{path}: the kboot-lock header lacks {', '.join(missing)}", hint=hint)
+    pins: dict[str, str] = {}
+    for number, line in enumerate(body.splitlines(), start=2):
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("#", "--hash")):
+            continue
+        match = _PIN.match(stripped)
+        if not match:
+            raise LockFileError(
+                f"{path}, line {number}: {stripped!r} is not an exact pin (name==version)",
+                hint=hint,
+            )
+        try:
+            Version(match.group(3))
+        except InvalidVersion:
+            raise LockFileError(f"{path}, line {number}: bad version {match.group(3)!r}") from None
+        pins[canonicalize_name(match.group(1))] = match.group(3)
+    if not pins:
+        raise LockFileError(f"{path} pins no packages", hint=hint)
+    if "--hash=" not in body:
+        raise LockFileError(f"{path} carries no hashes", hint=hint)
+    return LockFile(path, meta, pins, hashlib.sha256(raw).hexdigest())
+
+
+def check_lock(lock: LockFile, profile: Profile, python_version: Version, platform: str) -> None:
+    """Refuse a lock made for another Python, platform or set of requirements."""
+    wanted = f"{python_version.major}.{python_version.minor}"
+    if lock.python != wanted:
+        raise LockFileError(
+            f"{lock.path} was made for Python {lock.python}, but this environment uses "
+            f"Python {python_version}",
+            hint=f"make a lock for it: kboot lock {profile.name} --python-version {wanted}",
+        )
+    if lock.platform != platform:
+        raise LockFileError(
+            f"{lock.path} was made for platform {lock.platform}, this machine is {platform}",
+            hint=f"make a lock for it: kboot lock {profile.name} --platform {platform}",
+        )
+    if lock.meta["requirements_digest"] != requirements_digest(profile, wanted):
+        raise LockFileError(
+            f"{lock.path} was made from other requirements than profile {profile.name}'s "
+            f"(made from profile {lock.meta['profile']!r})",
+            hint=f"make it again: kboot lock {profile.name} -o {lock.path}",
+        )
+
+
+@dataclass(frozen=True)
+class LockResult:
+    path: Path | None
+    text: str
+    lock: LockFile
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.lock.to_dict()
+
+
+def make_lock(
+    profile: Profile,
+    *,
+    python_version: str,
+    platform: str,
+    output: Path | None,
+) -> LockResult:
+    """Resolve with uv for the target Python and platform, with hashes of every file."""
+    from uv import find_uv_bin
+
+    if not re.fullmatch(r"\d+\.\d+", python_version):
+        raise UsageError(f"--python-version {python_version!r}: expected X.Y, e.g. 3.11")
+    requirements = lock_requirements(profile, python_version)
+    with tempfile.TemporaryDirectory(prefix="kboot-lock-") as tmp:
+        source = Path(tmp) / "requirements.in"
+        source.write_text("".join(f"{r}\n" for r in requirements), encoding="utf-8")
+        try:
+            result = run(
+                [
+                    find_uv_bin(),
+                    "pip",
+                    "compile",
+                    str(source),
+                    "--generate-hashes",
+                    "--python-version",
+                    python_version,
+                    "--python-platform",
+                    platform,
+                    "--no-header",
+                    "--no-annotate",
+                    "--quiet",
+                    *source_args(profile.sources),
+                ],
+                what=f"resolving {profile.name} for Python {python_version} on {platform}",
+            )
+        except CommandError as exc:
+            raise InstallError(
+                f"cannot lock {profile.name} for Python {python_version} on {platform}: "
+                "no set of versions satisfies it",
+                hint="check the profile's versions and that wheels exist for that target",
+                details=exc.output_tail,
+            ) from None
+    meta = {
+        "format": LOCK_FORMAT,
+        "profile": profile.name,
+        "python": python_version,
+        "platform": platform,
+        "requirements": list(requirements),
+        "requirements_digest": requirements_digest(profile, python_version),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "kboot_version": __version__,
+    }
+    text = HEADER + json.dumps(meta, sort_keys=True) + "\n" + result.stdout
+    lock = parse_lock(text.encode("utf-8"), output or Path("<stdout>"))
+    if output is not None:
+        try:
+            atomic_write(output, text)
+        except OSError as exc:
+            raise UsageError(f"cannot write {output}: {exc.strerror}") from None
+    return LockResult(output, text, lock)

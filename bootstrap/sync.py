@@ -1,0 +1,287 @@
+"""`kboot sync`: make this machine match a manifest of environments.
+
+    [[env]]
+    name = "lab-jax"
+    profile = "jax-cpu"            # a profile name or path, or an inline table
+    lock = "locks/jax-cpu.txt"     # optional, relative to the manifest
+    scope = "env"                  # optional
+
+Creates what is missing, updates what differs, leaves what matches (each through
+`create`'s transaction, so an interrupted sync never leaves a half-built
+environment and the next sync finishes the job), and reports the environments kboot
+manages that the manifest does not list (`--prune` removes them).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bootstrap.batch import create_many
+from bootstrap.create import SCOPES, CreateRequest, plan_create, validate_name
+from bootstrap.envs import list_envs, remove_env
+from bootstrap.errors import EXIT_FAILED, EXIT_OK, KbootError, ProfileError
+from bootstrap.installers import INSTALLERS
+from bootstrap.paths import builtin_profiles_dir, envs_dir, user_profiles_dir
+from bootstrap.profiles import Profile, looks_like_path, parse_profile, resolve_profile
+from bootstrap.progress import Reporter
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ENTRY_KEYS = (
+    "name",
+    "profile",
+    "lock",
+    "scope",
+    "python",
+    "installer",
+    "system_site_packages",
+    "allow_cpu",
+)
+
+
+class ManifestError(ProfileError):
+    """A manifest that cannot be read or validated (exit code 2)."""
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    name: str
+    profile: Profile
+    lock: Path | None
+    scope: str
+    python: str | None
+    installer: str
+    system_site_packages: bool
+    allow_cpu: bool
+
+    def request(self, *, verify: bool) -> CreateRequest:
+        return CreateRequest(
+            profile=self.profile,
+            name=self.name,
+            python=self.python,
+            installer=self.installer,
+            scope=self.scope,
+            system_site_packages=self.system_site_packages,
+            allow_cpu=self.allow_cpu,
+            lock=self.lock,
+            verify=verify,
+        )
+
+
+def load_manifest(path: Path) -> list[ManifestEntry]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ManifestError(f"manifest {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"cannot read manifest {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(f"{path}: invalid TOML: {exc}") from None
+    unknown = [key for key in data if key != "env"]
+    if unknown:
+        raise ManifestError(
+            f"{path}: unknown top-level key '{unknown[0]}'; expected [[env]] tables"
+        )
+    raw_entries = data.get("env", [])
+    if not isinstance(raw_entries, list) or not all(isinstance(e, dict) for e in raw_entries):
+        raise ManifestError(f"{path}: 'env' must be an array of tables ([[env]])")
+    entries: list[ManifestEntry] = []
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(raw_entries, start=1):
+        entry = _entry(path, index, raw)
+        if entry.name in seen:
+            raise ManifestError(
+                f"{path}: environment name '{entry.name}' appears twice "
+                f"([[env]] #{seen[entry.name]} and #{index})",
+                hint="every environment needs its own name",
+            )
+        seen[entry.name] = index
+        entries.append(entry)
+    return entries
+
+
+def _entry(path: Path, index: int, raw: Mapping[str, Any]) -> ManifestEntry:
+    where = f"{path}: [[env]] #{index}"
+    for key in raw:
+        if key not in ENTRY_KEYS:
+            close = difflib.get_close_matches(key, ENTRY_KEYS, n=1)
+            raise ManifestError(
+                f"{where}: unknown key '{key}'; known keys: {', '.join(ENTRY_KEYS)}",
+                hint=f"did you mean '{close[0]}'?" if close else None,
+            )
+    for key in ("name", "profile"):
+        if key not in raw:
+            raise ManifestError(f"{where}: missing required key '{key}'")
+    name = raw["name"]
+    if not isinstance(name, str):
+        raise ManifestError(f"{where}: 'name' must be a string")
+    where = f"{path}: [[env]] '{name}'"
+    try:
+        validate_name(name)
+    except KbootError as exc:
+        raise ManifestError(f"{where}: {exc.message}", hint=exc.hint) from None
+    profile = _profile(path, where, name, raw["profile"])
+    lock = raw.get("lock")
+    if lock is not None and not isinstance(lock, str):
+        raise ManifestError(f"{where}: 'lock' must be a path string")
+    scope = raw.get("scope", "env")
+    if scope not in SCOPES:
+        raise ManifestError(f"{where}: 'scope' is {scope!r}; expected one of {', '.join(SCOPES)}")
+    installer = raw.get("installer", "uv")
+    if installer not in INSTALLERS:
+        raise ManifestError(f"{where}: 'installer' is {installer!r}; expected uv or pip")
+    python = raw.get("python")
+    if python is not None and not isinstance(python, str):
+        raise ManifestError(f"{where}: 'python' must be a string such as \"3.11\"")
+    flags = {}
+    for key in ("system_site_packages", "allow_cpu"):
+        value = raw.get(key, False)
+        if not isinstance(value, bool):
+            raise ManifestError(f"{where}: '{key}' must be true or false")
+        flags[key] = value
+    return ManifestEntry(
+        name=name,
+        profile=profile,
+        lock=(path.parent / lock).absolute() if lock else None,
+        scope=scope,
+        python=python,
+        installer=installer,
+        **flags,
+    )
+
+
+def _profile(path: Path, where: str, name: str, value: object) -> Profile:
+    if isinstance(value, dict):
+        return parse_profile(value, path=Path(f"{path}#{name}"), name=name)
+    if not isinstance(value, str):
+        raise ManifestError(f"{where}: 'profile' must be a profile name, a path or a table")
+    ref = str((path.parent / value).absolute()) if looks_like_path(value) else value
+    try:
+        return resolve_profile(ref, user_profiles_dir(), builtin_profiles_dir())
+    except ProfileError as exc:
+        raise ManifestError(f"{where}: {exc.message}", hint=exc.hint) from None
+
+
+@dataclass(frozen=True)
+class SyncEntry:
+    name: str
+    status: str  # created rebuilt updated unchanged failed | ok missing differs | extra removed
+    detail: str = ""
+    seconds: float = 0.0
+    changed: bool = False
+    error: KbootError | None = None
+
+    @property
+    def outside_manifest(self) -> bool:
+        return self.status in ("extra", "removed")
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "name": self.name,
+            "status": self.status,
+            "changed": self.changed,
+            "detail": self.detail,
+            "seconds": round(self.seconds, 3),
+        }
+        if self.error is not None:
+            data["error"] = self.error.message
+            data["exit_code"] = self.error.exit_code
+        return data
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    manifest: Path
+    entries: tuple[SyncEntry, ...]
+    check_only: bool
+
+    @property
+    def changed(self) -> bool:
+        return any(e.changed for e in self.entries)
+
+    @property
+    def in_sync(self) -> bool:
+        return all(e.status in ("ok", "unchanged") for e in self.entries)
+
+    @property
+    def exit_code(self) -> int:
+        if self.check_only:
+            return EXIT_OK if self.in_sync else EXIT_FAILED
+        failed = [e.error.exit_code for e in self.entries if e.error is not None]
+        return max(failed, default=EXIT_OK)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "manifest": str(self.manifest),
+            "check": self.check_only,
+            "changed": self.changed,
+            "in_sync": self.in_sync,
+            "ok": self.exit_code == EXIT_OK,
+            "environments": [
+                e.to_dict() for e in self.entries if e.status not in ("extra", "removed")
+            ],
+            "extra": [e.to_dict() for e in self.entries if e.status in ("extra", "removed")],
+        }
+
+
+def sync_manifest(
+    manifest: Path,
+    *,
+    check_only: bool = False,
+    prune: bool = False,
+    verify: bool = False,
+    workers: int | None = None,
+    reporter_for: Callable[[str], Reporter],
+    environ: Mapping[str, str] | None = None,
+) -> SyncResult:
+    environ = dict(os.environ if environ is None else environ)
+    entries = load_manifest(manifest)
+    results: list[SyncEntry] = []
+    if check_only:
+        for entry in entries:
+            try:
+                plan = plan_create(entry.request(verify=False), environ=environ)
+            except KbootError as exc:
+                results.append(SyncEntry(entry.name, "failed", exc.message, error=exc))
+                continue
+            results.append(SyncEntry(entry.name, plan.status, "; ".join(plan.changes)))
+    else:
+        items = create_many(
+            [(e.name, lambda e=e: e.request(verify=verify)) for e in entries],  # type: ignore[misc]
+            reporter_for=reporter_for,
+            environ=environ,
+            workers=workers,
+        )
+        for item in items:
+            if item.result is None:
+                assert item.error is not None
+                results.append(
+                    SyncEntry(
+                        item.label, "failed", item.error.message, item.seconds, error=item.error
+                    )
+                )
+            else:
+                detail = "; ".join(item.result.changes)
+                results.append(
+                    SyncEntry(item.label, item.status, detail, item.seconds, item.result.changed)
+                )
+    listed = {e.name for e in entries}
+    home_envs = envs_dir(environ)
+    for summary in list_envs(environ):
+        if summary.path.parent != home_envs or summary.path.name in listed:
+            continue
+        if prune and not check_only:
+            remove_env(str(summary.path), environ)
+            results.append(SyncEntry(summary.path.name, "removed", str(summary.path), changed=True))
+        else:
+            results.append(SyncEntry(summary.path.name, "extra", "not in the manifest"))
+    return SyncResult(manifest, tuple(results), check_only)

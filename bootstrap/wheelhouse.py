@@ -1,0 +1,127 @@
+"""`kboot download`: every wheel an environment needs, for machines without a network."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from packaging.tags import sys_tags
+
+from bootstrap.errors import CommandError, InstallError, UsageError
+from bootstrap.installers import source_args
+from bootstrap.lockfile import WHEELHOUSE_LOCK, LockFile, host_platform, make_lock, read_lock
+from bootstrap.profiles import Profile
+from bootstrap.progress import Reporter
+from bootstrap.runner import run
+
+_MANYLINUX = [f"manylinux_2_{minor}" for minor in range(28, 16, -1)] + ["manylinux2014"]
+
+
+def pip_platform_tags(platform: str) -> list[str]:
+    """pip's --platform values for a uv target triple (this machine's own tags for itself)."""
+    if platform == host_platform():
+        return list(dict.fromkeys(tag.platform for tag in sys_tags()))
+    arch = platform.split("-", maxsplit=1)[0]
+    if platform.endswith("linux-gnu"):
+        return [f"{base}_{arch}" for base in _MANYLINUX] + [f"manylinux1_{arch}"]
+    if platform.endswith("apple-darwin"):
+        mac_arch = "arm64" if arch == "aarch64" else arch
+        return [f"macosx_{v}_0_{mac_arch}" for v in (14, 13, 12, 11)] + [
+            f"macosx_10_{m}_{mac_arch}" for m in (15, 13, 9)
+        ]
+    if platform.endswith("windows-msvc"):
+        return ["win_amd64" if arch == "x86_64" else f"win_{arch}"]
+    raise UsageError(f"--platform {platform!r} is not a target kboot knows how to download for")
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    wheelhouse: Path
+    lock: LockFile
+    files: tuple[str, ...]
+    bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "wheelhouse": str(self.wheelhouse),
+            "lock": str(self.wheelhouse / WHEELHOUSE_LOCK),
+            "python": self.lock.python,
+            "platform": self.lock.platform,
+            "files": list(self.files),
+            "bytes": self.bytes,
+        }
+
+
+def download(
+    profile: Profile,
+    *,
+    dest: Path,
+    python_version: str,
+    platform: str | None,
+    lock_path: Path | None,
+    reporter: Reporter,
+) -> DownloadResult:
+    platform = platform or host_platform()
+    if lock_path is not None:
+        lock = read_lock(lock_path)
+        if lock.python != python_version or lock.platform != platform:
+            raise UsageError(
+                f"{lock_path} is for Python {lock.python} on {lock.platform}, "
+                f"not Python {python_version} on {platform}",
+                hint="leave out --python-version/--platform to use the lock's own",
+            )
+        text = lock_path.read_text(encoding="utf-8")
+    else:
+        with reporter.step(f"resolve {profile.name} for Python {python_version} on {platform}"):
+            made = make_lock(profile, python_version=python_version, platform=platform, output=None)
+        lock, text = made.lock, made.text
+    dest.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=".kboot-download-", dir=dest))
+    try:
+        (partial / WHEELHOUSE_LOCK).write_text(text, encoding="utf-8")
+        platforms = [arg for tag in pip_platform_tags(platform) for arg in ("--platform", tag)]
+        with reporter.step(f"download {len(lock.pins)} wheels (pip, hash-checked)"):
+            try:
+                run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "pip",
+                        "download",
+                        "--disable-pip-version-check",
+                        "--no-deps",
+                        "--only-binary=:all:",
+                        "--require-hashes",
+                        "--python-version",
+                        python_version,
+                        "--implementation",
+                        "cp",
+                        *platforms,
+                        *source_args(profile.sources),
+                        "-r",
+                        str(partial / WHEELHOUSE_LOCK),
+                        "-d",
+                        str(partial),
+                    ],
+                    what="downloading wheels",
+                )
+            except CommandError as exc:
+                raise InstallError(
+                    f"downloading the wheels of {profile.name} failed",
+                    hint="a package without a wheel for that Python and platform cannot go "
+                    "into a wheelhouse; the output above names it",
+                    details=exc.output_tail,
+                ) from None
+        files = []
+        for item in sorted(partial.iterdir()):
+            shutil.move(str(item), dest / item.name)  # over an older copy of the same file
+            files.append(item.name)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    wheels = tuple(f for f in files if f != WHEELHOUSE_LOCK)
+    size = sum((dest / f).stat().st_size for f in wheels)
+    return DownloadResult(dest, read_lock(dest / WHEELHOUSE_LOCK), wheels, size)
