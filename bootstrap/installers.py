@@ -189,7 +189,15 @@ def install(
             pins = Path(tmp) / "constraints.txt"
             pins.write_text("".join(f"{n}=={v}\n" for n, v in sorted(constraints.items())))
             cmd += ["--constraint", str(pins)]
-        return _run_install(installer, cmd, env, requirements, python_version)
+        return _run_install(installer, cmd, env, requirements, python_version, sources)
+
+
+def _missing_offline(text: str) -> str | None:
+    """The requirement an offline install could not find, as uv or pip words it."""
+    found = re.search(r"you require ([^\s,]+), we can conclude", text)  # uv
+    if found is None:
+        found = re.search(r"No matching distribution found for (\S+)", text)  # pip
+    return found.group(1) if found else None
 
 
 def _run_install(
@@ -198,6 +206,7 @@ def _run_install(
     env: VirtualEnv,
     requirements: Sequence[str],
     python_version: str,
+    sources: Sources,
 ) -> CommandResult:
     try:
         return run(cmd, cwd=env.root, what=f"installing with {installer.name}")
@@ -209,6 +218,17 @@ def _run_install(
                 f"hash mismatch for {mismatch}: the file does not match the lock, so it was "
                 "refused (tampered with, or replaced on the index)",
                 hint="fetch the files again (kboot download) or make the lock again (kboot lock)",
+                details=text,
+            ) from None
+        locked = list(requirements[:1]) == ["-r"]
+        what = f"the lock {requirements[1]}" if locked else ", ".join(requirements)
+        missing = _missing_offline(text)
+        if missing is not None and sources.offline:
+            raise InstallError(
+                f"{missing} is not in the wheelhouse {', '.join(sources.find_links)}, and "
+                "--offline allows no other source",
+                hint="download it there again (kboot download PROFILE --lock LOCK --dest DIR) "
+                "on a machine with a network",
                 details=text,
             ) from None
         if any(marker in text for marker in _NETWORK):
@@ -224,7 +244,7 @@ def _run_install(
         else:
             hint = "see the installer's output above; rerun with --debug for the full command"
         raise InstallError(
-            f"installing {', '.join(requirements)} with {installer.name} failed "
+            f"installing {what} with {installer.name} failed "
             f"(exit code {exc.returncode})",
             hint=hint,
             details=text,

@@ -15,7 +15,6 @@ import re
 import sys
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +61,8 @@ def lock_requirements(profile: Profile, python_version: str) -> tuple[str, ...]:
 
 
 def requirements_digest(profile: Profile, python_version: str) -> str:
-    data = {
-        "requirements": list(lock_requirements(profile, python_version)),
-        "sources": profile.content()["sources"],
-    }
+    # sources stay out: the hashes pin the files, wherever they are fetched from
+    data = {"requirements": list(lock_requirements(profile, python_version))}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -225,7 +222,6 @@ def make_lock(
         "platform": platform,
         "requirements": list(requirements),
         "requirements_digest": requirements_digest(profile, python_version),
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "kboot_version": __version__,
     }
     text = HEADER + json.dumps(meta, sort_keys=True) + "\n" + result.stdout
