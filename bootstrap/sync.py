@@ -203,6 +203,7 @@ class SyncResult:
     manifest: Path
     entries: tuple[SyncEntry, ...]
     check_only: bool
+    prune: bool = False
 
     @property
     def changed(self) -> bool:
@@ -210,7 +211,11 @@ class SyncResult:
 
     @property
     def in_sync(self) -> bool:
-        return all(e.status in ("ok", "unchanged") for e in self.entries)
+        """Every listed environment matches; extra ones count only when pruning."""
+        return all(
+            e.status in ("ok", "unchanged") or (e.status == "extra" and not self.prune)
+            for e in self.entries
+        )
 
     @property
     def exit_code(self) -> int:
@@ -283,5 +288,6 @@ def sync_manifest(
             remove_env(str(summary.path), environ)
             results.append(SyncEntry(summary.path.name, "removed", str(summary.path), changed=True))
         else:
-            results.append(SyncEntry(summary.path.name, "extra", "not in the manifest"))
-    return SyncResult(manifest, tuple(results), check_only)
+            detail = "not in the manifest" + ("; --prune removes it" if prune else "")
+            results.append(SyncEntry(summary.path.name, "extra", detail))
+    return SyncResult(manifest, tuple(results), check_only, prune)
