@@ -546,6 +546,14 @@ def main(argv: list[str] | None = None) -> None:
     except aborts:
         sys.stderr.write("kboot: interrupted\n")
         sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # a bug in kboot: one line, and the traceback with --debug
+        if debug:
+            raise
+        sys.stderr.write(
+            f"kboot: internal error: {type(exc).__name__}: {exc}\n"
+            "  hint: rerun with --debug for the traceback, and please report it\n"
+        )
+        sys.exit(EXIT_FAILED)
     sys.exit(code if isinstance(code, int) else 0)
 
 

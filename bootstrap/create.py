@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -432,13 +432,14 @@ class _Build:
                 self.reporter.info(f"{self.name}: rebuilding, {self.changes[0]}")
                 return self.run(replacing="kboot")
             smoke = report
-        return self._result(
+        result = self._result(
             env,
             Path(record.keras_home) / KERAS_JSON,
             dict(record.packages),
             smoke,
             action="unchanged",
         )
+        return replace(result, verified=self.request.verify)
 
     def update_in_place(
         self, record: EnvRecord, env: VirtualEnv, changes: list[str]

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import created, kboot, report_from_fresh_shell
 
 from bootstrap.locking import env_lock
 from bootstrap.paths import locks_dir
+from helpers import created, kboot, report_from_fresh_shell
 
 pytestmark = pytest.mark.integration
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from helpers import created, kboot, python_of, report_from_fresh_shell, run_in_fresh_shell
 
 pytestmark = pytest.mark.integration

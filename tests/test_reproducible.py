@@ -1,0 +1,270 @@
+"""Locks, offline wheelhouses, idempotent create, several at once, and sync, for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers import created, kboot, report_from_fresh_shell
+
+pytestmark = pytest.mark.integration
+
+OFFLINE = ["unshare", "-rn"]  # a new network namespace: no network at all
+
+
+@pytest.fixture(scope="module")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The numpy profile's lock and wheels, made once for this module."""
+    folder = tmp_path_factory.mktemp("wheelhouse")
+    env = {**os.environ, "HOME": str(folder.parent / "home"), "KBOOT_HOME": str(folder / "kb")}
+    lock = folder / "numpy.lock"
+    made = kboot("lock", "numpy", "-o", str(lock), env=env)
+    assert made.returncode == 0, made.stderr
+    fetched = kboot(
+        "download", "numpy", "--lock", str(lock), "--dest", str(folder / "wh"), "--json", env=env
+    )
+    assert fetched.returncode == 0, fetched.stderr
+    assert json.loads(fetched.stdout)["files"]
+    return folder
+
+
+def test_lock_then_create_installs_exactly_the_lock(wheelhouse: Path, tmp_path: Path) -> None:
+    lock = wheelhouse / "numpy.lock"
+    header = json.loads(lock.read_text().splitlines()[0].removeprefix("# kboot-lock: "))
+    assert header["profile"] == "numpy" and header["python"] == "3.11"
+    data = created(kboot("create", "numpy", "--lock", str(lock), "--json"))
+    assert data["lock"]["path"] == str(lock)
+    pins = {}
+    for line in lock.read_text().splitlines()[1:]:
+        if "==" in line and not line.startswith(" "):
+            name, version = line.split(" ")[0].split("==")
+            pins[name] = version
+    assert pins["keras"] == data["packages"]["keras"]
+    assert all(data["packages"][name] == version for name, version in pins.items())
+    record = json.loads((Path(data["path"]) / "kboot-env.json").read_text())
+    assert record["lock"]["digest"] == data["lock"]["digest"]
+
+
+def test_lock_for_another_python_or_malformed_is_refused(tmp_path: Path) -> None:
+    other = tmp_path / "py312.lock"
+    assert kboot("lock", "numpy", "--python-version", "3.12", "-o", str(other)).returncode == 0
+    refused = kboot("create", "numpy", "--lock", str(other))
+    assert refused.returncode == 2
+    assert "made for Python 3.12" in refused.stderr and "--python-version 3.11" in refused.stderr
+    broken = tmp_path / "broken.lock"
+    broken.write_text("numpy>=1\n")
+    bad = kboot("create", "numpy", "--lock", str(broken))
+    assert bad.returncode == 2 and "is not a kboot lock" in bad.stderr
+    assert "Traceback" not in bad.stderr + refused.stderr
+    assert not (tmp_path / "kboot-home" / "envs" / "numpy").exists()
+
+
+def offline_env(tmp_path: Path) -> dict[str, str]:
+    """No network, and an installer cache that holds nothing yet."""
+    return {**os.environ, "UV_CACHE_DIR": str(tmp_path / "empty-uv-cache")}
+
+
+def test_offline_create_from_a_wheelhouse_without_network(wheelhouse: Path, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            *OFFLINE,
+            sys.executable,
+            "-m",
+            "bootstrap",
+            "create",
+            "numpy",
+            "--offline",
+            "--wheelhouse",
+            str(wheelhouse / "wh"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=offline_env(tmp_path),
+        timeout=600,
+        check=False,
+    )
+    data = created(proc)
+    assert data["lock"]["path"] == str(wheelhouse / "wh" / "kboot-lock.txt")
+    assert data["smoke"]["ok"]
+    assert report_from_fresh_shell(Path(data["path"]), tmp_path)["backend"] == "numpy"
+
+
+def test_offline_refuses_tampered_and_names_missing_wheels(
+    wheelhouse: Path, tmp_path: Path
+) -> None:
+    house = tmp_path / "wh"
+    shutil.copytree(wheelhouse / "wh", house)
+    wheel = next(house.glob("namex-*.whl"))
+    with zipfile.ZipFile(wheel, "a") as archive:
+        archive.writestr("namex/injected.py", "print('not what was locked')\n")
+    command = [
+        *OFFLINE,
+        sys.executable,
+        "-m",
+        "bootstrap",
+        "create",
+        "numpy",
+        "--offline",
+        "--wheelhouse",
+        str(house),
+    ]
+    tampered = subprocess.run(
+        command, capture_output=True, text=True, env=offline_env(tmp_path), timeout=600, check=False
+    )
+    assert tampered.returncode == 1
+    assert "hash mismatch for namex==" in tampered.stderr
+    wheel.unlink()
+    missing = subprocess.run(
+        command, capture_output=True, text=True, env=offline_env(tmp_path), timeout=600, check=False
+    )
+    assert missing.returncode == 1
+    assert "namex==" in missing.stderr and "is not in the wheelhouse" in missing.stderr
+    assert not (tmp_path / "kboot-home" / "envs" / "numpy").exists()
+
+
+def test_create_is_idempotent_and_updates_what_changed(tmp_path: Path, write_profile: Any) -> None:
+    text = (Path(__file__).parent.parent / "profiles" / "numpy.toml").read_text()
+    profile = write_profile("lab", text)
+    first = created(kboot("create", str(profile), "--json"))
+    assert first["action"] == "created" and first["changed"] is True
+
+    again = created(kboot("create", str(profile), "--json"))
+    assert again["changed"] is False and again["action"] == "unchanged"
+    assert again["smoke"]["ok"] and again["verified"] is False
+    verified = created(kboot("create", str(profile), "--verify", "--json"))
+    assert verified["changed"] is False and verified["verified"] is True
+
+    profile.write_text(text.replace('backend = "numpy"', 'backend = "numpy"\nfloatx = "float16"'))
+    updated = created(kboot("create", str(profile), "--json"))
+    assert updated["action"] == "updated"
+    assert updated["changes"] == ["floatx: 'float32' -> 'float16'"]
+    assert report_from_fresh_shell(Path(updated["path"]), tmp_path)["floatx"] == "float16"
+
+    profile.write_text(text.replace('"jax>=0.4.30"', '"jax>=0.4.30", "namex"'))
+    rebuilt = created(kboot("create", str(profile), "--json"))
+    assert rebuilt["action"] == "rebuilt"
+    assert any(change.startswith("packages:") for change in rebuilt["changes"])
+    assert any(change.startswith("floatx:") for change in rebuilt["changes"])
+
+
+def test_several_profiles_at_once_one_failing(tmp_path: Path) -> None:
+    proc = kboot("create", "numpy", "jax-cpu", "no-such-profile", "--json")
+    assert proc.returncode == 2  # the worst outcome: a bad profile
+    items = {item["name"]: item for item in json.loads(proc.stdout)}
+    assert items["numpy"]["ok"] and items["numpy"]["action"] == "created"
+    assert items["jax-cpu"]["ok"] and items["jax-cpu"]["smoke"]["reported"]["backend"] == "jax"
+    assert not items["no-such-profile"]["ok"]
+    assert "unknown profile" in items["no-such-profile"]["error"]
+    table = kboot("create", "numpy", "jax-cpu")
+    assert table.returncode == 0
+    assert "unchanged" in table.stdout and "2 ok, 0 failed" in table.stdout
+
+
+MANIFEST = """
+[[env]]
+name = "lab-np"
+profile = "numpy"
+
+[[env]]
+name = "lab-jax"
+profile = { backend = "jax", packages = ["jax"], image_data_format = "channels_first" }
+"""
+
+
+def sync(manifest: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return kboot("sync", str(manifest), "--json", *args)
+
+
+def test_sync_creates_leaves_reports_and_prunes(tmp_path: Path) -> None:
+    manifest = tmp_path / "lab.toml"
+    manifest.write_text(MANIFEST)
+    check = sync(manifest, "--check")
+    assert check.returncode == 1
+    assert {e["status"] for e in json.loads(check.stdout)["environments"]} == {"missing"}
+
+    first = sync(manifest)
+    assert first.returncode == 0, first.stderr
+    result = json.loads(first.stdout)
+    assert result["changed"] is True
+    assert {e["name"]: e["status"] for e in result["environments"]} == {
+        "lab-np": "created",
+        "lab-jax": "created",
+    }
+    second = json.loads(sync(manifest).stdout)
+    assert second["changed"] is False
+    assert {e["status"] for e in second["environments"]} == {"unchanged"}
+    assert sync(manifest, "--check").returncode == 0
+
+    assert kboot("create", "numpy", "--no-smoke").returncode == 0  # not in the manifest
+    extra = json.loads(sync(manifest, "--check").stdout)
+    assert [e["name"] for e in extra["extra"]] == ["numpy"] and extra["in_sync"] is True
+    assert sync(manifest, "--check", "--prune").returncode == 1
+    pruned = json.loads(sync(manifest, "--prune").stdout)
+    assert pruned["extra"][0]["status"] == "removed"
+    assert not (tmp_path / "kboot-home" / "envs" / "numpy").exists()
+
+    manifest.write_text(MANIFEST.replace("channels_first", "channels_last"))
+    changed = json.loads(sync(manifest, "--check").stdout)
+    assert {e["name"]: e["status"] for e in changed["environments"]}["lab-jax"] == "differs"
+    updated = json.loads(sync(manifest).stdout)
+    assert {e["name"]: e["status"] for e in updated["environments"]}["lab-jax"] == "updated"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '[[env]]\nname = "a"\nprofile = "numpy"\n[[env]]\nname = "a"\nprofile = "jax-cpu"\n',
+            "appears twice",
+        ),
+        ('[[env]]\nname = "a"\nprofil = "numpy"\n', "did you mean 'profile'"),
+        ('[[env]]\nname = "a"\nprofile = "no-such-profile"\n', "unknown profile"),
+        ('[[env]]\nname = "a"\n', "missing required key 'profile'"),
+        ('[[env]]\nname = "../a"\nprofile = "numpy"\n', "not allowed"),
+        ("[[env]\n", "invalid TOML"),
+    ],
+)
+def test_bad_manifests_are_usage_errors(tmp_path: Path, text: str, message: str) -> None:
+    manifest = tmp_path / "lab.toml"
+    manifest.write_text(text)
+    proc = kboot("sync", str(manifest))
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_interrupted_sync_leaves_each_env_whole_and_the_next_finishes(tmp_path: Path) -> None:
+    manifest = tmp_path / "lab.toml"
+    manifest.write_text(MANIFEST.replace('profile = "numpy"', 'profile = "tf-cpu"'))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bootstrap", "sync", str(manifest), "--jobs", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:  # the first environment is done, the second is installing
+        if "lab-np ✓ write keras.json" in line or "lab-jax ✓ create virtualenv" in line:
+            break
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=300)
+    assert proc.returncode == 130
+    envs = tmp_path / "kboot-home" / "envs"
+    for name in ("lab-np", "lab-jax"):
+        path = envs / name
+        assert not path.exists() or (path / "kboot-env.json").is_file(), f"{name} half-built"
+    assert not list(envs.glob(".*kboot-old-*"))
+    finished = json.loads(sync(manifest).stdout)
+    assert {e["status"] for e in finished["environments"]} <= {"created", "unchanged"}
+    assert sync(manifest, "--check").returncode == 0
