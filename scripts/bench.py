@@ -9,8 +9,13 @@ with a warm installer cache (one unmeasured warm-up round first). Prints medians
 and the ratios k/b and a/k, and kboot's own overhead: its start-up, the
 keras.json write, and what its probe costs on top of a plain `import keras`.
 
+Then, for fleets: a no-op `kboot create` and `kboot sync` on environments that already
+match (target: under 1 s), and three CPU profiles built in one call against the same
+three built by three calls in a row.
+
 Nothing touches ~/.keras: KERAS_HOME points into a temporary folder.
 Usage: python scripts/bench.py [--runs 3] [--profiles numpy jax-cpu]
+                               [--batch numpy jax-cpu openvino] [--skip-baselines]
 """
 
 from __future__ import annotations
@@ -88,12 +93,59 @@ def with_kboot(work: Path, profile: str, env: dict[str, str]) -> tuple[float, di
     return elapsed, steps
 
 
+def kboot_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "bootstrap", *args]
+
+
+def fleet(work: Path, env: dict[str, str], runs: int, batch: list[str]) -> None:
+    """No-op create and sync medians, and one call for several profiles against several calls."""
+    kenv = {**env, "KBOOT_HOME": str(work / "noop-home")}
+    manifest = work / "lab.toml"
+    manifest.write_text("".join(f'[[env]]\nname = "{p}"\nprofile = "{p}"\n' for p in batch[:2]))
+    timed(kboot_cmd("sync", str(manifest)), kenv, work)  # build them once
+    noop_create = [timed(kboot_cmd("create", batch[0]), kenv, work) for _ in range(max(runs, 5))]
+    noop_sync = [timed(kboot_cmd("sync", str(manifest)), kenv, work) for _ in range(max(runs, 5))]
+    print(f"\nno-op kboot create {batch[0]}: {statistics.median(noop_create):.3f} s (target < 1 s)")
+    print(
+        f"no-op kboot sync ({len(batch[:2])} environments): {statistics.median(noop_sync):.3f} s "
+        "(target < 1 s)"
+    )
+
+    together, in_a_row = [], []
+    for run in range(runs + 1):  # run 0 warms the caches
+        one = {**env, "KBOOT_HOME": str(work / f"one-{run}")}
+        row = {**env, "KBOOT_HOME": str(work / f"row-{run}")}
+        t_one = timed(kboot_cmd("create", *batch), one, work)
+        t_row = sum(timed(kboot_cmd("create", p), row, work) for p in batch)
+        shutil.rmtree(work / f"one-{run}", ignore_errors=True)
+        shutil.rmtree(work / f"row-{run}", ignore_errors=True)
+        if run:
+            together.append(t_one)
+            in_a_row.append(t_row)
+    a, b = statistics.median(together), statistics.median(in_a_row)
+    print(
+        f"{len(batch)} profiles ({' '.join(batch)}): one call {a:.2f} s, "
+        f"{len(batch)} calls in a row {b:.2f} s, ratio {a / b:.2f} (target < 1)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--runs", type=int, default=3, help="measured runs of each variant")
     parser.add_argument("--profiles", nargs="+", default=["numpy", "jax-cpu"])
+    parser.add_argument(
+        "--batch",
+        nargs="+",
+        default=["numpy", "jax-cpu", "openvino"],
+        help="CPU profiles for the one-call-versus-several comparison",
+    )
+    parser.add_argument(
+        "--skip-baselines",
+        action="store_true",
+        help="only the fleet figures (no-op, several at once)",
+    )
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="kboot-bench-"))
@@ -108,43 +160,57 @@ def main() -> None:
 
     print(f"kboot benchmark: {args.runs} measured runs after one warm-up, medians in seconds")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores\n")
-    header = ("profile", "(a) venv+pip", "(b) uv", "kboot", "kboot/b", "a/kboot")
-    print(f"{header[0]:10} {header[1]:>13} " + " ".join(f"{h:>8}" for h in header[2:]))
-    overheads = []
+    overheads: list[tuple[str, float, float]] = []
     try:
-        for name in args.profiles:
-            profile = load_profile(builtin_profiles_dir() / f"{name}.toml")
-            reqs = list(profile.requirements())
-            samples: dict[str, list[float]] = {"a": [], "b": [], "k": [], "imp": []}
-            steps_seen: list[dict[str, float]] = []
-            for run in range(args.runs + 1):  # run 0 warms the caches and is not counted
-                work = scratch / f"{name}-{run}"
-                work.mkdir()
-                a = by_hand_pip(work, reqs, profile.backend, env)
-                b, imported = by_hand_uv(work, reqs, profile.backend, env)
-                k, steps = with_kboot(work, name, env)
-                shutil.rmtree(work, ignore_errors=True)
-                if run:
-                    samples["a"].append(a)
-                    samples["b"].append(b)
-                    samples["k"].append(k)
-                    samples["imp"].append(imported)
-                    steps_seen.append(steps)
-            a, b, k = (statistics.median(samples[x]) for x in "abk")
-            print(f"{name:10} {a:13.2f} {b:8.2f} {k:8.2f} {k / b:8.2f} {a / k:8.2f}")
-            smoke = statistics.median(s.get("smoke", 0.0) for s in steps_seen)
-            write = statistics.median(s.get("write", 0.0) for s in steps_seen)
-            overheads.append((name, smoke - statistics.median(samples["imp"]), write))
+        if not args.skip_baselines:
+            baselines(args, scratch, env, overheads)
+        fleet(scratch, env, args.runs, args.batch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
-    print(f"\nkboot start-up (`python -m bootstrap --version`): {statistics.median(startup):.3f} s")
+    if overheads:
+        median_startup = statistics.median(startup)
+        print(f"\nkboot start-up (`python -m bootstrap --version`): {median_startup:.3f} s")
     for name, probe_extra, write in overheads:
         print(
             f"{name}: keras.json write {write:.3f} s; probe beyond a plain `import keras` "
             f"{probe_extra:.3f} s"
         )
     print("\ntargets: kboot/b <= 1.25, a/kboot >= 3, start-up + write + probe extra < 0.5 s")
+
+
+def baselines(
+    args: argparse.Namespace,
+    scratch: Path,
+    env: dict[str, str],
+    overheads: list[tuple[str, float, float]],
+) -> None:
+    """kboot create against the same steps by hand, per profile; fills `overheads`."""
+    header = ("profile", "(a) venv+pip", "(b) uv", "kboot", "kboot/b", "a/kboot")
+    print(f"{header[0]:10} {header[1]:>13} " + " ".join(f"{h:>8}" for h in header[2:]))
+    for name in args.profiles:
+        profile = load_profile(builtin_profiles_dir() / f"{name}.toml")
+        reqs = list(profile.requirements())
+        samples: dict[str, list[float]] = {"a": [], "b": [], "k": [], "imp": []}
+        steps_seen: list[dict[str, float]] = []
+        for run in range(args.runs + 1):  # run 0 warms the caches and is not counted
+            work = scratch / f"{name}-{run}"
+            work.mkdir()
+            a = by_hand_pip(work, reqs, profile.backend, env)
+            b, imported = by_hand_uv(work, reqs, profile.backend, env)
+            k, steps = with_kboot(work, name, env)
+            shutil.rmtree(work, ignore_errors=True)
+            if run:
+                samples["a"].append(a)
+                samples["b"].append(b)
+                samples["k"].append(k)
+                samples["imp"].append(imported)
+                steps_seen.append(steps)
+        a, b, k = (statistics.median(samples[x]) for x in "abk")
+        print(f"{name:10} {a:13.2f} {b:8.2f} {k:8.2f} {k / b:8.2f} {a / k:8.2f}")
+        smoke = statistics.median(s.get("smoke", 0.0) for s in steps_seen)
+        write = statistics.median(s.get("write", 0.0) for s in steps_seen)
+        overheads.append((name, smoke - statistics.median(samples["imp"]), write))
 
 
 if __name__ == "__main__":
