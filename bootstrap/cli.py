@@ -160,6 +160,9 @@ def create(
 
     if installer not in INSTALLERS:
         raise UsageError(f"--installer {installer!r}: expected one of {', '.join(INSTALLERS)}")
+    repeated = sorted({ref for ref in profiles if profiles.count(ref) > 1})
+    if repeated:
+        raise UsageError(f"profile {', '.join(repeated)} given more than once")
     if len(profiles) > 1 and (dest or name):
         raise UsageError("--dest and --name name one environment: give one profile with them")
     sources = None

@@ -107,7 +107,7 @@ class CreateResult:
 
     @property
     def keras_version(self) -> str | None:
-        return self.packages.get("keras")
+        return self.packages.get(self.profile.keras_package)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -141,7 +141,7 @@ class CreateResult:
 
 
 def validate_name(name: str) -> str:
-    if not _NAME.match(name) or ".." in name:
+    if not _NAME.fullmatch(name) or ".." in name:
         raise UsageError(
             f"environment name {name!r} is not allowed",
             hint="use letters, digits, '.', '_' and '-' (no path separators or '..'); "

@@ -37,7 +37,9 @@ class EnvSummary:
             "floatx": profile.get("floatx"),
             "scope": self.record.scope if self.record else None,
             "python": self.record.python.get("version") if self.record else None,
-            "keras_version": self.record.packages.get("keras") if self.record else None,
+            "keras_version": self.record.packages.get(profile.get("keras_package", "keras"))
+            if self.record
+            else None,
             "created_at": self.record.created_at if self.record else None,
             "health": self.health,
         }

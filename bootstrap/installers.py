@@ -244,8 +244,7 @@ def _run_install(
         else:
             hint = "see the installer's output above; rerun with --debug for the full command"
         raise InstallError(
-            f"installing {what} with {installer.name} failed "
-            f"(exit code {exc.returncode})",
+            f"installing {what} with {installer.name} failed (exit code {exc.returncode})",
             hint=hint,
             details=text,
         ) from None

@@ -115,8 +115,10 @@ def parse_lock(raw: bytes, path: Path) -> LockFile:
         raise LockFileError(
             f"{path}: the kboot-lock header is not valid JSON ({exc})", hint=hint
         ) from None
+    if not isinstance(meta, dict):
+        raise LockFileError(f"{path}: the kboot-lock header is not a JSON object", hint=hint)
     missing = [k for k in ("profile", "python", "platform", "requirements_digest") if k not in meta]
-    if not isinstance(meta, dict) or missing:
+    if missing:
         raise LockFileError(f"{path}: the kboot-lock header lacks {', '.join(missing)}", hint=hint)
     pins: dict[str, str] = {}
     for number, line in enumerate(body.splitlines(), start=2):

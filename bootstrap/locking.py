@@ -30,13 +30,15 @@ def env_lock(locks_dir: Path, target: Path) -> Iterator[None]:
         try:
             _acquire(fd)
         except OSError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.lseek(fd, 0, os.SEEK_SET)
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
             raise LockedError(
                 f"another kboot process (pid {holder}) is working on {target} right now",
                 hint="wait for it to finish, then run the command again",
             ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, str(os.getpid()).encode())
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock

@@ -161,7 +161,10 @@ def _entry(path: Path, index: int, raw: Mapping[str, Any]) -> ManifestEntry:
 
 def _profile(path: Path, where: str, name: str, value: object) -> Profile:
     if isinstance(value, dict):
-        return parse_profile(value, path=Path(f"{path}#{name}"), name=name)
+        try:
+            return parse_profile(value, path=Path(f"{path}#{name}"), name=name)
+        except ProfileError as exc:
+            raise ManifestError(exc.message, hint=exc.hint) from None
     if not isinstance(value, str):
         raise ManifestError(f"{where}: 'profile' must be a profile name, a path or a table")
     ref = str((path.parent / value).absolute()) if looks_like_path(value) else value

@@ -183,8 +183,8 @@ def test_a_folder_is_refused_as_unreadable(tmp_path: Path) -> None:
 # ---- check_lock ------------------------------------------------------------------------
 
 
-def matching_lock(tmp_path: Path, profile: Profile, **overrides: Any) -> lockfile.LockFile:
-    meta: dict[str, Any] = {"requirements_digest": requirements_digest(profile, "3.11")}
+def matching_lock(tmp_path: Path, made_from: Profile, **overrides: Any) -> lockfile.LockFile:
+    meta: dict[str, Any] = {"requirements_digest": requirements_digest(made_from, "3.11")}
     meta.update(overrides)
     return parse_lock(lock_text(**meta).encode(), tmp_path / "numpy.lock")
 
