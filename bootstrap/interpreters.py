@@ -125,6 +125,18 @@ def find_interpreter(
             return found
         assert extra is not None
         wanted = spec & extra
+        candidates = [
+            f"{major}.{minor}.{micro}"
+            for major in (2, 3)
+            for minor in range(20)
+            for micro in (0, 5, 99)
+        ]
+        if not any(v in wanted for v in candidates):
+            raise UsageError(
+                f"--python {requested} asks for Python {extra}, but the profile needs "
+                f"python {spec}",
+                hint="leave --python out, or pick a profile whose 'python' allows it",
+            )
 
     running = running_interpreter()
     if prefer_running and running.version in wanted:
@@ -146,7 +158,8 @@ def find_interpreter(
         if found.version in wanted:
             return found
         seen.append(found)
-    listing = ", ".join(sorted({f"{i.version} ({i.source})" for i in seen})) or "none"
+    unique = {(i.version, i.source) for i in seen}
+    listing = ", ".join(f"{v} ({src})" for v, src in sorted(unique)) or "none"
     raise InterpreterError(
         f"no Python interpreter satisfies python {wanted}; found: {listing}",
         hint=f"install one with `uv python install '{wanted}'` or `pyenv install <version>`, "

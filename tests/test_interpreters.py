@@ -229,9 +229,18 @@ def test_requested_version_narrows_the_search(fakes) -> None:  # type: ignore[no
 
 
 def test_requested_version_outside_the_profile(fakes) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(InterpreterError):
+    """A --python version the profile excludes is a usage error, found before any search."""
+    with pytest.raises(UsageError, match=r"asks for Python ==3\.9\.\*, but the profile needs") as info:
         find_interpreter(
             SpecifierSet(">=3.10"), requested="3.9", environ=fakes["environ"], prefer_running=False
+        )
+    assert info.value.exit_code == 2
+
+
+def test_requested_version_inside_the_profile_but_missing(fakes) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InterpreterError, match="no Python interpreter satisfies"):
+        find_interpreter(
+            SpecifierSet(">=3.10"), requested="3.11", environ=fakes["environ"], prefer_running=False
         )
 
 
