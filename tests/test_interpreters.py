@@ -230,7 +230,8 @@ def test_requested_version_narrows_the_search(fakes) -> None:  # type: ignore[no
 
 def test_requested_version_outside_the_profile(fakes) -> None:  # type: ignore[no-untyped-def]
     """A --python version the profile excludes is a usage error, found before any search."""
-    with pytest.raises(UsageError, match=r"asks for Python ==3\.9\.\*, but the profile needs") as info:
+    expected = r"asks for Python ==3\.9\.\*, but the profile needs"
+    with pytest.raises(UsageError, match=expected) as info:
         find_interpreter(
             SpecifierSet(">=3.10"), requested="3.9", environ=fakes["environ"], prefer_running=False
         )
