@@ -156,7 +156,7 @@ def create(
     from bootstrap.installers import INSTALLERS
     from bootstrap.paths import builtin_profiles_dir, user_profiles_dir
     from bootstrap.profiles import Sources, resolve_profile
-    from bootstrap.render import ConsoleReporter, PrefixReporter, render_batch, render_create
+    from bootstrap.render import ConsoleReporter, render_batch, render_create
 
     if installer not in INSTALLERS:
         raise UsageError(f"--installer {installer!r}: expected one of {', '.join(INSTALLERS)}")
@@ -197,7 +197,7 @@ def create(
         return
     items = create_many(
         [(ref, lambda ref=ref: request_for(ref)) for ref in profiles],  # type: ignore[misc]
-        reporter_for=PrefixReporter,
+        reporter_for=lambda label: ConsoleReporter(prefix=label),
         workers=jobs,
     )
     if as_json:
@@ -329,7 +329,7 @@ def sync(
     Safe to run again and again: an interrupted sync leaves each environment either as
     it was or fully updated, and the next sync finishes the job.
     """
-    from bootstrap.render import PrefixReporter, render_sync
+    from bootstrap.render import ConsoleReporter, render_sync
     from bootstrap.sync import sync_manifest
 
     result = sync_manifest(
@@ -338,7 +338,7 @@ def sync(
         prune=prune,
         verify=verify,
         workers=jobs,
-        reporter_for=PrefixReporter,
+        reporter_for=lambda label: ConsoleReporter(prefix=label),
     )
     if as_json:
         _emit_json(result.to_dict())

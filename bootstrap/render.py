@@ -30,18 +30,26 @@ def error_console() -> Console:
 
 
 class ConsoleReporter(RecordingReporter):
-    """Each step on stderr: a spinner with elapsed time on a terminal, plain lines elsewhere."""
+    """Each step on stderr with its elapsed time: a spinner while it runs on a terminal.
 
-    def __init__(self) -> None:
+    With a prefix (several builds at once) every line starts with it and there is no
+    spinner, since several would fight over one line.
+    """
+
+    def __init__(self, prefix: str | None = None) -> None:
         super().__init__()
         self.console = error_console()
+        self.prefix = f"[bold]{_escape(prefix)}[/] " if prefix else ""
 
     @contextmanager
     def step(self, label: str) -> Iterator[None]:
         started = time.monotonic()
         ok = False
         try:
-            if self.console.is_terminal:
+            if self.prefix:
+                with super().step(label):
+                    yield
+            elif self.console.is_terminal:
                 with self.console.status(label), super().step(label):
                     yield
             else:
@@ -52,15 +60,15 @@ class ConsoleReporter(RecordingReporter):
         finally:
             elapsed = time.monotonic() - started
             mark = "[green]✓[/]" if ok else "[red]✗[/]"
-            self.console.print(f"{mark} {_escape(label)} [dim]({elapsed:.1f} s)[/]")
+            self.console.print(f"{self.prefix}{mark} {_escape(label)} [dim]({elapsed:.1f} s)[/]")
 
     def info(self, message: str) -> None:
         super().info(message)
-        self.console.print(f"  {_escape(message)}", style="dim")
+        self.console.print(f"{self.prefix}[dim]{_escape(message)}[/]")
 
     def warn(self, message: str) -> None:
         super().warn(message)
-        self.console.print(f"[yellow]warning:[/] {_escape(message)}")
+        self.console.print(f"{self.prefix}[yellow]warning:[/] {_escape(message)}")
 
 
 def _escape(text: str) -> str:
@@ -192,38 +200,6 @@ def render_config(view: ConfigView) -> None:
         console.print(f"  {key} = {value!r}  [{origin}]", markup=False)
     for override in view.overrides:
         console.print(f"  note: {override}", markup=False)
-
-
-class PrefixReporter(RecordingReporter):
-    """For several builds at once: plain lines, each prefixed with its environment."""
-
-    def __init__(self, label: str) -> None:
-        super().__init__()
-        self.label = label
-        self.console = error_console()
-
-    @contextmanager
-    def step(self, label: str) -> Iterator[None]:
-        started = time.monotonic()
-        ok = False
-        try:
-            with super().step(label):
-                yield
-            ok = True
-        finally:
-            mark = "[green]✓[/]" if ok else "[red]✗[/]"
-            self.console.print(
-                f"[bold]{_escape(self.label)}[/] {mark} {_escape(label)} "
-                f"[dim]({time.monotonic() - started:.1f} s)[/]"
-            )
-
-    def info(self, message: str) -> None:
-        super().info(message)
-        self.console.print(f"[bold]{_escape(self.label)}[/] {_escape(message)}", style="dim")
-
-    def warn(self, message: str) -> None:
-        super().warn(message)
-        self.console.print(f"[bold]{_escape(self.label)}[/] [yellow]warning:[/] {_escape(message)}")
 
 
 _STATUS_STYLE = {
