@@ -22,7 +22,9 @@ from bootstrap.sync import SyncResult
 
 
 def out_console() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    # piped output is read by scripts and pasted into issues: never cut or fold it
+    width = None if sys.stdout.isatty() else 4096
+    return Console(highlight=False, soft_wrap=True, width=width)
 
 
 def error_console() -> Console:
@@ -115,7 +117,7 @@ def render_create(result: CreateResult) -> None:
 def render_profiles(entries: Sequence[ProfileEntry], user_dir: Path) -> None:
     table = Table(box=None, pad_edge=False)
     for column in ("NAME", "BACKEND", "ORIGIN", "DESCRIPTION"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for entry in entries:
         origin = entry.origin + (" (shadows built-in)" if entry.shadows_builtin else "")
         if entry.profile is None:
@@ -149,7 +151,7 @@ def render_envs(envs: Sequence[EnvSummary]) -> None:
         return
     table = Table(box=None, pad_edge=False)
     for column in ("NAME", "BACKEND", "FLOATX", "PYTHON", "KERAS", "HEALTH", "PATH"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for env in envs:
         data = env.to_dict()
         health = data["health"]
@@ -219,7 +221,7 @@ _STATUS_STYLE = {
 def _status_table(rows: Sequence[tuple[str, str, str, str]]) -> Table:
     table = Table(box=None, pad_edge=False)
     for column in ("NAME", "STATUS", "SECONDS", "DETAIL"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for name, status, seconds, detail in rows:
         style = _STATUS_STYLE.get(status, "")
         table.add_row(name, f"[{style}]{status}[/]" if style else status, seconds, _escape(detail))
