@@ -85,7 +85,10 @@ def create_many(
     except KeyboardInterrupt:
         # the installers got the same Ctrl-C; let every build roll itself back first
         pool.shutdown(wait=True, cancel_futures=True)
-        raise Interrupted("interrupted; every environment was left as it was before") from None
+        raise Interrupted(
+            "interrupted; the environments still being built were rolled back, "
+            "finished ones were kept"
+        ) from None
     finally:
         pool.shutdown(wait=True)
 

@@ -73,46 +73,62 @@ def create(
         typer.Argument(
             help="One or more profiles: built-in names, names in your profile folder, "
             "or .toml paths. Several are built concurrently.",
-            metavar="PROFILE...",
+            metavar="PROFILE",
         ),
     ],
     dest: Annotated[
         Path | None,
-        typer.Option(help="Build the environment here instead of <kboot home>/envs/<name>."),
+        typer.Option(
+            metavar="PATH", help="Build the environment here instead of <kboot home>/envs/<name>."
+        ),
     ] = None,
     name: Annotated[
-        str | None, typer.Option(help="Environment name (default: the profile's name).")
+        str | None,
+        typer.Option(metavar="NAME", help="Environment name (default: the profile's name)."),
     ] = None,
     python: Annotated[
         str | None,
-        typer.Option(help="Interpreter path, or a version such as 3.12 (default: discovered)."),
+        typer.Option(
+            metavar="PATH|VERSION",
+            help="Interpreter path, or a version such as 3.12 (default: discovered).",
+        ),
     ] = None,
     installer: Annotated[
-        str, typer.Option(help="uv (fast, default) or pip (the environment's own pip).")
+        str,
+        typer.Option(
+            metavar="uv|pip", help="uv (fast, default) or pip (the environment's own pip)."
+        ),
     ] = "uv",
     scope: Annotated[
         str,
         typer.Option(
+            metavar="env|user",
             help="env: keras.json inside the environment (default); "
-            "user: merge into your own keras.json, with a backup."
+            "user: merge into your own keras.json, with a backup.",
         ),
     ] = "env",
     index_url: Annotated[
-        str | None, typer.Option(help="Package index to use instead of the profile's sources.")
+        str | None,
+        typer.Option(metavar="URL", help="Package index to use instead of the profile's sources."),
     ] = None,
     extra_index_url: Annotated[
-        list[str] | None, typer.Option(help="Extra package index (repeatable).")
+        list[str] | None, typer.Option(metavar="URL", help="Extra package index (repeatable).")
     ] = None,
     find_links: Annotated[
-        list[str] | None, typer.Option(help="Local wheel folder or URL (repeatable).")
+        list[str] | None,
+        typer.Option(metavar="PATH|URL", help="Local wheel folder or URL (repeatable)."),
     ] = None,
     lock: Annotated[
         Path | None,
-        typer.Option(help="Install exactly this lock (from `kboot lock`), hash-checked."),
+        typer.Option(
+            metavar="FILE", help="Install exactly this lock (from `kboot lock`), hash-checked."
+        ),
     ] = None,
     wheelhouse: Annotated[
         Path | None,
-        typer.Option(help="Install from this folder of wheels (from `kboot download`)."),
+        typer.Option(
+            metavar="DIR", help="Install from this folder of wheels (from `kboot download`)."
+        ),
     ] = None,
     offline: Annotated[
         bool,
@@ -137,7 +153,7 @@ def create(
         bool, typer.Option(help="Let a GPU profile pass when the backend sees no GPU.")
     ] = False,
     jobs: Annotated[
-        int | None, typer.Option(min=1, help="How many environments to build at once.")
+        int | None, typer.Option(min=1, metavar="N", help="How many environments to build at once.")
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -213,15 +229,24 @@ def create(
 def lock_cmd(
     profile: Annotated[str, typer.Argument(help="Profile name or .toml path.")],
     output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Write the lock here (default: stdout).")
+        Path | None,
+        typer.Option(
+            "-o", "--output", metavar="FILE", help="Write the lock here (default: stdout)."
+        ),
     ] = None,
     python_version: Annotated[
         str | None,
-        typer.Option(help="Target Python X.Y (default: the one kboot would pick for the profile)."),
+        typer.Option(
+            metavar="X.Y",
+            help="Target Python X.Y (default: the one kboot would pick for the profile).",
+        ),
     ] = None,
     platform: Annotated[
         str | None,
-        typer.Option(help="Target platform as uv names it, e.g. x86_64-unknown-linux-gnu."),
+        typer.Option(
+            metavar="PLATFORM",
+            help="Target platform as uv names it, e.g. x86_64-unknown-linux-gnu.",
+        ),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -260,15 +285,20 @@ def _default_python_version(profile: Any) -> str:
 @app.command()
 def download(
     profile: Annotated[str, typer.Argument(help="Profile name or .toml path.")],
-    dest: Annotated[Path, typer.Option(help="The wheelhouse folder to fill.")],
+    dest: Annotated[Path, typer.Option(metavar="DIR", help="The wheelhouse folder to fill.")],
     lock: Annotated[
-        Path | None, typer.Option(help="Download exactly this lock (default: resolve now).")
+        Path | None,
+        typer.Option(metavar="FILE", help="Download exactly this lock (default: resolve now)."),
     ] = None,
     python_version: Annotated[
-        str | None, typer.Option(help="Target Python X.Y (default: the lock's, or discovered).")
+        str | None,
+        typer.Option(metavar="X.Y", help="Target Python X.Y (default: the lock's, or discovered)."),
     ] = None,
     platform: Annotated[
-        str | None, typer.Option(help="Target platform (default: the lock's, or this machine).")
+        str | None,
+        typer.Option(
+            metavar="PLATFORM", help="Target platform (default: the lock's, or this machine)."
+        ),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -319,7 +349,7 @@ def sync(
         bool, typer.Option(help="Smoke-test environments that are already in sync too.")
     ] = False,
     jobs: Annotated[
-        int | None, typer.Option(min=1, help="How many environments to build at once.")
+        int | None, typer.Option(min=1, metavar="N", help="How many environments to build at once.")
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -516,11 +546,24 @@ def _cli_exception_types() -> tuple[tuple[type[Exception], ...], tuple[type[Base
     return tuple(usage), tuple(aborts)
 
 
+def _stop_like_ctrl_c() -> None:
+    """SIGTERM (kill, CI cancel, timeouts) and SIGHUP (a closed terminal) roll back like Ctrl-C."""
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), interrupt)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI, turn every KbootError into one line and an exit code."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("KBOOT_DEBUG") == "1"
     usage_errors, aborts = _cli_exception_types()
+    _stop_like_ctrl_c()
     command = typer.main.get_command(app)
     try:
         code = command.main(args=args, prog_name="kboot", standalone_mode=False)
@@ -529,7 +572,7 @@ def main(argv: list[str] | None = None) -> None:
             import traceback
 
             traceback.print_exc()
-        _print_error(exc)
+        _print_error(exc, debug=debug)
         if "--json" in args:  # scripts parsing stdout get a document, not silence
             _emit_json(
                 {
@@ -560,12 +603,16 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-def _print_error(exc: KbootError) -> None:
+def _print_error(exc: KbootError, *, debug: bool) -> None:
+    from bootstrap.errors import CommandError, InstallError
     from bootstrap.render import error_console
 
     console = error_console()
-    if exc.details:
+    # an installer's output tail always helps; a Python traceback only when asked for
+    if exc.details and (debug or isinstance(exc, InstallError | CommandError)):
         console.print(exc.details, markup=False, highlight=False, style="dim")
+    elif exc.details:
+        exc.hint = (exc.hint + "; " if exc.hint else "") + "--debug shows the traceback"
     console.print(f"kboot: error: {exc.message}", markup=False, highlight=False, style="bold red")
     if exc.hint:
         console.print(f"  hint: {exc.hint}", markup=False, highlight=False)

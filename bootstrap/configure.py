@@ -10,7 +10,13 @@ from typing import Any
 
 from bootstrap.environment import VirtualEnv
 from bootstrap.errors import UsageError
-from bootstrap.keras_config import KERAS_JSON, merge_keras_json, parse_assignments, read_keras_json
+from bootstrap.keras_config import (
+    KERAS_JSON,
+    backend_warnings,
+    merge_keras_json,
+    parse_assignments,
+    read_keras_json,
+)
 from bootstrap.paths import envs_dir
 from bootstrap.profiles import is_module_path
 from bootstrap.record import read_record
@@ -82,6 +88,8 @@ def set_keras_config(
                     f"{path} was left unchanged",
                     details=report.details,
                 )
+    if isinstance(backend, str):
+        warnings.extend(backend_warnings(backend))
     result = merge_keras_json(path, values)
     if environ.get("KERAS_BACKEND") and "backend" in values:
         warnings.append(

@@ -40,10 +40,18 @@ from bootstrap.keras_config import (
     atomic_write,
     merge_keras_json,
     read_keras_json,
+    shell_overrides,
 )
 from bootstrap.lockfile import WHEELHOUSE_LOCK, LockFile, check_lock, host_platform, read_lock
 from bootstrap.locking import env_lock
-from bootstrap.paths import ENV_KERAS_HOME, PTH_FILE, envs_dir, locks_dir, user_keras_home
+from bootstrap.paths import (
+    BUILDING_MARKER,
+    ENV_KERAS_HOME,
+    PTH_FILE,
+    envs_dir,
+    locks_dir,
+    user_keras_home,
+)
 from bootstrap.profiles import Profile, Sources
 from bootstrap.progress import RecordingReporter, Reporter
 from bootstrap.record import EnvRecord, read_record, record_path, write_record
@@ -153,8 +161,8 @@ def validate_name(name: str) -> str:
 def resolve_target(request: CreateRequest, environ: Mapping[str, str]) -> tuple[str, Path]:
     if request.dest is not None:
         dest = request.dest.expanduser().absolute()
-        return validate_name(request.name or dest.name), dest
-    name = validate_name(request.name or request.profile.name)
+        return validate_name(dest.name if request.name is None else request.name), dest
+    name = validate_name(request.profile.name if request.name is None else request.name)
     return name, envs_dir(environ) / name
 
 
@@ -180,16 +188,26 @@ def create_environment(
     environ = dict(os.environ if environ is None else environ)
     reporter = reporter or RecordingReporter()
     target = _prepare(request, reporter, environ)
-    _inspect_dest(target.path, force=request.force)
 
+    keras_home = target.user_home if request.scope == "user" else target.path / ENV_KERAS_HOME
+    early = shell_overrides(target.profile.backend, request.scope, keras_home, environ)
+    if request.scope == "user":
+        early += _shared_user_config(target, environ)
     with env_lock(locks_dir(environ), target.path):
-        existing = _inspect_dest(target.path, force=request.force)  # again, now that we hold it
+        for note in recover_leftovers(target.path):
+            reporter.info(note)
+        existing = _inspect_dest(target.path, force=request.force)
         build = _Build(request, target, reporter, environ)
+        for warning in early:
+            build.warn(warning)
         if existing != "kboot" or request.force:
             return build.run(replacing=existing)
         record = read_record(target.path)
         assert record is not None
         changes = describe_changes(record, target, request)
+        drift = record.config_drift()
+        if drift and not changes:  # e.g. another --scope user environment took keras.json
+            changes = [f"keras.json: {drift}"]
         env = _open_existing(target.path)
         if not changes and env is not None:
             return build.unchanged(record, env)
@@ -212,6 +230,12 @@ class Plan:
 def plan_create(request: CreateRequest, *, environ: Mapping[str, str] | None = None) -> Plan:
     environ = dict(os.environ if environ is None else environ)
     target = _prepare(request, RecordingReporter(), environ)
+    if (target.path / BUILDING_MARKER).exists() or any(
+        target.path.parent.glob(f".{target.path.name}.kboot-old-*")
+    ):
+        return Plan(
+            target.name, target.path, "differs", ("an interrupted kboot left it half-done",)
+        )
     existing = _inspect_dest(target.path, force=request.force)
     if existing != "kboot":
         return Plan(target.name, target.path, "missing", ())
@@ -275,7 +299,7 @@ def state_digest(
         del content["sources"]  # the lock pins every file: where it came from does not matter
     state = {
         "profile": content,
-        "python": [str(interpreter.path), str(interpreter.version)],
+        "python": [interpreter.real_path, str(interpreter.version)],
         "scope": request.scope,
         "system_site_packages": request.system_site_packages,
         "lock": lock.digest if lock else None,
@@ -300,11 +324,10 @@ def describe_changes(record: EnvRecord, target: _Target, request: CreateRequest)
             continue
         if old.get(key) != new.get(key):
             changes.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
-    python = [record.python.get("path"), record.python.get("version")]
-    if python != [str(target.interpreter.path), str(target.interpreter.version)]:
+    if not _same_python(record, target.interpreter):
         changes.append(
-            f"python: {python[1]} ({python[0]}) -> {target.interpreter.version} "
-            f"({target.interpreter.path})"
+            f"python: {record.python.get('version')} ({record.python.get('path')}) -> "
+            f"{target.interpreter.version} ({target.interpreter.path})"
         )
     if record.scope != request.scope:
         changes.append(f"scope: {record.scope} -> {request.scope}")
@@ -317,6 +340,13 @@ def describe_changes(record: EnvRecord, target: _Target, request: CreateRequest)
     if old_lock != new_lock:
         changes.append(f"lock: {old_lock or 'none'} -> {new_lock or 'none'}")
     return changes or ["kboot's record of it is from another kboot version"]
+
+
+def _same_python(record: EnvRecord, interpreter: Interpreter) -> bool:
+    real = record.python.get("real_path") or record.python.get("path")
+    return real == interpreter.real_path and record.python.get("version") == str(
+        interpreter.version
+    )
 
 
 def _as_recorded(profile: Profile) -> dict[str, Any]:
@@ -336,8 +366,7 @@ def in_place_ok(record: EnvRecord, target: _Target, request: CreateRequest) -> b
     return (
         changed <= IN_PLACE_KEYS
         and not (target.profile.external_backend and "backend" in changed)
-        and record.python.get("path") == str(target.interpreter.path)
-        and record.python.get("version") == str(target.interpreter.version)
+        and _same_python(record, target.interpreter)
         and record.scope == request.scope
         and record.system_site_packages == request.system_site_packages
         and (record.lock or {}).get("digest") == (target.lock.digest if target.lock else None)
@@ -352,6 +381,49 @@ def _open_existing(path: Path) -> VirtualEnv | None:
     return env if env.python.exists() else None
 
 
+def _shared_user_config(target: _Target, environ: Mapping[str, str]) -> list[str]:
+    """Other --scope user environments read the same keras.json: say whom this changes."""
+    folder = envs_dir(environ)
+    others = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    warnings = []
+    for other in others:
+        try:
+            record = read_record(other)
+        except KbootError:
+            continue
+        if record is None or other == target.path or record.scope != "user":
+            continue
+        if Path(record.keras_home) != target.user_home:
+            continue
+        mine, theirs = target.profile.keras_config(), record.profile
+        differs = [k for k in mine if mine[k] != theirs.get(k)]
+        if differs:
+            warnings.append(
+                f"{record.name} (--scope user) reads the same {target.user_home / KERAS_JSON}: "
+                f"its {', '.join(differs)} will change too (--scope env keeps them apart)"
+            )
+    return warnings
+
+
+def recover_leftovers(path: Path) -> list[str]:
+    """Finish what a kboot killed half-way left behind (SIGKILL, power loss).
+
+    Call it holding the environment's lock: the OS released the dead process's lock, so
+    anything found here is a leftover, never a build in progress.
+    """
+    notes = []
+    backups = sorted(path.parent.glob(f".{path.name}.kboot-old-*"))
+    if (path / BUILDING_MARKER).exists():
+        shutil.rmtree(path, ignore_errors=True)
+        notes.append(f"removed {path}, left half-built by an interrupted kboot")
+    if backups and not path.exists():
+        os.replace(backups.pop(), path)
+        notes.append(f"restored {path} from before an interrupted rebuild")
+    for leftover in [*backups, *path.parent.glob(f".{path.name}.kboot-removing-*")]:
+        shutil.rmtree(leftover, ignore_errors=True)
+    return notes
+
+
 def _inspect_dest(path: Path, *, force: bool) -> str:
     """'absent', 'empty', 'kboot' or 'foreign'; refuses what must not be replaced."""
     if not path.exists():
@@ -362,12 +434,27 @@ def _inspect_dest(path: Path, *, force: bool) -> str:
         return "empty"
     if read_record(path) is not None:
         return "kboot"
+    if _precious(path):
+        raise UsageError(
+            f"{path} is a home folder, a filesystem root or holds the current folder: "
+            "kboot never replaces it, --force or not",
+            hint="choose another --dest",
+        )
     if not force:
         raise UsageError(
             f"{path} exists and is not a kboot environment; kboot left it untouched",
             hint="choose another --dest or --name, or pass --force to replace it",
         )
     return "foreign"
+
+
+def _precious(path: Path) -> bool:
+    resolved = path.resolve()
+    return (
+        resolved == Path.home().resolve()
+        or resolved.parent == resolved
+        or Path.cwd().resolve().is_relative_to(resolved)
+    )
 
 
 def _check_writable(folder: Path) -> None:
@@ -403,6 +490,8 @@ class _Build:
 
     def run(self, *, replacing: str) -> CreateResult:
         """Build from scratch; an existing environment is moved aside until we succeed."""
+        if replacing == "foreign":
+            self.warn(f"--force: replacing {self.path}, which was not a kboot environment")
         if replacing in ("kboot", "foreign"):
             self.backup = self.path.with_name(f".{self.path.name}.kboot-old-{os.getpid()}")
             shutil.rmtree(self.backup, ignore_errors=True)
@@ -493,6 +582,7 @@ class _Build:
         smoke = self._maybe_smoke(env)
         packages = dict(smoke.packages) if smoke else installed_packages(env.python, cwd=env.root)
         self._record(startup_env, keras_json, packages, smoke)
+        (self.path / BUILDING_MARKER).unlink()
         if self.request.dest is not None:
             register(self.environ, self.path)
         action = "rebuilt" if self.backup is not None else "created"
@@ -565,7 +655,8 @@ class _Build:
     def _create_env(self) -> VirtualEnv:
         version = self.interpreter.version
         with self.reporter.step(f"create virtualenv (Python {version})"):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.mkdir(parents=True, exist_ok=True)
+            (self.path / BUILDING_MARKER).write_text(f"{os.getpid()}\n", encoding="utf-8")
             env = VirtualEnv.create(
                 self.path,
                 self.interpreter,
@@ -755,12 +846,13 @@ def smoke_error(name: str, report: SmokeReport, profile: Profile) -> SmokeError:
             break
         if "shared library" in problem:
             details = None  # diagnosed: the traceback adds nothing (--debug logs the command)
-            hint = "nothing was kept; install that library, or use another backend's profile"
+            hint = "install that library, or use another backend's profile"
             if profile.backend == "cntk":
                 hint += " (theano or tensorflow for Keras 2)"
             break
     return SmokeError(
         f"smoke test failed for {name}: " + "; ".join(report.problems),
-        hint=hint or "nothing was kept; fix what the lines above name, then run it again",
+        hint=hint
+        or "fix what the line above names, then run it again (nothing half-built was left behind)",
         details=details,
     )

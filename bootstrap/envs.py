@@ -5,17 +5,18 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from bootstrap.create import expectation, run_smoke
 from bootstrap.environment import VirtualEnv
 from bootstrap.errors import EnvironmentStateError, UsageError
+from bootstrap.keras_config import shell_overrides
 from bootstrap.locking import env_lock
-from bootstrap.paths import envs_dir, locks_dir
+from bootstrap.paths import BUILDING_MARKER, envs_dir, locks_dir
 from bootstrap.profiles import Profile
-from bootstrap.record import EnvRecord, read_record
+from bootstrap.record import EnvRecord, read_record, write_record
 from bootstrap.registry import registered, unregister
 from bootstrap.smoke import SmokeReport
 
@@ -46,23 +47,28 @@ class EnvSummary:
 
 
 def resolve_env(ref: str, environ: Mapping[str, str]) -> Path:
-    """ENV on the command line: a path, or the name of an environment in kboot's home."""
+    """ENV on the command line: a path, or the name of an environment kboot made."""
     if os.sep in ref or (os.altsep and os.altsep in ref) or ref in (".", ".."):
         path = Path(ref).expanduser().absolute()
     else:
         path = envs_dir(environ) / ref
+        if not path.exists():  # a --dest environment, known by its name
+            named = [p for p in registered(environ) if p.name == ref and p.is_dir()]
+            path = named[0] if len(named) == 1 else path
     if not path.exists():
         known = [s.name for s in list_envs(environ)]
         raise UsageError(
             f"no environment {ref!r} at {path}",
             hint=f"known environments: {', '.join(known)}" if known else "create one first",
         )
-    if read_record(path) is None:
+    if read_record(path) is None and not (path / BUILDING_MARKER).exists():
         raise UsageError(f"{path} is not an environment kboot made (no kboot-env.json)")
     return path
 
 
-def _health(path: Path, record: EnvRecord | None) -> str:
+def _health(path: Path, record: EnvRecord | None) -> str:  # noqa: PLR0911  # one verdict per line
+    if (path / BUILDING_MARKER).exists():
+        return "broken: an interrupted build (run kboot create again to repair it)"
     if record is None:
         return "broken: no kboot-env.json"
     try:
@@ -75,6 +81,9 @@ def _health(path: Path, record: EnvRecord | None) -> str:
         return "unchecked (built with --no-smoke)"
     if not record.smoke.get("ok"):
         return "failed its last smoke test"
+    drift = record.config_drift()
+    if drift:
+        return f"config changed: {drift} (kboot create repairs it)"
     return "ok"
 
 
@@ -88,7 +97,11 @@ def summarize(path: Path) -> EnvSummary:
 
 def list_envs(environ: Mapping[str, str]) -> list[EnvSummary]:
     root = envs_dir(environ)
-    paths = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    paths = (
+        sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if root.is_dir()
+        else []
+    )
     paths += [p for p in registered(environ) if p.is_dir() and p not in paths]
     return [summarize(p) for p in paths]
 
@@ -110,25 +123,6 @@ class CheckResult:
         }
 
 
-def shell_warnings(record: EnvRecord, environ: Mapping[str, str]) -> list[str]:
-    """What in the caller's shell would make this environment behave differently."""
-    warnings = []
-    backend = environ.get("KERAS_BACKEND")
-    wanted = record.profile.get("backend")
-    if backend and backend != wanted:
-        warnings.append(
-            f"your shell sets KERAS_BACKEND={backend}, which overrides backend={wanted!r} "
-            "of this environment: unset it (`unset KERAS_BACKEND`) or it wins"
-        )
-    home = environ.get("KERAS_HOME")
-    if record.scope == "env" and home and Path(home) != Path(record.keras_home):
-        warnings.append(
-            f"your shell sets KERAS_HOME={home}, so this environment's keras.json "
-            f"({record.keras_home}) is not used: unset KERAS_HOME"
-        )
-    return warnings
-
-
 def check_env(ref: str, environ: Mapping[str, str], *, allow_cpu: bool = False) -> CheckResult:
     path = resolve_env(ref, environ)
     record = read_record(path)
@@ -141,7 +135,14 @@ def check_env(ref: str, environ: Mapping[str, str], *, allow_cpu: bool = False) 
         )
     expected = expectation(Profile.from_dict(record.profile), allow_cpu=allow_cpu)
     smoke = run_smoke(env, expected, scope=record.scope, environ=environ)
-    return CheckResult(record.name, path, smoke, tuple(shell_warnings(record, environ)))
+    with env_lock(locks_dir(environ), path):  # `list` shows the latest verdict
+        write_record(path, replace(record, smoke=smoke.to_dict()))
+    return CheckResult(
+        record.name,
+        path,
+        smoke,
+        tuple(shell_overrides(record.profile["backend"], record.scope, record.keras_home, environ)),
+    )
 
 
 @dataclass(frozen=True)
@@ -162,9 +163,8 @@ class RemoveResult:
 
 def remove_env(ref: str, environ: Mapping[str, str]) -> RemoveResult:
     path = resolve_env(ref, environ)
-    record = read_record(path)
-    assert record is not None
     with env_lock(locks_dir(environ), path):
+        record = read_record(path)
         # Rename first so a failure half-way never leaves a half-deleted environment in place.
         doomed = path.with_name(f".{path.name}.kboot-removing-{os.getpid()}")
         try:
@@ -173,5 +173,7 @@ def remove_env(ref: str, environ: Mapping[str, str]) -> RemoveResult:
             raise EnvironmentStateError(f"cannot remove {path}: {exc.strerror}") from None
         shutil.rmtree(doomed, ignore_errors=True)
     unregister(environ, path)
+    if record is None:  # a half-built leftover
+        return RemoveResult(path.name, path, "env", None)
     kept = str(Path(record.keras_home) / "keras.json") if record.scope == "user" else None
     return RemoveResult(record.name, path, record.scope, kept)

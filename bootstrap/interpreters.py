@@ -39,9 +39,15 @@ class Interpreter:
     def major_minor(self) -> tuple[int, int]:
         return (self.version.major, self.version.minor)
 
+    @property
+    def real_path(self) -> str:
+        """The interpreter behind links: a venv's python and its base are the same one."""
+        return os.path.realpath(self.path)
+
     def to_dict(self) -> dict[str, str]:
         return {
             "path": str(self.path),
+            "real_path": self.real_path,
             "version": str(self.version),
             "implementation": self.implementation,
             "source": self.source,

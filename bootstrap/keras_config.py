@@ -8,6 +8,7 @@ previous content was copied to `keras.json.bak`.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
@@ -76,6 +77,8 @@ def parse_assignments(pairs: Iterable[str]) -> dict[str, Any]:
         key, raw = key.strip(), raw.strip()
         if not sep or not key:
             raise UsageError(f"'{pair}' is not KEY=VALUE", hint="for example: floatx=float64")
+        if key in values:
+            raise UsageError(f"{key} is given more than once")
         values[key] = validate_value(key, raw)
     if not values:
         raise UsageError("nothing to set", hint="give KEY=VALUE pairs, e.g. backend=jax")
@@ -90,9 +93,11 @@ def validate_value(key: str, raw: str) -> Any:
     if key == "backend":
         if raw in KNOWN_BACKENDS or is_module_path(raw):
             return raw
+        close = difflib.get_close_matches(raw.lower(), KNOWN_BACKENDS, n=1)
         raise UsageError(
             f"backend={raw!r} is not a Keras backend; expected one of "
-            f"{', '.join(KNOWN_BACKENDS)} or a dotted module path (Keras 2 external backend)"
+            f"{', '.join(KNOWN_BACKENDS)} or a dotted module path (Keras 2 external backend)",
+            hint=f"did you mean backend={close[0]}?" if close else None,
         )
     if key == "epsilon":
         try:
@@ -104,14 +109,33 @@ def validate_value(key: str, raw: str) -> Any:
         return number  # a JSON float: Keras rejects an integer epsilon
     if key == "nnx_enabled":
         return _choice(key, raw.lower(), ("true", "false")) == "true"
-    raise UsageError(f"unknown keras.json key '{key}'; kboot sets: {', '.join(SETTABLE_KEYS)}")
+    close = difflib.get_close_matches(key, SETTABLE_KEYS, n=1)
+    raise UsageError(
+        f"unknown keras.json key '{key}'; kboot sets: {', '.join(SETTABLE_KEYS)}",
+        hint=f"did you mean '{close[0]}'?" if close else None,
+    )
 
 
 def _choice(key: str, raw: str, allowed: Iterable[str]) -> str:
     allowed = tuple(allowed)
     if raw not in allowed:
-        raise UsageError(f"{key}={raw!r} is not allowed; expected one of {', '.join(allowed)}")
+        close = difflib.get_close_matches(raw.lower(), allowed, n=1)
+        raise UsageError(
+            f"{key}={raw!r} is not allowed; expected one of {', '.join(allowed)}",
+            hint=f"did you mean {key}={close[0]}?" if close else None,
+        )
     return raw
+
+
+def backend_warnings(backend: str) -> list[str]:
+    """A backend only Keras 2 understands: Keras 3 fails to import with it."""
+    if backend in KERAS3_BACKENDS:
+        return []
+    kind = "an external module" if is_module_path(backend) else "a Keras 2 backend"
+    return [
+        f"backend={backend} is {kind}: only multi-backend Keras 2 can use it; "
+        "Keras 3 will fail at `import keras` with this keras.json"
+    ]
 
 
 def render(data: Mapping[str, Any]) -> str:
@@ -227,3 +251,23 @@ def describe_config(keras_home: Path, source: str, environ: Mapping[str, str]) -
         effective=effective,
         overrides=tuple(overrides),
     )
+
+
+def shell_overrides(
+    backend: str, scope: str, keras_home: str | Path, environ: Mapping[str, str]
+) -> list[str]:
+    """What in the caller's shell would make an environment behave differently."""
+    warnings = []
+    shell_backend = environ.get("KERAS_BACKEND")
+    if shell_backend and shell_backend != backend:
+        warnings.append(
+            f"your shell sets KERAS_BACKEND={shell_backend}, which overrides backend={backend!r} "
+            "of this environment: unset it (`unset KERAS_BACKEND`) or it wins"
+        )
+    home = environ.get("KERAS_HOME")
+    if scope == "env" and home and Path(home) != Path(keras_home):
+        warnings.append(
+            f"your shell sets KERAS_HOME={home}, so this environment's keras.json "
+            f"({keras_home}) is not used: unset KERAS_HOME"
+        )
+    return warnings

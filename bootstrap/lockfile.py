@@ -150,7 +150,9 @@ def check_lock(lock: LockFile, profile: Profile, python_version: Version, platfo
         raise LockFileError(
             f"{lock.path} was made for Python {lock.python}, but this environment uses "
             f"Python {python_version}",
-            hint=f"make a lock for it: kboot lock {profile.name} --python-version {wanted}",
+            hint=f"build with the lock's Python (--python {lock.python}), or make a lock for "
+            f"this one: kboot lock {profile.name} --python-version {wanted} -o {profile.name}-"
+            f"py{wanted}.lock",
         )
     if lock.platform != platform:
         raise LockFileError(
@@ -158,10 +160,15 @@ def check_lock(lock: LockFile, profile: Profile, python_version: Version, platfo
             hint=f"make a lock for it: kboot lock {profile.name} --platform {platform}",
         )
     if lock.meta["requirements_digest"] != requirements_digest(profile, wanted):
+        locked = set(lock.meta.get("requirements") or ())
+        needed = set(lock_requirements(profile, wanted))
+        differs = ", ".join(
+            [f"+{r}" for r in sorted(needed - locked)] + [f"-{r}" for r in sorted(locked - needed)]
+        )
         raise LockFileError(
             f"{lock.path} was made from other requirements than profile {profile.name}'s "
-            f"(made from profile {lock.meta['profile']!r})",
-            hint=f"make it again: kboot lock {profile.name} -o {lock.path}",
+            f"(made from profile {lock.meta['profile']!r}; differences: {differs or 'unknown'})",
+            hint=f"make a lock for this profile: kboot lock {profile.name} -o {profile.name}.lock",
         )
 
 
@@ -172,7 +179,11 @@ class LockResult:
     lock: LockFile
 
     def to_dict(self) -> dict[str, Any]:
-        return self.lock.to_dict()
+        data = self.lock.to_dict()
+        if self.path is None:  # printed, not written: the JSON must carry the lock itself
+            data["path"] = None
+            data["text"] = self.text
+        return data
 
 
 def make_lock(
@@ -187,6 +198,13 @@ def make_lock(
 
     if not re.fullmatch(r"\d+\.\d+", python_version):
         raise UsageError(f"--python-version {python_version!r}: expected X.Y, e.g. 3.11")
+    if not any(
+        profile.python_specifier.contains(f"{python_version}.{micro}") for micro in (0, 5, 30)
+    ):
+        raise UsageError(
+            f"--python-version {python_version}: profile {profile.name} needs python "
+            f"{profile.python}"
+        )
     requirements = lock_requirements(profile, python_version)
     with tempfile.TemporaryDirectory(prefix="kboot-lock-") as tmp:
         source = Path(tmp) / "requirements.in"
@@ -211,6 +229,12 @@ def make_lock(
                 what=f"resolving {profile.name} for Python {python_version} on {platform}",
             )
         except CommandError as exc:
+            if "invalid value" in exc.output_tail and "--python-platform" in exc.output_tail:
+                raise UsageError(
+                    f"--platform {platform!r} is not a platform uv knows",
+                    hint="e.g. x86_64-unknown-linux-gnu, aarch64-unknown-linux-gnu, "
+                    "aarch64-apple-darwin, x86_64-pc-windows-msvc",
+                ) from None
             raise InstallError(
                 f"cannot lock {profile.name} for Python {python_version} on {platform}: "
                 "no set of versions satisfies it",
@@ -232,5 +256,5 @@ def make_lock(
         try:
             atomic_write(output, text)
         except OSError as exc:
-            raise UsageError(f"cannot write {output}: {exc.strerror}") from None
+            raise KbootError(f"cannot write {output}: {exc.strerror}") from None
     return LockResult(output, text, lock)

@@ -19,6 +19,8 @@ import platformdirs
 RECORD_FILE = "kboot-env.json"
 #: Keras home kept inside an environment built with `--scope env`.
 ENV_KERAS_HOME = "keras-home"
+#: Present in an environment while kboot builds it; a leftover means a killed build.
+BUILDING_MARKER = "kboot-building"
 #: The startup file that points the environment's interpreter at its Keras home.
 PTH_FILE = "_kboot_keras_home.pth"
 

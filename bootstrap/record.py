@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bootstrap.errors import EnvironmentStateError
-from bootstrap.keras_config import atomic_write
+from bootstrap.errors import EnvironmentStateError, KbootError
+from bootstrap.keras_config import KERAS_JSON, atomic_write, read_keras_json
 from bootstrap.paths import RECORD_FILE
 
 RECORD_FORMAT = 1
@@ -35,6 +35,19 @@ class EnvRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def config_drift(self) -> str | None:
+        """The first keras.json key that no longer says what the profile does (no import)."""
+        path = Path(self.keras_home) / KERAS_JSON
+        try:
+            values = read_keras_json(path) or {}
+        except KbootError as exc:
+            return exc.message
+        for key in ("backend", "floatx", "image_data_format", "epsilon"):
+            found, wanted = values.get(key), self.profile.get(key)
+            if found != wanted:
+                return f"{key} is {found!r} in {path}, the profile says {wanted!r}"
+        return None
 
 
 def record_path(root: Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -133,15 +134,38 @@ def render_profiles(entries: Sequence[ProfileEntry], user_dir: Path) -> None:
 
 
 def render_profile(profile: Profile) -> None:
-    console = out_console()
-    console.print(f"# {profile.name}: {profile.path}", markup=False)
-    for key, value in profile.content().items():
-        if key == "sources":
-            for skey, svalue in value.items():
-                if svalue:
-                    console.print(f"{skey} = {svalue!r}", markup=False)
-        else:
-            console.print(f"{key} = {value!r}", markup=False)
+    """The validated profile as TOML, so `kboot show X > mine.toml` is a valid start."""
+    sys.stdout.write(f"# {profile.name}: {profile.path}\n{profile_toml(profile)}")
+
+
+def profile_toml(profile: Profile) -> str:
+    data = profile.content()
+    sources = data.pop("sources")
+    data.update({k: v for k, v in sources.items() if v})
+    if profile.keras_package == "keras":
+        data.pop("keras_package")
+    if profile.smoke == "compute":
+        data.pop("smoke")
+    lines = []
+    for key, value in data.items():
+        if value in ({}, None):
+            continue
+        lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"no TOML form for {value!r}")
 
 
 def render_envs(envs: Sequence[EnvSummary]) -> None:
@@ -252,6 +276,10 @@ def render_sync(result: SyncResult) -> None:
     console.print(_status_table(rows))
     if result.check_only:
         verdict = "in sync" if result.in_sync else "NOT in sync"
+    elif result.failed:
+        verdict = f"{result.failed} of {len(result.entries)} FAILED" + (
+            " (the others were brought in line)" if result.changed else ""
+        )
     else:
         verdict = "changed" if result.changed else "nothing to do"
     console.print(f"{result.manifest}: {verdict}", markup=False)

@@ -133,6 +133,11 @@ def _entry(path: Path, index: int, raw: Mapping[str, Any]) -> ManifestEntry:
     lock = raw.get("lock")
     if lock is not None and not isinstance(lock, str):
         raise ManifestError(f"{where}: 'lock' must be a path string")
+    if lock is not None and not (path.parent / lock).is_file():
+        raise ManifestError(
+            f"{where}: lock file {path.parent / lock} does not exist",
+            hint="make it with `kboot lock PROFILE -o FILE`, or drop the 'lock' key",
+        )
     scope = raw.get("scope", "env")
     if scope not in SCOPES:
         raise ManifestError(f"{where}: 'scope' is {scope!r}; expected one of {', '.join(SCOPES)}")
@@ -219,6 +224,10 @@ class SyncResult:
             e.status in ("ok", "unchanged") or (e.status == "extra" and not self.prune)
             for e in self.entries
         )
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for e in self.entries if e.status == "failed")
 
     @property
     def exit_code(self) -> int:

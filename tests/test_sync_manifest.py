@@ -59,6 +59,8 @@ def test_every_option_and_a_relative_lock(tmp_path: Path) -> None:
         "system_site_packages = true\n"
         "allow_cpu = true\n",
     )
+    (path.parent / "locks").mkdir()
+    (path.parent / "locks" / "jax-cpu.txt").write_text("# read at create time\n")
     [entry] = load_manifest(path)
     assert entry.lock == path.parent.absolute() / "locks" / "jax-cpu.txt"
     assert entry.lock is not None
@@ -83,7 +85,8 @@ def test_every_option_and_a_relative_lock(tmp_path: Path) -> None:
 def test_a_relative_manifest_path_still_gives_an_absolute_lock(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write_manifest(tmp_path, '[[env]]\nname = "a"\nprofile = "numpy"\nlock = "a.lock"\n')
+    manifest = write_manifest(tmp_path, '[[env]]\nname = "a"\nprofile = "numpy"\nlock = "a.lock"\n')
+    (manifest.parent / "a.lock").write_text("# read at create time\n")
     monkeypatch.chdir(tmp_path)
     [entry] = load_manifest(Path("project/kboot.toml"))
     assert entry.lock == tmp_path / "project" / "a.lock"
@@ -188,6 +191,11 @@ def test_non_bool_flag(tmp_path: Path, flag: str) -> None:
 def test_python_must_be_a_string(tmp_path: Path) -> None:
     path = write_manifest(tmp_path, '[[env]]\nname = "lab"\nprofile = "numpy"\npython = 3.11\n')
     refused(path, "'python'")
+
+
+def test_a_lock_that_does_not_exist_is_named(tmp_path: Path) -> None:
+    path = write_manifest(tmp_path, '[[env]]\nname = "lab"\nprofile = "numpy"\nlock = "no.lock"\n')
+    refused(path, "lock file", "no.lock", "does not exist")
 
 
 def test_lock_must_be_a_string(tmp_path: Path) -> None:
