@@ -227,7 +227,7 @@ def create(
 
 @app.command("lock")
 def lock_cmd(
-    profile: Annotated[str, typer.Argument(help="Profile name or .toml path.")],
+    profile: Annotated[str, typer.Argument(metavar="PROFILE", help="Profile name or .toml path.")],
     output: Annotated[
         Path | None,
         typer.Option(
@@ -284,7 +284,7 @@ def _default_python_version(profile: Any) -> str:
 
 @app.command()
 def download(
-    profile: Annotated[str, typer.Argument(help="Profile name or .toml path.")],
+    profile: Annotated[str, typer.Argument(metavar="PROFILE", help="Profile name or .toml path.")],
     dest: Annotated[Path, typer.Option(metavar="DIR", help="The wheelhouse folder to fill.")],
     lock: Annotated[
         Path | None,
@@ -337,7 +337,9 @@ def download(
 
 @app.command()
 def sync(
-    manifest: Annotated[Path, typer.Argument(help="The machine manifest (TOML).")],
+    manifest: Annotated[
+        Path, typer.Argument(metavar="MANIFEST", help="The machine manifest (TOML).")
+    ],
     check_only: Annotated[
         bool,
         typer.Option("--check", help="Only report: exit 0 when in sync, 1 when not."),
@@ -395,7 +397,7 @@ def profiles_cmd(as_json: JsonOpt = False) -> None:
 
 @app.command()
 def show(
-    profile: Annotated[str, typer.Argument(help="Profile name or .toml path.")],
+    profile: Annotated[str, typer.Argument(metavar="PROFILE", help="Profile name or .toml path.")],
     as_json: JsonOpt = False,
 ) -> None:
     """Show one profile's validated values and where it comes from."""
@@ -425,7 +427,7 @@ def list_cmd(as_json: JsonOpt = False) -> None:
 
 @app.command()
 def check(
-    env: Annotated[str, typer.Argument(help="Environment name or path.")],
+    env: Annotated[str, typer.Argument(metavar="ENV", help="Environment name or path.")],
     allow_cpu: Annotated[
         bool, typer.Option(help="Let a GPU profile pass when the backend sees no GPU.")
     ] = False,
@@ -446,7 +448,7 @@ def check(
 
 @app.command()
 def remove(
-    env: Annotated[str, typer.Argument(help="Environment name or path.")],
+    env: Annotated[str, typer.Argument(metavar="ENV", help="Environment name or path.")],
     as_json: JsonOpt = False,
 ) -> None:
     """Delete an environment kboot made (anything else is refused)."""
@@ -463,7 +465,7 @@ def remove(
 
 KerasHomeOpt = Annotated[
     Path | None,
-    typer.Option(help="Keras home to use instead of $KERAS_HOME or ~/.keras."),
+    typer.Option(metavar="DIR", help="Keras home to use instead of $KERAS_HOME or ~/.keras."),
 ]
 
 
@@ -495,15 +497,17 @@ def config_set(
     assignments: Annotated[
         list[str],
         typer.Argument(
-            help="KEY=VALUE pairs: backend, floatx, image_data_format, epsilon, nnx_enabled."
+            metavar="KEY=VALUE",
+            help="KEY=VALUE pairs: backend, floatx, image_data_format, epsilon, nnx_enabled.",
         ),
     ],
     keras_home: KerasHomeOpt = None,
     python: Annotated[
         str | None,
         typer.Option(
+            metavar="PATH|ENV",
             help="Interpreter or kboot environment in which to check an external backend "
-            "module (backend=my_pkg.my_backend)."
+            "module (backend=my_pkg.my_backend).",
         ),
     ] = None,
     as_json: JsonOpt = False,

@@ -103,7 +103,7 @@ def test_unknown_option_is_usage_error(capsys) -> None:  # type: ignore[no-untyp
         (["show"], "profile"),
         (["create"], "profile"),
         (["check"], "env"),
-        (["config", "set"], "assignments"),
+        (["config", "set"], "KEY=VALUE"),
     ],
 )
 def test_missing_argument_is_usage_error(capsys, args: list[str], missing: str) -> None:  # type: ignore[no-untyped-def]
@@ -393,3 +393,24 @@ def test_json_errors_are_a_document_on_stdout(capsys: pytest.CaptureFixture[str]
     doc = json.loads(capsys.readouterr().out)
     assert doc["kind"] == "ProfileError" and doc["exit_code"] == 2
     assert "no-such-profile" in doc["error"]
+
+
+@pytest.mark.parametrize("name", ["numpy", "plaidml", "tf-keras2", "torch-cpu"])
+def test_show_prints_a_profile_that_loads_back(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["show", name])
+    assert done.value.code == 0
+    copy = tmp_path / f"{name}-copy.toml"
+    copy.write_text(capsys.readouterr().out)
+    with pytest.raises(SystemExit):
+        main(["show", name, "--json"])
+    original = json.loads(capsys.readouterr().out)
+    with pytest.raises(SystemExit) as done:
+        main(["show", str(copy), "--json"])
+    assert done.value.code == 0
+    reloaded = json.loads(capsys.readouterr().out)
+    for data in (original, reloaded):
+        del data["name"], data["path"]
+    assert reloaded == original

@@ -256,7 +256,9 @@ def test_concurrent_create_is_refused_by_the_lock(tmp_path: Path) -> None:
     assert not target.exists()
 
 
-def test_ctrl_c_during_install_rolls_back(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupt_during_install_rolls_back(tmp_path: Path, signum: int) -> None:
+    """Ctrl-C, and SIGTERM from kill, timeouts or a CI cancel, roll back alike."""
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -277,8 +279,51 @@ def test_ctrl_c_during_install_rolls_back(tmp_path: Path) -> None:
         if line.startswith("… install"):
             break
     time.sleep(0.3)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert not (tmp_path / "kboot-home" / "envs" / "interrupted").exists()
+
+
+def test_a_killed_rebuild_is_repaired_by_the_next_create(tmp_path: Path) -> None:
+    """SIGKILL leaves no chance to roll back: the next run finds the leftovers and repairs."""
+    first = created(kboot("create", "numpy", "--json"))
+    path = Path(first["path"])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bootstrap", "create", "numpy", "--force", "--installer", "pip"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith("… install"):
+            break
+    proc.kill()
+    proc.wait(timeout=60)
+    assert list(path.parent.glob(".numpy.kboot-old-*")), "the old environment was moved aside"
+    assert (path / "kboot-building").exists()
+    listed = json.loads(kboot("list", "--json").stdout)
+    assert [(e["name"], e["health"].split(":")[0]) for e in listed] == [("numpy", "broken")]
+
+    repaired = kboot("create", "numpy", "--json")
+    data = created(repaired)
+    assert "restored" in repaired.stderr
+    assert data["action"] == "unchanged"  # the environment from before the rebuild is back
+    assert not list(path.parent.glob(".numpy.kboot-*"))
+    assert report_from_fresh_shell(path, tmp_path)["backend"] == "numpy"
+
+
+def test_scope_user_environments_share_one_keras_json(keras_home: Path) -> None:
+    created(kboot("create", "jax-cpu", "--name", "u1", "--scope", "user", "--json"))
+    second = kboot("create", "numpy", "--name", "u2", "--scope", "user", "--json")
+    assert "u1 (--scope user) reads the same" in second.stderr
+    created(second)
+    health = {e["name"]: e["health"] for e in json.loads(kboot("list", "--json").stdout)}
+    assert health["u2"] == "ok"
+    assert health["u1"].startswith("config changed: backend is 'numpy'")
+    repaired = created(kboot("create", "jax-cpu", "--name", "u1", "--scope", "user", "--json"))
+    assert repaired["action"] == "updated"
+    assert repaired["changes"][0].startswith("keras.json: backend is 'numpy'")
+    assert json.loads((keras_home / "keras.json").read_text())["backend"] == "jax"

@@ -15,6 +15,7 @@ from packaging.version import Version
 
 from bootstrap.errors import InterpreterError, UsageError
 from bootstrap.interpreters import (
+    Interpreter,
     discover,
     find_interpreter,
     parse_python_option,
@@ -297,3 +298,17 @@ def test_real_discovery_finds_pyenv_versions(spec: str) -> None:
         timeout=60,
     ).stdout.strip()
     assert Version(out) == found.version
+
+
+def test_a_venv_python_and_its_base_are_the_same_interpreter(tmp_path: Path) -> None:
+    """Reinstalling kboot in another venv must not look like another Python."""
+    base = tmp_path / "base" / "python3.11"
+    base.parent.mkdir()
+    base.write_text("#!/bin/sh\n")
+    link = tmp_path / "venv" / "bin" / "python"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(base)
+    a = Interpreter(link, Version("3.11.7"))
+    b = Interpreter(base, Version("3.11.7"))
+    assert a.real_path == b.real_path == str(base.resolve())
+    assert a.to_dict()["real_path"] == str(base.resolve())
