@@ -331,7 +331,8 @@ def download(
         typer.echo(
             f"{len(result.files)} wheels ({result.bytes / 1e6:.1f} MB) for Python "
             f"{result.lock.python} on {result.lock.platform} in {result.wheelhouse}\n"
-            f"offline: kboot create {loaded.name} --offline --wheelhouse {result.wheelhouse}"
+            f"offline: kboot create {loaded.name} --python {result.lock.python} --offline "
+            f"--wheelhouse {result.wheelhouse}"
         )
 
 
