@@ -12,9 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from bootstrap.create import CreateRequest, CreateResult, create_environment
+from bootstrap.create import CreateResult, create_environment
 from bootstrap.errors import EXIT_OK, Interrupted, KbootError
 from bootstrap.progress import Reporter
+from bootstrap.target import CreateRequest
 
 
 @dataclass(frozen=True)

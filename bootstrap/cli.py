@@ -40,6 +40,27 @@ config_app = typer.Typer(
 app.add_typer(config_app, name="config")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+AllowCpuOpt = Annotated[
+    bool, typer.Option(help="Let a GPU profile pass when the backend sees no GPU.")
+]
+JobsOpt = Annotated[
+    int | None, typer.Option(min=1, metavar="N", help="How many environments to build at once.")
+]
+PythonVersionOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="X.Y",
+        help="Target Python X.Y (default: a lock's own, or the one kboot picks for the profile).",
+    ),
+]
+PlatformOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="PLATFORM",
+        help="Target platform as uv names it, e.g. x86_64-unknown-linux-gnu "
+        "(default: a lock's own, or this machine).",
+    ),
+]
 
 
 def _emit_json(data: Any) -> None:
@@ -149,12 +170,8 @@ def create(
         bool, typer.Option(help="Run the smoke test even when the environment is unchanged.")
     ] = False,
     no_smoke: Annotated[bool, typer.Option("--no-smoke", help="Skip the smoke test.")] = False,
-    allow_cpu: Annotated[
-        bool, typer.Option(help="Let a GPU profile pass when the backend sees no GPU.")
-    ] = False,
-    jobs: Annotated[
-        int | None, typer.Option(min=1, metavar="N", help="How many environments to build at once.")
-    ] = None,
+    allow_cpu: AllowCpuOpt = False,
+    jobs: JobsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create (or bring up to date) environments from profiles: virtualenv, keras + backend,
@@ -168,11 +185,12 @@ def create(
     keras.json is put back.
     """
     from bootstrap.batch import create_many, exit_code
-    from bootstrap.create import CreateRequest, create_environment
+    from bootstrap.create import create_environment
     from bootstrap.installers import INSTALLERS
     from bootstrap.paths import builtin_profiles_dir, user_profiles_dir
     from bootstrap.profiles import Sources, resolve_profile
     from bootstrap.render import ConsoleReporter, render_batch, render_create
+    from bootstrap.target import CreateRequest
 
     if installer not in INSTALLERS:
         raise UsageError(f"--installer {installer!r}: expected one of {', '.join(INSTALLERS)}")
@@ -234,20 +252,8 @@ def lock_cmd(
             "-o", "--output", metavar="FILE", help="Write the lock here (default: stdout)."
         ),
     ] = None,
-    python_version: Annotated[
-        str | None,
-        typer.Option(
-            metavar="X.Y",
-            help="Target Python X.Y (default: the one kboot would pick for the profile).",
-        ),
-    ] = None,
-    platform: Annotated[
-        str | None,
-        typer.Option(
-            metavar="PLATFORM",
-            help="Target platform as uv names it, e.g. x86_64-unknown-linux-gnu.",
-        ),
-    ] = None,
+    python_version: PythonVersionOpt = None,
+    platform: PlatformOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Resolve PROFILE to exact versions with hashes for one Python and platform.
@@ -290,16 +296,8 @@ def download(
         Path | None,
         typer.Option(metavar="FILE", help="Download exactly this lock (default: resolve now)."),
     ] = None,
-    python_version: Annotated[
-        str | None,
-        typer.Option(metavar="X.Y", help="Target Python X.Y (default: the lock's, or discovered)."),
-    ] = None,
-    platform: Annotated[
-        str | None,
-        typer.Option(
-            metavar="PLATFORM", help="Target platform (default: the lock's, or this machine)."
-        ),
-    ] = None,
+    python_version: PythonVersionOpt = None,
+    platform: PlatformOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Fetch every wheel PROFILE needs into DEST, with a kboot-lock.txt, for offline machines.
@@ -351,9 +349,7 @@ def sync(
     verify: Annotated[
         bool, typer.Option(help="Smoke-test environments that are already in sync too.")
     ] = False,
-    jobs: Annotated[
-        int | None, typer.Option(min=1, metavar="N", help="How many environments to build at once.")
-    ] = None,
+    jobs: JobsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Bring this machine to match MANIFEST: create what is missing, update what differs,
@@ -429,9 +425,7 @@ def list_cmd(as_json: JsonOpt = False) -> None:
 @app.command()
 def check(
     env: Annotated[str, typer.Argument(metavar="ENV", help="Environment name or path.")],
-    allow_cpu: Annotated[
-        bool, typer.Option(help="Let a GPU profile pass when the backend sees no GPU.")
-    ] = False,
+    allow_cpu: AllowCpuOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-run the smoke test of an environment; exit 1 when it no longer matches its profile."""

@@ -8,10 +8,7 @@ is restored byte for byte.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import re
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -19,20 +16,23 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from packaging.version import Version
-
 from bootstrap import __version__
 from bootstrap.environment import VirtualEnv
 from bootstrap.errors import (
     BackendModuleError,
-    ConfigError,
     EnvironmentStateError,
     Interrupted,
     KbootError,
-    SmokeError,
     UsageError,
 )
-from bootstrap.installers import Installer, UvInstaller, get_installer, install, plan_install
+from bootstrap.installers import (
+    Installer,
+    UvInstaller,
+    get_installer,
+    install,
+    legacy_pip,
+    plan_install,
+)
 from bootstrap.interpreters import Interpreter, find_interpreter
 from bootstrap.keras_config import (
     KERAS_JSON,
@@ -48,7 +48,6 @@ from bootstrap.paths import (
     BUILDING_MARKER,
     ENV_KERAS_HOME,
     PTH_FILE,
-    envs_dir,
     locks_dir,
     user_keras_home,
 )
@@ -58,39 +57,27 @@ from bootstrap.record import EnvRecord, read_record, record_path, write_record
 from bootstrap.registry import register
 from bootstrap.smoke import (
     REQUIRED_ENTRIES,
-    Expectation,
     SmokeReport,
     check_backend_module,
-    evaluate,
-    host_gpu_info,
     installed_packages,
-    probe_environ,
-    probe_environment,
 )
+from bootstrap.target import (
+    SCOPES,
+    CreateRequest,
+    Target,
+    check_writable,
+    describe_changes,
+    in_place_ok,
+    inspect_dest,
+    recover_leftovers,
+    resolve_target,
+    shared_user_config,
+    state_digest,
+)
+from bootstrap.verify import expectation, run_smoke, smoke_error
 
-SCOPES = ("env", "user")
 #: Keras keeps its download caches in its home; environments share the user's.
 SHARED_CACHES = ("datasets", "models")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-@dataclass(frozen=True)
-class CreateRequest:
-    profile: Profile
-    dest: Path | None = None
-    name: str | None = None
-    python: str | None = None
-    installer: str = "uv"
-    scope: str = "env"
-    system_site_packages: bool = False
-    force: bool = False
-    smoke: bool = True
-    allow_cpu: bool = False
-    sources: Sources | None = None  # replaces the profile's sources when given
-    lock: Path | None = None  # install exactly this lock, hash-checked
-    wheelhouse: Path | None = None  # a folder of wheels (from `kboot download`)
-    offline: bool = False  # no network at all: only the wheelhouse
-    verify: bool = False  # run the smoke test even when nothing changed
 
 
 @dataclass(frozen=True)
@@ -148,37 +135,6 @@ class CreateResult:
         }
 
 
-def validate_name(name: str) -> str:
-    if not _NAME.fullmatch(name) or ".." in name:
-        raise UsageError(
-            f"environment name {name!r} is not allowed",
-            hint="use letters, digits, '.', '_' and '-' (no path separators or '..'); "
-            "to build somewhere else use --dest PATH",
-        )
-    return name
-
-
-def resolve_target(request: CreateRequest, environ: Mapping[str, str]) -> tuple[str, Path]:
-    if request.dest is not None:
-        dest = request.dest.expanduser().absolute()
-        return validate_name(dest.name if request.name is None else request.name), dest
-    name = validate_name(request.profile.name if request.name is None else request.name)
-    return name, envs_dir(environ) / name
-
-
-@dataclass(frozen=True)
-class _Target:
-    """Everything decided before the disk is touched."""
-
-    name: str
-    path: Path
-    profile: Profile
-    interpreter: Interpreter
-    user_home: Path
-    lock: LockFile | None
-    state_digest: str
-
-
 def create_environment(
     request: CreateRequest,
     *,
@@ -192,11 +148,11 @@ def create_environment(
     keras_home = target.user_home if request.scope == "user" else target.path / ENV_KERAS_HOME
     early = shell_overrides(target.profile.backend, request.scope, keras_home, environ)
     if request.scope == "user":
-        early += _shared_user_config(target, environ)
+        early += shared_user_config(target, environ)
     with env_lock(locks_dir(environ), target.path):
         for note in recover_leftovers(target.path):
             reporter.info(note)
-        existing = _inspect_dest(target.path, force=request.force)
+        existing = inspect_dest(target.path, force=request.force)
         build = _Build(request, target, reporter, environ)
         for warning in early:
             build.warn(warning)
@@ -236,7 +192,7 @@ def plan_create(request: CreateRequest, *, environ: Mapping[str, str] | None = N
         return Plan(
             target.name, target.path, "differs", ("an interrupted kboot left it half-done",)
         )
-    existing = _inspect_dest(target.path, force=request.force)
+    existing = inspect_dest(target.path, force=request.force)
     if existing != "kboot":
         return Plan(target.name, target.path, "missing", ())
     record = read_record(target.path)
@@ -247,7 +203,7 @@ def plan_create(request: CreateRequest, *, environ: Mapping[str, str] | None = N
     return Plan(target.name, target.path, "differs" if changes else "ok", tuple(changes))
 
 
-def _prepare(request: CreateRequest, reporter: Reporter, environ: Mapping[str, str]) -> _Target:
+def _prepare(request: CreateRequest, reporter: Reporter, environ: Mapping[str, str]) -> Target:
     """Validate and resolve the request; reads only, so a failure leaves the disk untouched."""
     profile = request.profile
     if request.scope not in SCOPES:
@@ -278,8 +234,8 @@ def _prepare(request: CreateRequest, reporter: Reporter, environ: Mapping[str, s
     user_home = Path(user_keras_home(environ))
     if request.scope == "user":
         read_keras_json(user_home / KERAS_JSON)  # malformed: refuse before building
-        _check_writable(user_home)
-    return _Target(
+        check_writable(user_home)
+    return Target(
         name,
         path,
         profile,
@@ -287,89 +243,6 @@ def _prepare(request: CreateRequest, reporter: Reporter, environ: Mapping[str, s
         user_home,
         lock,
         state_digest(profile, interpreter, request, lock),
-    )
-
-
-def state_digest(
-    profile: Profile, interpreter: Interpreter, request: CreateRequest, lock: LockFile | None
-) -> str:
-    """What decides an environment's content; equal digests mean there is nothing to do."""
-    content = profile.content()
-    if lock is not None:
-        del content["sources"]  # the lock pins every file: where it came from does not matter
-    state = {
-        "profile": content,
-        "python": [interpreter.real_path, str(interpreter.version)],
-        "scope": request.scope,
-        "system_site_packages": request.system_site_packages,
-        "lock": lock.digest if lock else None,
-    }
-    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
-
-
-#: Profile keys whose change only needs keras.json, the startup file and a smoke test.
-IN_PLACE_KEYS = frozenset(
-    {"description", "backend", "floatx", "image_data_format", "epsilon", "gpu", "env", "smoke"}
-)
-
-
-def describe_changes(record: EnvRecord, target: _Target, request: CreateRequest) -> list[str]:
-    """What differs between the recorded environment and the request, one line each."""
-    if record.state_digest == target.state_digest:
-        return []
-    changes = []
-    old, new = record.profile, _as_recorded(target.profile)
-    for key in sorted(set(old) | set(new)):
-        if key in ("name", "path") or (key == "sources" and target.lock is not None):
-            continue
-        if old.get(key) != new.get(key):
-            changes.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
-    if not _same_python(record, target.interpreter):
-        changes.append(
-            f"python: {record.python.get('version')} ({record.python.get('path')}) -> "
-            f"{target.interpreter.version} ({target.interpreter.path})"
-        )
-    if record.scope != request.scope:
-        changes.append(f"scope: {record.scope} -> {request.scope}")
-    if record.system_site_packages != request.system_site_packages:
-        changes.append(
-            f"system_site_packages: {record.system_site_packages} -> {request.system_site_packages}"
-        )
-    old_lock = (record.lock or {}).get("digest")
-    new_lock = target.lock.digest if target.lock else None
-    if old_lock != new_lock:
-        changes.append(f"lock: {old_lock or 'none'} -> {new_lock or 'none'}")
-    return changes or ["kboot's record of it is from another kboot version"]
-
-
-def _same_python(record: EnvRecord, interpreter: Interpreter) -> bool:
-    real = record.python.get("real_path") or record.python.get("path")
-    return real == interpreter.real_path and record.python.get("version") == str(
-        interpreter.version
-    )
-
-
-def _as_recorded(profile: Profile) -> dict[str, Any]:
-    """The profile as the record holds it (JSON: tuples become lists)."""
-    data: dict[str, Any] = json.loads(json.dumps(profile.to_dict()))
-    return data
-
-
-def in_place_ok(record: EnvRecord, target: _Target, request: CreateRequest) -> bool:
-    """True when only keras.json-level settings changed: no package or interpreter change."""
-    old, new = record.profile, _as_recorded(target.profile)
-    changed = {
-        k for k in set(old) | set(new) if k not in ("name", "path") and old.get(k) != new.get(k)
-    }
-    if target.lock is not None:
-        changed.discard("sources")
-    return (
-        changed <= IN_PLACE_KEYS
-        and not (target.profile.external_backend and "backend" in changed)
-        and _same_python(record, target.interpreter)
-        and record.scope == request.scope
-        and record.system_site_packages == request.system_site_packages
-        and (record.lock or {}).get("digest") == (target.lock.digest if target.lock else None)
     )
 
 
@@ -381,101 +254,13 @@ def _open_existing(path: Path) -> VirtualEnv | None:
     return env if env.python.exists() else None
 
 
-def _shared_user_config(target: _Target, environ: Mapping[str, str]) -> list[str]:
-    """Other --scope user environments read the same keras.json: say whom this changes."""
-    folder = envs_dir(environ)
-    others = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
-    warnings = []
-    for other in others:
-        try:
-            record = read_record(other)
-        except KbootError:
-            continue
-        if record is None or other == target.path or record.scope != "user":
-            continue
-        if Path(record.keras_home) != target.user_home:
-            continue
-        mine, theirs = target.profile.keras_config(), record.profile
-        differs = [k for k in mine if mine[k] != theirs.get(k)]
-        if differs:
-            warnings.append(
-                f"{record.name} (--scope user) reads the same {target.user_home / KERAS_JSON}: "
-                f"its {', '.join(differs)} will change too (--scope env keeps them apart)"
-            )
-    return warnings
-
-
-def recover_leftovers(path: Path) -> list[str]:
-    """Finish what a kboot killed half-way left behind (SIGKILL, power loss).
-
-    Call it holding the environment's lock: the OS released the dead process's lock, so
-    anything found here is a leftover, never a build in progress.
-    """
-    notes = []
-    backups = sorted(path.parent.glob(f".{path.name}.kboot-old-*"))
-    if (path / BUILDING_MARKER).exists():
-        shutil.rmtree(path, ignore_errors=True)
-        notes.append(f"removed {path}, left half-built by an interrupted kboot")
-    if backups and not path.exists():
-        os.replace(backups.pop(), path)
-        notes.append(f"restored {path} from before an interrupted rebuild")
-    for leftover in [*backups, *path.parent.glob(f".{path.name}.kboot-removing-*")]:
-        shutil.rmtree(leftover, ignore_errors=True)
-    return notes
-
-
-def _inspect_dest(path: Path, *, force: bool) -> str:
-    """'absent', 'empty', 'kboot' or 'foreign'; refuses what must not be replaced."""
-    if not path.exists():
-        return "absent"
-    if not path.is_dir():
-        raise UsageError(f"{path} exists and is not a folder", hint="choose another --dest")
-    if not any(path.iterdir()):
-        return "empty"
-    if read_record(path) is not None:
-        return "kboot"
-    if _precious(path):
-        raise UsageError(
-            f"{path} is a home folder, a filesystem root or holds the current folder: "
-            "kboot never replaces it, --force or not",
-            hint="choose another --dest",
-        )
-    if not force:
-        raise UsageError(
-            f"{path} exists and is not a kboot environment; kboot left it untouched",
-            hint="choose another --dest or --name, or pass --force to replace it",
-        )
-    return "foreign"
-
-
-def _precious(path: Path) -> bool:
-    resolved = path.resolve()
-    return (
-        resolved == Path.home().resolve()
-        or resolved.parent == resolved
-        or Path.cwd().resolve().is_relative_to(resolved)
-    )
-
-
-def _check_writable(folder: Path) -> None:
-    probe = folder
-    while not probe.exists():
-        probe = probe.parent
-    target = folder / KERAS_JSON if (folder / KERAS_JSON).exists() else probe
-    if not os.access(target, os.W_OK):
-        raise ConfigError(
-            f"the Keras home {folder} is not writable ({target})",
-            hint="fix its permissions, set KERAS_HOME to a writable folder, or use --scope env",
-        )
-
-
 class _Build:
     """One create, update or no-op, with what it must undo if it fails."""
 
     def __init__(
         self,
         request: CreateRequest,
-        target: _Target,
+        target: Target,
         reporter: Reporter,
         environ: dict[str, str],
     ) -> None:
@@ -775,33 +560,6 @@ class _Build:
         self.reporter.warn(message)
 
 
-def expectation(profile: Profile, *, allow_cpu: bool) -> Expectation:
-    return Expectation(
-        backend=profile.backend,
-        floatx=profile.floatx,
-        image_data_format=profile.image_data_format,
-        epsilon=profile.epsilon,
-        gpu=profile.gpu,
-        allow_cpu=allow_cpu,
-        keras_module=profile.keras_module,
-        mode=profile.smoke,
-    )
-
-
-#: The newest pip that still runs on each Python that virtualenv can no longer seed.
-LEGACY_PIP: Mapping[tuple[int, int], str] = {
-    (3, 5): "pip<21",
-    (3, 6): "pip<22",
-    (3, 7): "pip<24.1",
-    (3, 8): "pip<25.1",
-}
-
-
-def legacy_pip(version: Version) -> str | None:
-    """The pip requirement for a Python older than 3.9 (None: virtualenv seeds pip)."""
-    return LEGACY_PIP.get((version.major, version.minor))
-
-
 def backend_env(profile: Profile) -> dict[str, str]:
     """Variables the backend needs to honour the profile (set at interpreter start-up)."""
     if profile.backend == "jax" and profile.floatx == "float64":
@@ -818,41 +576,4 @@ def _failure(exc: BaseException, path: Path) -> KbootError:
     return EnvironmentStateError(
         f"creating {path} failed: {type(exc).__name__}: {exc}; everything was rolled back",
         hint="rerun with --debug to see where",
-    )
-
-
-def run_smoke(
-    env: VirtualEnv, expected: Expectation, *, scope: str, environ: Mapping[str, str]
-) -> SmokeReport:
-    report, tail, seconds = probe_environment(
-        env.python,
-        expected,
-        environ=probe_environ(environ, keep_keras_home=scope == "user"),
-        cwd=env.root,
-    )
-    return evaluate(
-        report, expected, host=host_gpu_info(environ), output_tail=tail, seconds=seconds
-    )
-
-
-def smoke_error(name: str, report: SmokeReport, profile: Profile) -> SmokeError:
-    hint = None
-    details = report.details
-    for problem in report.problems:
-        missing = re.search(r"No module named '([\w.]+)'", problem)
-        if missing:
-            module = missing.group(1).split(".")[0]
-            hint = f"add {module} to 'packages' in {profile.path}"
-            break
-        if "shared library" in problem:
-            details = None  # diagnosed: the traceback adds nothing (--debug logs the command)
-            hint = "install that library, or use another backend's profile"
-            if profile.backend == "cntk":
-                hint += " (theano or tensorflow for Keras 2)"
-            break
-    return SmokeError(
-        f"smoke test failed for {name}: " + "; ".join(report.problems),
-        hint=hint
-        or "fix what the line above names, then run it again (nothing half-built was left behind)",
-        details=details,
     )

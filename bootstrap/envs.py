@@ -9,7 +9,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bootstrap.create import expectation, run_smoke
 from bootstrap.environment import VirtualEnv
 from bootstrap.errors import EnvironmentStateError, UsageError
 from bootstrap.keras_config import shell_overrides
@@ -19,6 +18,7 @@ from bootstrap.profiles import Profile
 from bootstrap.record import EnvRecord, read_record, write_record
 from bootstrap.registry import registered, unregister
 from bootstrap.smoke import SmokeReport
+from bootstrap.verify import expectation, run_smoke
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from bootstrap.environment import VirtualEnv
 from bootstrap.errors import CommandError, InstallError, UsageError
@@ -248,3 +249,17 @@ def _run_install(
             hint=hint,
             details=text,
         ) from None
+
+
+#: The newest pip that still runs on each Python that virtualenv can no longer seed.
+LEGACY_PIP: Mapping[tuple[int, int], str] = {
+    (3, 5): "pip<21",
+    (3, 6): "pip<22",
+    (3, 7): "pip<24.1",
+    (3, 8): "pip<25.1",
+}
+
+
+def legacy_pip(version: Version) -> str | None:
+    """The pip requirement for a Python older than 3.9 (None: virtualenv seeds pip)."""
+    return LEGACY_PIP.get((version.major, version.minor))

@@ -23,7 +23,7 @@ from packaging.version import InvalidVersion, Version
 
 from bootstrap import __version__
 from bootstrap.errors import CommandError, InstallError, KbootError, UsageError
-from bootstrap.installers import source_args
+from bootstrap.installers import legacy_pip, source_args
 from bootstrap.keras_config import atomic_write
 from bootstrap.profiles import Profile
 from bootstrap.runner import run
@@ -54,8 +54,6 @@ def host_platform() -> str:
 
 def lock_requirements(profile: Profile, python_version: str) -> tuple[str, ...]:
     """What a lock resolves: the profile's requirements, plus pip for old Pythons."""
-    from bootstrap.create import legacy_pip
-
     old_pip = legacy_pip(Version(python_version))
     return (*profile.requirements(), *([old_pip] if old_pip else []))
 

@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from bootstrap.batch import create_many
-from bootstrap.create import SCOPES, CreateRequest, plan_create, validate_name
+from bootstrap.create import plan_create
 from bootstrap.envs import list_envs, remove_env
 from bootstrap.errors import EXIT_FAILED, EXIT_OK, KbootError, ProfileError
 from bootstrap.installers import INSTALLERS
 from bootstrap.paths import builtin_profiles_dir, envs_dir, user_profiles_dir
 from bootstrap.profiles import Profile, looks_like_path, parse_profile, resolve_profile
 from bootstrap.progress import Reporter
+from bootstrap.target import SCOPES, CreateRequest, validate_name
 
 if sys.version_info >= (3, 11):
     import tomllib

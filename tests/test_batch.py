@@ -13,7 +13,6 @@ import pytest
 
 from bootstrap import batch
 from bootstrap.batch import BatchItem, create_many, exit_code
-from bootstrap.create import CreateRequest
 from bootstrap.errors import (
     InstallError,
     KbootError,
@@ -23,6 +22,7 @@ from bootstrap.errors import (
 )
 from bootstrap.profiles import Profile
 from bootstrap.progress import RecordingReporter, Reporter
+from bootstrap.target import CreateRequest
 
 
 @dataclass(frozen=True)

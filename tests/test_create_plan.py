@@ -10,23 +10,23 @@ from typing import Any
 import pytest
 from packaging.version import Version
 
-from bootstrap.create import (
-    CreateRequest,
-    _as_recorded,
-    _inspect_dest,
-    _Target,
-    describe_changes,
-    in_place_ok,
-    legacy_pip,
-    state_digest,
-    validate_name,
-)
 from bootstrap.errors import UsageError
+from bootstrap.installers import legacy_pip
 from bootstrap.interpreters import Interpreter
 from bootstrap.lockfile import LockFile
 from bootstrap.paths import RECORD_FILE
 from bootstrap.profiles import Profile, Sources, load_profile
 from bootstrap.record import EnvRecord, write_record
+from bootstrap.target import (
+    CreateRequest,
+    Target,
+    _as_recorded,
+    describe_changes,
+    in_place_ok,
+    inspect_dest,
+    state_digest,
+    validate_name,
+)
 
 PROFILE_TEXT = 'backend = "numpy"\nkeras = ">=3.8,<4"\npackages = ["numpy>=1.26"]\n'
 PY311 = Interpreter(Path("/opt/py/bin/python3.11"), Version("3.11.7"))
@@ -48,8 +48,8 @@ def make_target(
     *,
     interpreter: Interpreter = PY311,
     lock: LockFile | None = None,
-) -> _Target:
-    return _Target(
+) -> Target:
+    return Target(
         name="lab",
         path=Path("/envs/lab"),
         profile=profile,
@@ -60,7 +60,7 @@ def make_target(
     )
 
 
-def record_of(target: _Target, request: CreateRequest) -> EnvRecord:
+def record_of(target: Target, request: CreateRequest) -> EnvRecord:
     """The record `create` would have written for this target."""
     return EnvRecord(
         name=target.name,
@@ -104,14 +104,14 @@ def test_refused_names(name: str) -> None:
 
 
 def test_inspect_absent(tmp_path: Path) -> None:
-    assert _inspect_dest(tmp_path / "nothing", force=False) == "absent"
+    assert inspect_dest(tmp_path / "nothing", force=False) == "absent"
 
 
 def test_inspect_empty(tmp_path: Path) -> None:
     folder = tmp_path / "empty"
     folder.mkdir()
-    assert _inspect_dest(folder, force=False) == "empty"
-    assert _inspect_dest(folder, force=True) == "empty"
+    assert inspect_dest(folder, force=False) == "empty"
+    assert inspect_dest(folder, force=True) == "empty"
 
 
 def test_inspect_kboot(tmp_path: Path, profile: Profile) -> None:
@@ -120,8 +120,8 @@ def test_inspect_kboot(tmp_path: Path, profile: Profile) -> None:
     request = CreateRequest(profile=profile)
     write_record(folder, record_of(make_target(profile, request), request))
     assert (folder / RECORD_FILE).is_file()
-    assert _inspect_dest(folder, force=False) == "kboot"
-    assert _inspect_dest(folder, force=True) == "kboot"
+    assert inspect_dest(folder, force=False) == "kboot"
+    assert inspect_dest(folder, force=True) == "kboot"
 
 
 def test_inspect_foreign_is_refused_and_left_alone(tmp_path: Path) -> None:
@@ -131,7 +131,7 @@ def test_inspect_foreign_is_refused_and_left_alone(tmp_path: Path) -> None:
     (folder / "sub").mkdir()
     before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
     with pytest.raises(UsageError) as info:
-        _inspect_dest(folder, force=False)
+        inspect_dest(folder, force=False)
     assert info.value.exit_code == 2
     assert str(folder) in info.value.message
     assert "not a kboot environment" in info.value.message
@@ -139,7 +139,7 @@ def test_inspect_foreign_is_refused_and_left_alone(tmp_path: Path) -> None:
     assert "--force" in info.value.hint
     assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
     assert (folder / "notes.txt").read_text(encoding="utf-8") == "mine"
-    assert _inspect_dest(folder, force=True) == "foreign"
+    assert inspect_dest(folder, force=True) == "foreign"
     assert (folder / "notes.txt").read_text(encoding="utf-8") == "mine"
 
 
@@ -148,7 +148,7 @@ def test_inspect_a_file_is_refused(tmp_path: Path) -> None:
     target.write_text("x", encoding="utf-8")
     for force in (False, True):
         with pytest.raises(UsageError) as info:
-            _inspect_dest(target, force=force)
+            inspect_dest(target, force=force)
         assert info.value.exit_code == 2
         assert "is not a folder" in info.value.message
     assert target.read_text(encoding="utf-8") == "x"

@@ -1,0 +1,70 @@
+"""The smoke test of an environment against its profile, and what to tell the user."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from bootstrap.environment import VirtualEnv
+from bootstrap.errors import (
+    SmokeError,
+)
+from bootstrap.profiles import Profile
+from bootstrap.smoke import (
+    Expectation,
+    SmokeReport,
+    evaluate,
+    host_gpu_info,
+    probe_environ,
+    probe_environment,
+)
+
+
+def expectation(profile: Profile, *, allow_cpu: bool) -> Expectation:
+    return Expectation(
+        backend=profile.backend,
+        floatx=profile.floatx,
+        image_data_format=profile.image_data_format,
+        epsilon=profile.epsilon,
+        gpu=profile.gpu,
+        allow_cpu=allow_cpu,
+        keras_module=profile.keras_module,
+        mode=profile.smoke,
+    )
+
+
+def run_smoke(
+    env: VirtualEnv, expected: Expectation, *, scope: str, environ: Mapping[str, str]
+) -> SmokeReport:
+    report, tail, seconds = probe_environment(
+        env.python,
+        expected,
+        environ=probe_environ(environ, keep_keras_home=scope == "user"),
+        cwd=env.root,
+    )
+    return evaluate(
+        report, expected, host=host_gpu_info(environ), output_tail=tail, seconds=seconds
+    )
+
+
+def smoke_error(name: str, report: SmokeReport, profile: Profile) -> SmokeError:
+    hint = None
+    details = report.details
+    for problem in report.problems:
+        missing = re.search(r"No module named '([\w.]+)'", problem)
+        if missing:
+            module = missing.group(1).split(".")[0]
+            hint = f"add {module} to 'packages' in {profile.path}"
+            break
+        if "shared library" in problem:
+            details = None  # diagnosed: the traceback adds nothing (--debug logs the command)
+            hint = "install that library, or use another backend's profile"
+            if profile.backend == "cntk":
+                hint += " (theano or tensorflow for Keras 2)"
+            break
+    return SmokeError(
+        f"smoke test failed for {name}: " + "; ".join(report.problems),
+        hint=hint
+        or "fix what the line above names, then run it again (nothing half-built was left behind)",
+        details=details,
+    )
