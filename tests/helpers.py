@@ -9,6 +9,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
+#: The built-in profiles kboot ships (the tests of each say what it must be).
+BUILTIN_NAMES = frozenset(
+    {
+        "jax-cpu",
+        "jax-gpu",
+        "numpy",
+        "openvino",
+        "tf-cpu",
+        "tf-gpu",
+        "torch-cpu",
+        "torch-gpu",
+        "theano",
+        "cntk",
+        "plaidml",
+        "tf-keras2",
+    }
+)
+
 REPORT = (
     "import json, keras, keras.ops as ops\n"
     "print(json.dumps({'backend': keras.config.backend(), 'floatx': keras.config.floatx(),"

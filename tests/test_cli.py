@@ -13,21 +13,7 @@ import pytest
 
 from bootstrap import __version__
 from bootstrap.cli import main
-
-BUILTIN_NAMES = {
-    "jax-cpu",
-    "jax-gpu",
-    "numpy",
-    "openvino",
-    "tf-cpu",
-    "tf-gpu",
-    "torch-cpu",
-    "torch-gpu",
-    "theano",
-    "cntk",
-    "plaidml",
-    "tf-keras2",
-}
+from helpers import BUILTIN_NAMES
 
 
 def kboot(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

@@ -17,22 +17,9 @@ from bootstrap.profiles import (
     load_profile,
     resolve_profile,
 )
+from helpers import BUILTIN_NAMES
 
 BUILTINS = builtin_profiles_dir()
-BUILTIN_NAMES = {
-    "jax-cpu",
-    "jax-gpu",
-    "numpy",
-    "openvino",
-    "tf-cpu",
-    "tf-gpu",
-    "torch-cpu",
-    "torch-gpu",
-    "theano",
-    "cntk",
-    "plaidml",
-    "tf-keras2",
-}
 MINIMAL = 'backend = "numpy"\npackages = ["numpy"]\n'
 
 
