@@ -32,7 +32,8 @@ class VirtualEnv:
         """Create it with virtualenv's Python API; pip only when the installer needs it."""
         from virtualenv import cli_run  # slow to import; only create needs it
 
-        args = [str(root), "--python", str(interpreter.path), "--quiet"]
+        # no periodic update: it would go to the network behind our back, offline too
+        args = [str(root), "--python", str(interpreter.path), "--quiet", "--no-periodic-update"]
         args += ["--no-setuptools"] if seed_pip else ["--no-seed"]
         if system_site_packages:
             args.append("--system-site-packages")
