@@ -58,6 +58,33 @@ def kboot(
     )
 
 
+def start_kboot(*args: str, until: str) -> subprocess.Popen[str]:
+    """Start kboot and return once a line of its progress (stderr) contains `until`."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bootstrap", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if until in line:
+            return proc
+    raise AssertionError(f"kboot {' '.join(args)} ended before printing {until!r}")
+
+
+def kboot_offline(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """kboot in a new network namespace, with an installer cache that holds nothing yet."""
+    return subprocess.run(
+        ["unshare", "-rn", sys.executable, "-m", "bootstrap", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "UV_CACHE_DIR": str(tmp_path / "empty-uv-cache")},
+        timeout=600,
+        check=False,
+    )
+
+
 def created(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr

@@ -19,7 +19,7 @@ import pytest
 
 from bootstrap.locking import env_lock
 from bootstrap.paths import locks_dir
-from helpers import created, kboot, report_from_fresh_shell
+from helpers import created, kboot, report_from_fresh_shell, start_kboot
 
 pytestmark = pytest.mark.integration
 
@@ -259,25 +259,7 @@ def test_concurrent_create_is_refused_by_the_lock(tmp_path: Path) -> None:
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupt_during_install_rolls_back(tmp_path: Path, signum: int) -> None:
     """Ctrl-C, and SIGTERM from kill, timeouts or a CI cancel, roll back alike."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bootstrap",
-            "create",
-            "tf-cpu",
-            "--name",
-            "interrupted",
-            "--no-smoke",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    for line in proc.stderr:  # wait until the install step really runs
-        if line.startswith("… install"):
-            break
+    proc = start_kboot("create", "tf-cpu", "--name", "interrupted", "--no-smoke", until="… install")
     time.sleep(0.3)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
@@ -290,16 +272,7 @@ def test_a_killed_rebuild_is_repaired_by_the_next_create(tmp_path: Path) -> None
     """SIGKILL leaves no chance to roll back: the next run finds the leftovers and repairs."""
     first = created(kboot("create", "numpy", "--json"))
     path = Path(first["path"])
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bootstrap", "create", "numpy", "--force", "--installer", "pip"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if line.startswith("… install"):
-            break
+    proc = start_kboot("create", "numpy", "--force", "--installer", "pip", until="… install")
     proc.kill()
     proc.wait(timeout=60)
     assert list(path.parent.glob(".numpy.kboot-old-*")), "the old environment was moved aside"

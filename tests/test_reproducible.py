@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -15,11 +14,9 @@ from typing import Any
 
 import pytest
 
-from helpers import created, kboot, report_from_fresh_shell
+from helpers import created, kboot, kboot_offline, report_from_fresh_shell, start_kboot
 
 pytestmark = pytest.mark.integration
-
-OFFLINE = ["unshare", "-rn"]  # a new network namespace: no network at all
 
 
 @pytest.fixture(scope="module")
@@ -69,30 +66,9 @@ def test_lock_for_another_python_or_malformed_is_refused(tmp_path: Path) -> None
     assert not (tmp_path / "kboot-home" / "envs" / "numpy").exists()
 
 
-def offline_env(tmp_path: Path) -> dict[str, str]:
-    """No network, and an installer cache that holds nothing yet."""
-    return {**os.environ, "UV_CACHE_DIR": str(tmp_path / "empty-uv-cache")}
-
-
 def test_offline_create_from_a_wheelhouse_without_network(wheelhouse: Path, tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            *OFFLINE,
-            sys.executable,
-            "-m",
-            "bootstrap",
-            "create",
-            "numpy",
-            "--offline",
-            "--wheelhouse",
-            str(wheelhouse / "wh"),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        env=offline_env(tmp_path),
-        timeout=600,
-        check=False,
+    proc = kboot_offline(
+        tmp_path, "create", "numpy", "--offline", "--wheelhouse", str(wheelhouse / "wh"), "--json"
     )
     data = created(proc)
     assert data["lock"]["path"] == str(wheelhouse / "wh" / "kboot-lock.txt")
@@ -108,26 +84,12 @@ def test_offline_refuses_tampered_and_names_missing_wheels(
     wheel = next(house.glob("namex-*.whl"))
     with zipfile.ZipFile(wheel, "a") as archive:
         archive.writestr("namex/injected.py", "print('not what was locked')\n")
-    command = [
-        *OFFLINE,
-        sys.executable,
-        "-m",
-        "bootstrap",
-        "create",
-        "numpy",
-        "--offline",
-        "--wheelhouse",
-        str(house),
-    ]
-    tampered = subprocess.run(
-        command, capture_output=True, text=True, env=offline_env(tmp_path), timeout=600, check=False
-    )
+    command = ("create", "numpy", "--offline", "--wheelhouse", str(house))
+    tampered = kboot_offline(tmp_path, *command)
     assert tampered.returncode == 1
     assert "hash mismatch for namex==" in tampered.stderr
     wheel.unlink()
-    missing = subprocess.run(
-        command, capture_output=True, text=True, env=offline_env(tmp_path), timeout=600, check=False
-    )
+    missing = kboot_offline(tmp_path, *command)
     assert missing.returncode == 1
     assert "namex==" in missing.stderr and "is not in the wheelhouse" in missing.stderr
     assert not (tmp_path / "kboot-home" / "envs" / "numpy").exists()
@@ -246,16 +208,8 @@ def test_bad_manifests_are_usage_errors(tmp_path: Path, text: str, message: str)
 def test_interrupted_sync_leaves_each_env_whole_and_the_next_finishes(tmp_path: Path) -> None:
     manifest = tmp_path / "lab.toml"
     manifest.write_text(MANIFEST.replace('profile = "numpy"', 'profile = "tf-cpu"'))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bootstrap", "sync", str(manifest), "--jobs", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    for line in proc.stderr:  # the first environment is done, the second is installing
-        if "lab-np ✓ write keras.json" in line or "lab-jax ✓ create virtualenv" in line:
-            break
+    # --jobs 1: the first environment is done, the second is on its way
+    proc = start_kboot("sync", str(manifest), "--jobs", "1", until="lab-np ✓ write keras.json")
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=300)
