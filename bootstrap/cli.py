@@ -64,7 +64,10 @@ PlatformOpt = Annotated[
 
 
 def _emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    from bootstrap.redaction import redact
+
+    # kboot's results carry no credentials; this catches any that an error message quotes
+    sys.stdout.write(redact(json.dumps(data, indent=2, default=str)) + "\n")
 
 
 def _version(value: bool) -> None:
@@ -162,8 +165,17 @@ def create(
     force: Annotated[
         bool,
         typer.Option(
-            help="Rebuild even when nothing changed; replace a --dest that is not a kboot "
-            "environment."
+            help="Rebuild a kboot environment even when nothing changed, or when it was made "
+            "from another profile (kboot's own environments only; your files in it stay)."
+        ),
+    ] = False,
+    replace_foreign: Annotated[
+        bool,
+        typer.Option(
+            "--replace-foreign",
+            help="A --dest folder that kboot did not make is moved aside to "
+            "DEST.kboot-backup-<time> (printed; kboot never deletes it) and the environment "
+            "is built there.",
         ),
     ] = False,
     verify: Annotated[
@@ -179,7 +191,9 @@ def create(
 
     Running it again for an environment that already matches its profile changes nothing
     (`changed: false`); a changed profile updates it in place when only keras.json
-    settings differ, else rebuilds it. Any of --index-url/--extra-index-url/--find-links
+    settings differ, else rebuilds it (files you added to the folder stay). An environment
+    made from another profile, or a folder kboot did not make, is refused unless you say
+    --force or --replace-foreign. Any of --index-url/--extra-index-url/--find-links
     replaces all the profile's own package sources. On any failure nothing half-built is
     left: a new environment is removed, one being replaced is restored, and your
     keras.json is put back.
@@ -213,6 +227,8 @@ def create(
             scope=scope,
             system_site_packages=system_site_packages,
             force=force,
+            replace_other_profile=force,
+            replace_foreign=replace_foreign,
             smoke=not no_smoke,
             allow_cpu=allow_cpu,
             sources=sources,
@@ -446,7 +462,8 @@ def remove(
     env: Annotated[str, typer.Argument(metavar="ENV", help="Environment name or path.")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Delete an environment kboot made (anything else is refused)."""
+    """Delete an environment kboot made (anything else is refused); files you added to its
+    folder stay where they are."""
     from bootstrap.envs import remove_env
 
     result = remove_env(env, os.environ)
@@ -454,6 +471,8 @@ def remove(
         _emit_json(result.to_dict())
         return
     typer.echo(f"removed {result.name} ({result.path})")
+    if result.kept:
+        typer.echo(f"kept your files in {result.path}: {', '.join(result.kept)}")
     if result.keras_json_kept:
         typer.echo(f"left {result.keras_json_kept} as it is (it is your user-wide config)")
 
@@ -545,24 +564,16 @@ def _cli_exception_types() -> tuple[tuple[type[Exception], ...], tuple[type[Base
     return tuple(usage), tuple(aborts)
 
 
-def _stop_like_ctrl_c() -> None:
-    """SIGTERM (kill, CI cancel, timeouts) and SIGHUP (a closed terminal) roll back like Ctrl-C."""
-    import signal
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    for name in ("SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), interrupt)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI, turn every KbootError into one line and an exit code."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("KBOOT_DEBUG") == "1"
     usage_errors, aborts = _cli_exception_types()
-    _stop_like_ctrl_c()
+    from bootstrap import interrupts
+
+    # SIGINT, SIGTERM (kill, CI cancel, timeouts) and SIGHUP (a closed terminal) stop every
+    # child at once and roll back like Ctrl-C
+    interrupts.install_handlers()
     command = typer.main.get_command(app)
     try:
         code = command.main(args=args, prog_name="kboot", standalone_mode=False)
@@ -604,8 +615,12 @@ def main(argv: list[str] | None = None) -> None:
 
 def _print_error(exc: KbootError, *, debug: bool) -> None:
     from bootstrap.errors import CommandError, InstallError
+    from bootstrap.redaction import redact
     from bootstrap.render import error_console
 
+    exc.message = redact(exc.message)
+    exc.hint = redact(exc.hint) if exc.hint else exc.hint
+    exc.details = redact(exc.details) if exc.details else exc.details
     console = error_console()
     # an installer's output tail always helps; a Python traceback only when asked for
     if exc.details and (debug or isinstance(exc, InstallError | CommandError)):

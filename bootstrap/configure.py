@@ -81,7 +81,7 @@ def set_keras_config(
             )
         else:
             checked = interpreter_for_check(python, environ)
-            report = check_backend_module(checked, backend, environ=environ, cwd=keras_home.parent)
+            report = check_backend_module(checked, backend, environ=environ, version=None)
             if not report.ok:
                 raise UsageError(
                     f"backend={backend}: {report.problem()} (checked with {checked}); "

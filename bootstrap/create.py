@@ -1,22 +1,22 @@
 """`kboot create`: profile -> virtualenv -> packages -> keras.json -> smoke test -> record.
 
-Everything that can be checked is checked before the disk is touched. The build
-is a transaction: an environment being replaced is moved aside and put back on
-any failure (Ctrl-C included), a new one is removed, and the user's keras.json
-is restored byte for byte.
+Everything that can be checked is checked before the disk is touched. The folder's
+life (claim, move the old environment aside, commit, roll back, recover after a kill)
+belongs to `lifecycle`; this module decides what to build and builds it. On any
+failure (Ctrl-C and SIGTERM included) the environment is as it was before, and the
+user's keras.json is restored byte for byte.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bootstrap import __version__
+from bootstrap import __version__, lifecycle
 from bootstrap.environment import VirtualEnv
 from bootstrap.errors import (
     BackendModuleError,
@@ -36,25 +36,26 @@ from bootstrap.installers import (
 from bootstrap.interpreters import Interpreter, find_interpreter
 from bootstrap.keras_config import (
     KERAS_JSON,
-    WriteResult,
-    atomic_write,
+    BeforeWrite,
     merge_keras_json,
+    other_users_home,
     read_keras_json,
     shell_overrides,
 )
+from bootstrap.lifecycle import Existing, Ledger, checkpoint, open_ledger
 from bootstrap.lockfile import WHEELHOUSE_LOCK, LockFile, check_lock, host_platform, read_lock
 from bootstrap.locking import env_lock
 from bootstrap.paths import (
-    BUILDING_MARKER,
     ENV_KERAS_HOME,
     PTH_FILE,
+    envs_dir,
+    kboot_home,
     locks_dir,
     user_keras_home,
 )
 from bootstrap.profiles import Profile, Sources
 from bootstrap.progress import RecordingReporter, Reporter
-from bootstrap.record import EnvRecord, read_record, record_path, write_record
-from bootstrap.registry import register
+from bootstrap.record import EnvRecord, record_path
 from bootstrap.smoke import (
     REQUIRED_ENTRIES,
     SmokeReport,
@@ -68,8 +69,6 @@ from bootstrap.target import (
     check_writable,
     describe_changes,
     in_place_ok,
-    inspect_dest,
-    recover_leftovers,
     resolve_target,
     shared_user_config,
     state_digest,
@@ -149,28 +148,71 @@ def create_environment(
     early = shell_overrides(target.profile.backend, request.scope, keras_home, environ)
     if request.scope == "user":
         early += shared_user_config(target, environ)
+        foreign_home = other_users_home(target.user_home)
+        if foreign_home:
+            early.append(foreign_home)
+    ledger = open_ledger(kboot_home(environ), envs_dir(environ))
     with env_lock(locks_dir(environ), target.path):
-        for note in recover_leftovers(target.path):
+        for note in lifecycle.recover(ledger, target.path):
             reporter.info(note)
-        existing = inspect_dest(target.path, force=request.force)
-        build = _Build(request, target, reporter, environ)
+        existing = lifecycle.inspect(ledger, target.path)
+        build = _Build(request, target, reporter, environ, ledger)
         for warning in early:
             build.warn(warning)
-        if existing != "kboot" or request.force:
-            return build.run(replacing=existing)
-        record = read_record(target.path)
-        assert record is not None
+        if existing.kind == "foreign":
+            _refuse_foreign(existing, request)
+        if existing.kind != "kboot":
+            return build.run(existing)
+        record = existing.record
+        if record is None:  # damaged, in a folder the ledger proves kboot's
+            build.changes = (f"kboot's record of it is damaged: {existing.reason}",)
+            return build.run(existing)
+        _refuse_other_profile(record, target, request)
+        if request.force:
+            build.changes = ("--force: rebuild as asked",)
+            return build.run(existing)
         changes = describe_changes(record, target, request)
         drift = record.config_drift()
         if drift and not changes:  # e.g. another --scope user environment took keras.json
             changes = [f"keras.json: {drift}"]
         env = _open_existing(target.path)
         if not changes and env is not None:
-            return build.unchanged(record, env)
+            return build.unchanged(existing, record, env)
         if env is not None and changes and in_place_ok(record, target, request):
-            return build.update_in_place(record, env, changes)
+            return build.update_in_place(existing, record, env, changes)
         build.changes = tuple(changes) or ("the environment's interpreter is missing",)
-        return build.run(replacing=existing)
+        return build.run(existing)
+
+
+def _refuse_foreign(existing: Existing, request: CreateRequest) -> None:
+    if request.replace_foreign:
+        return
+    path = existing.path
+    hint = (
+        "choose another --dest or --name (for a project folder: --dest PROJECT/.venv), or pass "
+        f"--replace-foreign to move it aside to {path.name}.kboot-backup-<time> and build there "
+        "(nothing is deleted)"
+    )
+    if request.force:
+        hint = "--force rebuilds kboot's own environments only; " + hint
+    raise UsageError(
+        f"{path} exists and is not a kboot environment ({existing.reason}); "
+        "kboot left it untouched",
+        hint=hint,
+    )
+
+
+def _refuse_other_profile(record: EnvRecord, target: Target, request: CreateRequest) -> None:
+    """`--name jax-cpu` on a numpy profile must not silently turn jax-cpu into numpy."""
+    made_from = record.profile.get("name")
+    if made_from == target.profile.name or request.force or request.replace_other_profile:
+        return
+    raise UsageError(
+        f"environment {record.name} ({target.path}) was made from profile {made_from!r}, "
+        f"not {target.profile.name!r}; kboot left it as it is",
+        hint=f"choose another --name or --dest, or pass --force to rebuild it from "
+        f"{target.profile.name!r} (packages you installed into it yourself are not kept)",
+    )
 
 
 @dataclass(frozen=True)
@@ -186,18 +228,31 @@ class Plan:
 def plan_create(request: CreateRequest, *, environ: Mapping[str, str] | None = None) -> Plan:
     environ = dict(os.environ if environ is None else environ)
     target = _prepare(request, RecordingReporter(), environ)
-    if (target.path / BUILDING_MARKER).exists() or any(
-        target.path.parent.glob(f".{target.path.name}.kboot-old-*")
-    ):
+    ledger = Ledger(kboot_home(environ))
+    entry = ledger.get(target.path)
+    if entry is not None and entry.state != lifecycle.READY:
         return Plan(
             target.name, target.path, "differs", ("an interrupted kboot left it half-done",)
         )
-    existing = inspect_dest(target.path, force=request.force)
-    if existing != "kboot":
+    existing = lifecycle.inspect(ledger, target.path)
+    if existing.kind in ("absent", "empty"):
         return Plan(target.name, target.path, "missing", ())
-    record = read_record(target.path)
-    assert record is not None
+    if existing.kind == "foreign":
+        return Plan(
+            target.name,
+            target.path,
+            "differs",
+            (f"a folder kboot did not make is in the way ({existing.reason})",),
+        )
+    record = existing.record
+    if record is None:
+        return Plan(target.name, target.path, "differs", (existing.reason,))
     changes = describe_changes(record, target, request)
+    drift = record.config_drift()
+    if drift and not changes:
+        changes = [f"keras.json: {drift}"]
+    if record.smoke is not None and not record.smoke.get("ok") and not changes:
+        changes = ["its last smoke test failed"]
     if _open_existing(target.path) is None:
         changes = [*changes, "the environment's interpreter is missing"]
     return Plan(target.name, target.path, "differs" if changes else "ok", tuple(changes))
@@ -224,9 +279,17 @@ def _prepare(request: CreateRequest, reporter: Reporter, environ: Mapping[str, s
             profile.python_specifier, requested=request.python, environ=environ
         )
     lock_path = request.lock
-    if lock_path is None and request.offline and request.wheelhouse is not None:
-        candidate = request.wheelhouse / WHEELHOUSE_LOCK
-        lock_path = candidate if candidate.is_file() else None
+    if lock_path is None and request.wheelhouse is not None:
+        # a wheelhouse means hashes, online or offline: its wheels are installed only as
+        # its lock (or --lock) pins them, so a wheel planted there is refused
+        lock_path = request.wheelhouse / WHEELHOUSE_LOCK
+        if not lock_path.is_file():
+            raise UsageError(
+                f"--wheelhouse {request.wheelhouse} holds no {WHEELHOUSE_LOCK}, so nothing "
+                "could check its wheels",
+                hint="make it with `kboot download PROFILE --dest DIR` (which writes the lock), "
+                "or name the lock to check them against with --lock FILE",
+            )
     lock = None
     if lock_path is not None:
         lock = read_lock(lock_path)
@@ -255,7 +318,7 @@ def _open_existing(path: Path) -> VirtualEnv | None:
 
 
 class _Build:
-    """One create, update or no-op, with what it must undo if it fails."""
+    """One create, rebuild, update or no-op; `lifecycle` undoes it if it fails."""
 
     def __init__(
         self,
@@ -263,48 +326,73 @@ class _Build:
         target: Target,
         reporter: Reporter,
         environ: dict[str, str],
+        ledger: Ledger,
     ) -> None:
-        self.request, self.target = request, target
+        self.request, self.target, self.ledger = request, target, ledger
         self.profile, self.name, self.path = target.profile, target.name, target.path
         self.interpreter, self.user_home = target.interpreter, target.user_home
         self.reporter, self.environ = reporter, environ
         self.warnings: list[str] = []
         self.changes: tuple[str, ...] = ()
-        self.backup: Path | None = None
-        self.keras_write: WriteResult | None = None
+        self.rebuilt = False
 
-    def run(self, *, replacing: str) -> CreateResult:
-        """Build from scratch; an existing environment is moved aside until we succeed."""
-        if replacing == "foreign":
-            self.warn(f"--force: replacing {self.path}, which was not a kboot environment")
-        if replacing in ("kboot", "foreign"):
-            self.backup = self.path.with_name(f".{self.path.name}.kboot-old-{os.getpid()}")
-            shutil.rmtree(self.backup, ignore_errors=True)
-            os.replace(self.path, self.backup)
+    def run(self, existing: Existing) -> CreateResult:
+        """Build from scratch; a kboot environment's old entries wait aside until we succeed."""
+        if existing.kind == "kboot":
+            lifecycle.check_build_room(existing)
+            self._say_what_is_not_kept(existing)
+        tx = lifecycle.Build(self.ledger, existing, replace_foreign=self.request.replace_foreign)
+        self.rebuilt = tx.rebuilding
         try:
-            result = self._build()
+            tx.begin()
+            env, keras_json, packages, smoke, record = self._build(tx.journal_edit)
+            committed = tx.commit(record)
         except BaseException as exc:
-            self._rollback(recreate_empty=replacing == "empty")
-            raise _failure(exc, self.path) from exc
-        if self.backup is not None:
-            shutil.rmtree(self.backup, ignore_errors=True)
-        return result
+            for note in tx.rollback():
+                self.reporter.info(note)
+            raise _failure(exc, self.path, rebuilding=tx.rebuilding) from exc
+        for note in committed.notes:
+            self.warn(note) if committed.aside else self.reporter.info(note)
+        if existing.user_entries:
+            self.reporter.info(
+                f"kept your files in {self.path}: " + ", ".join(existing.user_entries)
+            )
+        action = "rebuilt" if self.rebuilt else "created"
+        return self._result(env, keras_json, packages, smoke, action=action)
 
-    def unchanged(self, record: EnvRecord, env: VirtualEnv) -> CreateResult:
+    def _say_what_is_not_kept(self, existing: Existing) -> None:
+        """Packages installed by hand into an environment do not survive its rebuild: say so."""
+        env = _open_existing(self.path)
+        record = existing.record
+        if env is None or record is None:
+            return
+        try:
+            now = installed_packages(env.python, version=env.version)
+        except KbootError:
+            return
+        added = sorted(set(now) - set(record.packages))
+        if added:
+            self.warn(
+                "the rebuild does not keep packages installed into it by hand: "
+                + ", ".join(f"{name} {now[name]}" for name in added)
+                + " (add them to the profile's 'packages' to keep them)"
+            )
+
+    def unchanged(self, existing: Existing, record: EnvRecord, env: VirtualEnv) -> CreateResult:
         """Nothing differs: say so, quickly; --verify also re-runs the smoke test."""
         smoke = SmokeReport.from_dict(record.smoke) if record.smoke else None
         if self.request.verify:
             with self.reporter.step("verify: smoke test"):
                 report = run_smoke(
                     env,
-                    expectation(self.profile, allow_cpu=self.request.allow_cpu),
+                    expectation(self.profile, allow_cpu=self.allow_cpu(record)),
                     scope=self.request.scope,
                     environ=self.environ,
                 )
             if not report.ok:
                 self.changes = ("the smoke test failed: " + "; ".join(report.problems),)
                 self.reporter.info(f"{self.name}: rebuilding, {self.changes[0]}")
-                return self.run(replacing="kboot")
+                return self.run(existing)
             smoke = report
         result = self._result(
             env,
@@ -315,63 +403,57 @@ class _Build:
         )
         return replace(result, verified=self.request.verify)
 
+    def allow_cpu(self, record: EnvRecord | None = None) -> bool:
+        """--allow-cpu now, or remembered from the build that accepted the CPU fallback."""
+        return self.request.allow_cpu or bool(record and record.allow_cpu)
+
     def update_in_place(
-        self, record: EnvRecord, env: VirtualEnv, changes: list[str]
+        self, existing: Existing, record: EnvRecord, env: VirtualEnv, changes: list[str]
     ) -> CreateResult:
         """Only keras.json-level settings changed: rewrite them, smoke-test, keep the packages."""
         self.changes = tuple(changes)
-        saved = {
-            path: path.read_bytes() if path.exists() else None
-            for path in (
-                Path(record.keras_home) / KERAS_JSON,
-                env.site_packages / PTH_FILE,
-                record_path(self.path),
-            )
-        }
+        files = [
+            Path(record.keras_home) / KERAS_JSON,
+            env.site_packages / PTH_FILE,
+            record_path(self.path),
+        ]
+        tx = lifecycle.Update(self.ledger, existing, files)
         try:
+            tx.begin()
             with self.reporter.step("update keras.json"):
-                keras_json, startup_env = self._write_config(env, fresh=False)
+                keras_json, startup_env = self._write_config(env, tx.journal_edit, fresh=False)
+            checkpoint("update-config-written")
             smoke = self._maybe_smoke(env)
             packages = dict(smoke.packages) if smoke else dict(record.packages)
-            self._record(startup_env, keras_json, packages, smoke)
+            tx.commit(self._record(startup_env, keras_json, packages, smoke))
         except BaseException as exc:
-            for path, content in saved.items():
-                if content is None:
-                    path.unlink(missing_ok=True)
-                else:
-                    atomic_write(path, content)
-            if self.keras_write is not None:
-                self.keras_write.restore()
-            raise _failure(exc, self.path) from exc
+            for note in tx.rollback():
+                self.reporter.info(note)
+            raise _failure(exc, self.path, rebuilding=True) from exc
         return self._result(env, keras_json, packages, smoke, action="updated")
 
-    def _rollback(self, *, recreate_empty: bool) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
-        if self.backup is not None:
-            os.replace(self.backup, self.path)
-        elif recreate_empty:
-            self.path.mkdir(parents=True, exist_ok=True)
-        if self.keras_write is not None:
-            self.keras_write.restore()
-
-    def _build(self) -> CreateResult:
+    def _build(
+        self, journal_edit: BeforeWrite
+    ) -> tuple[VirtualEnv, Path, dict[str, str], SmokeReport | None, EnvRecord]:
         profile, reporter = self.profile, self.reporter
         installer = get_installer(self.request.installer)
         env = self._create_env()
+        checkpoint("build-venv-created")
         self._install(env, installer)
+        checkpoint("build-installed")
         if profile.external_backend:
             with reporter.step(f"check backend module {profile.backend}"):
                 self._check_backend_module(env)
         with reporter.step("write keras.json"):
-            keras_json, startup_env = self._write_config(env)
+            keras_json, startup_env = self._write_config(env, journal_edit)
+        checkpoint("build-config-written")
         smoke = self._maybe_smoke(env)
-        packages = dict(smoke.packages) if smoke else installed_packages(env.python, cwd=env.root)
-        self._record(startup_env, keras_json, packages, smoke)
-        (self.path / BUILDING_MARKER).unlink()
-        if self.request.dest is not None:
-            register(self.environ, self.path)
-        action = "rebuilt" if self.backup is not None else "created"
-        return self._result(env, keras_json, packages, smoke, action=action)
+        checkpoint("build-smoke-done")
+        packages = (
+            dict(smoke.packages) if smoke else installed_packages(env.python, version=env.version)
+        )
+        record = self._record(startup_env, keras_json, packages, smoke)
+        return env, keras_json, packages, smoke, record
 
     def _maybe_smoke(self, env: VirtualEnv) -> SmokeReport | None:
         if not self.request.smoke:
@@ -386,27 +468,26 @@ class _Build:
         keras_json: Path,
         packages: dict[str, str],
         smoke: SmokeReport | None,
-    ) -> None:
+    ) -> EnvRecord:
+        """What the environment's record will say (the lifecycle adds ownership and writes it)."""
         lock = self.target.lock
-        write_record(
-            self.path,
-            EnvRecord(
-                name=self.name,
-                profile=self.profile.to_dict(),
-                profile_digest=self.profile.digest(),
-                scope=self.request.scope,
-                keras_home=str(keras_json.parent),
-                installer=self.request.installer,
-                python=self.interpreter.to_dict(),
-                system_site_packages=self.request.system_site_packages,
-                created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                kboot_version=__version__,
-                packages=packages,
-                smoke=smoke.to_dict() if smoke else None,
-                startup_env=startup_env,
-                state_digest=self.target.state_digest,
-                lock=lock.summary() if lock else None,
-            ),
+        return EnvRecord(
+            name=self.name,
+            profile=self.profile.to_dict(),
+            profile_digest=self.profile.digest(),
+            scope=self.request.scope,
+            keras_home=str(keras_json.parent),
+            installer=self.request.installer,
+            python=self.interpreter.to_dict(),
+            system_site_packages=self.request.system_site_packages,
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            kboot_version=__version__,
+            packages=packages,
+            smoke=smoke.to_dict() if smoke else None,
+            startup_env=startup_env,
+            state_digest=self.target.state_digest,
+            lock=lock.summary() if lock else None,
+            allow_cpu=self.request.allow_cpu,
         )
 
     def _result(
@@ -429,7 +510,7 @@ class _Build:
             packages=packages,
             smoke=smoke,
             changed=action != "unchanged",
-            replaced=self.backup is not None,
+            replaced=self.rebuilt,
             steps=tuple(getattr(self.reporter, "steps", ())),
             warnings=tuple(self.warnings),
             action=action,
@@ -440,8 +521,6 @@ class _Build:
     def _create_env(self) -> VirtualEnv:
         version = self.interpreter.version
         with self.reporter.step(f"create virtualenv (Python {version})"):
-            self.path.mkdir(parents=True, exist_ok=True)
-            (self.path / BUILDING_MARKER).write_text(f"{os.getpid()}\n", encoding="utf-8")
             env = VirtualEnv.create(
                 self.path,
                 self.interpreter,
@@ -473,7 +552,7 @@ class _Build:
             return
         base = None
         if self.request.system_site_packages:
-            base = installed_packages(env.python, cwd=env.root)
+            base = installed_packages(env.python, version=env.version)
         plan = plan_install(installer, profile.requirements(), base)
         for requirement, found in plan.reused.items():
             reporter.info(f"reusing {requirement} from the base Python ({found})")
@@ -504,7 +583,7 @@ class _Build:
 
     def _check_backend_module(self, env: VirtualEnv) -> None:
         module = self.profile.backend
-        report = check_backend_module(env.python, module, environ=self.environ, cwd=env.root)
+        report = check_backend_module(env.python, module, environ=self.environ, version=env.version)
         if not report.ok:
             raise BackendModuleError(
                 f"{self.profile.path}: backend {module!r}: {report.problem()}",
@@ -513,13 +592,17 @@ class _Build:
                 details=report.details,
             )
 
-    def _write_config(self, env: VirtualEnv, *, fresh: bool = True) -> tuple[Path, dict[str, str]]:
+    def _write_config(
+        self, env: VirtualEnv, journal_edit: BeforeWrite, *, fresh: bool = True
+    ) -> tuple[Path, dict[str, str]]:
         values = self.profile.keras_config()
         startup_env = {**self.profile.env, **backend_env(self.profile)}
-        if self.request.scope == "user":
-            self.keras_write = merge_keras_json(self.user_home / KERAS_JSON, values)
-            if self.keras_write.backup:
-                self.warn(f"kept the previous {KERAS_JSON} as {self.keras_write.backup}")
+        if self.request.scope == "user":  # the user's file: journaled, restored on failure
+            written = merge_keras_json(
+                self.user_home / KERAS_JSON, values, before_write=journal_edit
+            )
+            if written.backup:
+                self.warn(f"kept the previous {KERAS_JSON} as {written.backup}")
             keras_json = self.user_home / KERAS_JSON
         else:
             home = self.path / ENV_KERAS_HOME
@@ -529,10 +612,9 @@ class _Build:
                 self._share_caches(home)
             startup_env["KERAS_HOME"] = str(home)
             keras_json = home / KERAS_JSON
-        if startup_env:
-            env.write_startup_env(startup_env)
-        else:
-            (env.site_packages / PTH_FILE).unlink(missing_ok=True)
+        # always written: with no variables of its own it still clears those a parent
+        # process inherited from another kboot environment's startup file
+        env.write_startup_env(startup_env)
         return keras_json, startup_env
 
     def _share_caches(self, home: Path) -> None:
@@ -547,7 +629,7 @@ class _Build:
 
     def _smoke(self, env: VirtualEnv) -> SmokeReport:
         profile = self.profile
-        expected = expectation(profile, allow_cpu=self.request.allow_cpu)
+        expected = expectation(profile, allow_cpu=self.allow_cpu())
         report = run_smoke(env, expected, scope=self.request.scope, environ=self.environ)
         for warning in report.warnings:
             self.warn(warning)
@@ -567,10 +649,11 @@ def backend_env(profile: Profile) -> dict[str, str]:
     return {}
 
 
-def _failure(exc: BaseException, path: Path) -> KbootError:
+def _failure(exc: BaseException, path: Path, *, rebuilding: bool) -> KbootError:
     """The error to raise after a rollback."""
     if isinstance(exc, KeyboardInterrupt):
-        return Interrupted(f"interrupted; {path} was left as it was before")
+        before = "as it was before" if rebuilding else "without a half-built environment"
+        return Interrupted(f"interrupted; {path} was left {before}")
     if isinstance(exc, KbootError):
         return exc
     return EnvironmentStateError(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -10,7 +12,36 @@ from pathlib import Path
 from bootstrap.errors import EnvironmentStateError
 from bootstrap.interpreters import Interpreter
 from bootstrap.paths import PTH_FILE, EnvLayout, read_pyvenv_cfg
-from bootstrap.runner import CommandResult, run
+from bootstrap.runner import CommandResult, run_python
+
+#: What the startup file runs, in a namespace of its own, at every start of the interpreter.
+#: A variable the user set wins. One that another kboot environment's startup set (a
+#: Jupyter server of one environment starting a kernel of another inherits it) does not:
+#: `_KBOOT_STARTUP` says which values a startup file put there, and the next one replaces
+#: them, or removes those it does not set itself.
+_STARTUP_CODE = """\
+import os, json
+mine = json.loads(%s)
+try:
+    inherited = json.loads(os.environ.get('_KBOOT_STARTUP') or '{}')
+except ValueError:
+    inherited = {}
+if not isinstance(inherited, dict):
+    inherited = {}
+for key, value in inherited.items():
+    if key not in mine and os.environ.get(key) == value:
+        del os.environ[key]
+done = {}
+for key, value in mine.items():
+    current = os.environ.get(key)
+    if not current or current == inherited.get(key):
+        os.environ[key] = value
+        done[key] = value
+if done:
+    os.environ['_KBOOT_STARTUP'] = json.dumps(done)
+else:
+    os.environ.pop('_KBOOT_STARTUP', None)
+"""
 
 
 @dataclass(frozen=True)
@@ -19,6 +50,7 @@ class VirtualEnv:
     python: Path
     bin_dir: Path
     site_packages: Path
+    version: tuple[int, int] | None = None  # the interpreter's X.Y, when known
 
     @classmethod
     def create(
@@ -37,14 +69,18 @@ class VirtualEnv:
         args += ["--no-setuptools"] if seed_pip else ["--no-seed"]
         if system_site_packages:
             args.append("--system-site-packages")
+        # virtualenv >= 21 writes a `.venv` redirect into the parent of an environment
+        # beside a pyproject.toml: a file outside the environment, so not kboot's to write
+        env = {**os.environ, "VIRTUALENV_NO_VENV_REDIRECT": "1"}
         try:
-            session = cli_run(args, setup_logging=False)
+            session = cli_run(args, setup_logging=False, env=env)
         except (RuntimeError, OSError, SystemExit) as exc:
             raise EnvironmentStateError(
                 f"virtualenv could not create {root} with {interpreter.path}: {exc}"
             ) from None
         creator = session.creator
-        return cls(root, Path(creator.exe), Path(creator.bin_dir), Path(creator.purelib))
+        version = (interpreter.version.major, interpreter.version.minor)
+        return cls(root, Path(creator.exe), Path(creator.bin_dir), Path(creator.purelib), version)
 
     @classmethod
     def open(cls, root: Path, *, platform: str = sys.platform) -> VirtualEnv:
@@ -58,7 +94,13 @@ class VirtualEnv:
         layout = EnvLayout.for_platform(
             root, python_version=(major, minor), platform=platform, implementation=implementation
         )
-        return cls(root, Path(layout.python), Path(layout.bin_dir), Path(layout.site_packages))
+        return cls(
+            root,
+            Path(layout.python),
+            Path(layout.bin_dir),
+            Path(layout.site_packages),
+            (major, minor),
+        )
 
     @property
     def system_site_packages(self) -> bool:
@@ -66,9 +108,24 @@ class VirtualEnv:
         return cfg.get("include-system-site-packages", "false").lower() == "true"
 
     def run(
-        self, args: Sequence[str], *, env: Mapping[str, str] | None = None, what: str | None = None
+        self,
+        args: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        what: str | None = None,
+        check: bool = True,
+        timeout: float | None = None,
     ) -> CommandResult:
-        return run([self.python, *args], env=env, cwd=self.root, what=what)
+        """Run the environment's Python isolated (`-I`), from a private folder."""
+        return run_python(
+            self.python,
+            args,
+            version=self.version,
+            env=env,
+            what=what,
+            check=check,
+            timeout=timeout,
+        )
 
     def drop_virtualenv_patch(self) -> None:
         """Remove virtualenv's distutils patch: it is Python 3.8+ code (`:=`), and older
@@ -79,13 +136,12 @@ class VirtualEnv:
     def write_startup_env(self, variables: Mapping[str, str]) -> Path:
         """Set variables at every start of this interpreter, unless the user set them.
 
-        A `.pth` line that starts with `import` is executed by `site` at start-up,
-        with or without activation.
+        A `.pth` line that starts with `import` is executed by `site` at start-up, with
+        or without activation. site reads `.pth` files in the locale's encoding on
+        Python <= 3.12, so the line is pure ASCII (`ascii()` escapes any other
+        character): an environment at `/data/café/env` starts under `LC_ALL=C` too.
         """
-        body = "; ".join(
-            f"os.environ.get({key!r}) or os.environ.__setitem__({key!r}, {value!r})"
-            for key, value in sorted(variables.items())
-        )
+        code = _STARTUP_CODE % ascii(json.dumps(dict(sorted(variables.items()))))
         path = self.site_packages / PTH_FILE
-        path.write_text(f"import os; {body}\n", encoding="utf-8")
+        path.write_text(f"import os; exec({code!a}, {{}})\n", encoding="ascii")
         return path

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from bootstrap import lifecycle
 from bootstrap.environment import VirtualEnv
-from bootstrap.errors import EnvironmentStateError, UsageError
+from bootstrap.errors import EnvironmentStateError, KbootError, UsageError
 from bootstrap.keras_config import shell_overrides
-from bootstrap.locking import env_lock
-from bootstrap.paths import BUILDING_MARKER, envs_dir, locks_dir
+from bootstrap.lifecycle import DamagedEntry, Entry, Ledger, open_ledger
+from bootstrap.locking import env_lock, is_locked
+from bootstrap.paths import envs_dir, kboot_home, locks_dir
 from bootstrap.profiles import Profile
 from bootstrap.record import EnvRecord, read_record, write_record
-from bootstrap.registry import registered, unregister
 from bootstrap.smoke import SmokeReport
 from bootstrap.verify import expectation, run_smoke
 
@@ -27,12 +27,14 @@ class EnvSummary:
     path: Path
     record: EnvRecord | None
     health: str  # "ok", or what is wrong
+    kboot: bool = True  # False: a folder in kboot's envs folder that kboot did not make
 
     def to_dict(self) -> dict[str, Any]:
         profile = self.record.profile if self.record else {}
         return {
             "name": self.name,
             "path": str(self.path),
+            "kboot": self.kboot,
             "profile": profile.get("name"),
             "backend": profile.get("backend"),
             "floatx": profile.get("floatx"),
@@ -46,64 +48,118 @@ class EnvSummary:
         }
 
 
-def resolve_env(ref: str, environ: Mapping[str, str]) -> Path:
-    """ENV on the command line: a path, or the name of an environment kboot made."""
+def _ledger(environ: Mapping[str, str]) -> Ledger:
+    return open_ledger(kboot_home(environ), envs_dir(environ))
+
+
+def resolve_env(ref: str, environ: Mapping[str, str], *, ledger: Ledger | None = None) -> Path:
+    """ENV on the command line: a path, or the name of an environment kboot made.
+
+    The result is the environment's real path, and kboot's ledger knows it. A symlink
+    given as a path is refused rather than half-handled: name the folder it points to.
+    """
+    ledger = ledger or _ledger(environ)
     if os.sep in ref or (os.altsep and os.altsep in ref) or ref in (".", ".."):
-        path = Path(ref).expanduser().absolute()
+        given = Path(ref).expanduser().absolute()
+        if given.is_symlink():
+            raise UsageError(
+                f"{given} is a symlink (to {os.path.realpath(given)}); kboot acts on "
+                "environments by their own path only",
+                hint=f"name the environment itself: {os.path.realpath(given)} "
+                "(or delete the link with rm, which leaves the environment alone)",
+            )
+        path = Path(os.path.realpath(given))
     else:
-        path = envs_dir(environ) / ref
-        if not path.exists():  # a --dest environment, known by its name
-            named = [p for p in registered(environ) if p.name == ref and p.is_dir()]
-            path = named[0] if len(named) == 1 else path
-    if not path.exists():
-        known = [s.name for s in list_envs(environ)]
+        path = Path(os.path.realpath(envs_dir(environ))) / ref
+        if ledger.get(path) is None:  # a --dest environment, known by its name
+            named = [
+                e.path for e in ledger.entries() if isinstance(e, Entry) and e.path.name == ref
+            ]
+            if len(named) == 1:
+                path = named[0]
+            elif len(named) > 1:
+                raise UsageError(
+                    f"{ref!r} names {len(named)} environments: " + ", ".join(str(p) for p in named),
+                    hint="give the path of the one you mean",
+                )
+    entry = ledger.get(path)
+    if entry is None:
+        if not os.path.lexists(path):
+            known = [s.name for s in list_envs(environ) if s.kboot]
+            raise UsageError(
+                f"no environment {ref!r} at {path}",
+                hint=f"known environments: {', '.join(known)}" if known else "create one first",
+            )
         raise UsageError(
-            f"no environment {ref!r} at {path}",
-            hint=f"known environments: {', '.join(known)}" if known else "create one first",
+            f"{path} is not an environment kboot made (kboot's ledger has no record of it)",
+            hint="kboot acts only on what it made; a kboot-env.json in a folder proves nothing",
         )
-    if read_record(path) is None and not (path / BUILDING_MARKER).exists():
-        raise UsageError(f"{path} is not an environment kboot made (no kboot-env.json)")
     return path
 
 
-def _health(path: Path, record: EnvRecord | None) -> str:  # noqa: PLR0911  # one verdict per line
-    if (path / BUILDING_MARKER).exists():
-        return "broken: an interrupted build (run kboot create again to repair it)"
-    if record is None:
-        return "broken: no kboot-env.json"
+def _health(path: Path, entry: Entry, environ: Mapping[str, str]) -> tuple[EnvRecord | None, str]:  # noqa: PLR0911  # one verdict per line
+    state = lifecycle.describe_state(entry)
+    if state is not None:
+        if is_locked(locks_dir(environ), path):
+            return None, f"busy: {state.removesuffix(', or interrupted')}"
+        return None, "broken: an interrupted kboot (run kboot create again to repair it)"
+    if not os.path.lexists(path):
+        return None, "missing: the folder was deleted (kboot remove forgets it)"
+    try:
+        record = read_record(path)
+    except KbootError as exc:
+        return None, f"broken: {exc.message} (kboot create --force rebuilds it)"
+    if record is None or record.owner_token != entry.token:
+        return record, "broken: its kboot-env.json is not the one kboot wrote"
     try:
         env = VirtualEnv.open(path)
     except EnvironmentStateError as exc:
-        return f"broken: {exc.message}"
+        return record, f"broken: {exc.message}"
     if not env.python.exists():
-        return f"broken: {env.python} is missing (was its base Python removed?)"
+        return record, f"broken: {env.python} is missing (was its base Python removed?)"
     if record.smoke is None:
-        return "unchecked (built with --no-smoke)"
+        return record, "unchecked (built with --no-smoke)"
     if not record.smoke.get("ok"):
-        return "failed its last smoke test"
+        return record, "failed its last smoke test (kboot create --verify rebuilds it)"
     drift = record.config_drift()
     if drift:
-        return f"config changed: {drift} (kboot create repairs it)"
-    return "ok"
+        return record, f"config changed: {drift} (kboot create repairs it)"
+    return record, "ok"
 
 
-def summarize(path: Path) -> EnvSummary:
-    try:
-        record = read_record(path)
-    except EnvironmentStateError as exc:
-        return EnvSummary(path.name, path, None, f"broken: {exc.message}")
-    return EnvSummary(record.name if record else path.name, path, record, _health(path, record))
+def summarize(entry: Entry, environ: Mapping[str, str]) -> EnvSummary:
+    record, health = _health(entry.path, entry, environ)
+    return EnvSummary(record.name if record else entry.path.name, entry.path, record, health)
 
 
 def list_envs(environ: Mapping[str, str]) -> list[EnvSummary]:
-    root = envs_dir(environ)
-    paths = (
-        sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if root.is_dir()
-        else []
-    )
-    paths += [p for p in registered(environ) if p.is_dir() and p not in paths]
-    return [summarize(p) for p in paths]
+    """kboot's environments (from its ledger), and folders in its envs folder it did not make."""
+    ledger = _ledger(environ)
+    summaries = []
+    known = set()
+    for entry in ledger.entries():
+        if isinstance(entry, DamagedEntry):
+            summaries.append(
+                EnvSummary(entry.file.stem, entry.file, None, f"broken: {entry.problem}")
+            )
+            continue
+        known.add(entry.path)
+        summaries.append(summarize(entry, environ))
+    root = Path(os.path.realpath(envs_dir(environ)))
+    if root.is_dir():
+        for folder in sorted(root.iterdir()):
+            if folder.name.startswith(".") or folder in known:
+                continue
+            summaries.append(
+                EnvSummary(
+                    folder.name,
+                    folder,
+                    None,
+                    "not made by kboot: left alone (remove it yourself if it is not needed)",
+                    kboot=False,
+                )
+            )
+    return sorted(summaries, key=lambda s: (not s.kboot, str(s.path)))
 
 
 @dataclass(frozen=True)
@@ -124,19 +180,28 @@ class CheckResult:
 
 
 def check_env(ref: str, environ: Mapping[str, str], *, allow_cpu: bool = False) -> CheckResult:
-    path = resolve_env(ref, environ)
-    record = read_record(path)
-    assert record is not None  # resolve_env checked it
-    env = VirtualEnv.open(path)
-    if not env.python.exists():
+    ledger = _ledger(environ)
+    path = resolve_env(ref, environ, ledger=ledger)
+    entry = ledger.get(path)
+    assert entry is not None  # resolve_env checked it
+    record, health = _health(path, entry, environ)
+    if record is None or health.startswith("broken"):
+        name = record.profile.get("name") if record else "PROFILE"
         raise EnvironmentStateError(
-            f"{env.python} is missing; the environment is broken",
-            hint=f"recreate it: kboot create {record.profile.get('name')} --force",
+            f"{path} cannot be checked: {health}",
+            hint=f"repair it with kboot create {name} --dest {path} --force"
+            if record
+            else "run the kboot create that made it again, or kboot remove it",
         )
-    expected = expectation(Profile.from_dict(record.profile), allow_cpu=allow_cpu)
+    env = VirtualEnv.open(path)
+    accepted_cpu = allow_cpu or record.allow_cpu
+    expected = expectation(Profile.from_dict(record.profile), allow_cpu=accepted_cpu)
     smoke = run_smoke(env, expected, scope=record.scope, environ=environ)
-    with env_lock(locks_dir(environ), path):  # `list` shows the latest verdict
-        write_record(path, replace(record, smoke=smoke.to_dict()))
+    try:
+        with env_lock(locks_dir(environ), path):  # `list` shows the latest verdict
+            write_record(path, replace(record, smoke=smoke.to_dict()))
+    except (OSError, KbootError):
+        pass  # a read-only kboot home or environment: the verdict is still reported
     return CheckResult(
         record.name,
         path,
@@ -151,29 +216,44 @@ class RemoveResult:
     path: Path
     scope: str
     keras_json_kept: str | None
+    kept: tuple[str, ...] = ()  # the user's files, left in place
+    folder_removed: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "path": str(self.path),
             "removed": True,
+            "folder_removed": self.folder_removed,
+            "kept": list(self.kept),
             "keras_json_kept": self.keras_json_kept,
         }
 
 
 def remove_env(ref: str, environ: Mapping[str, str]) -> RemoveResult:
-    path = resolve_env(ref, environ)
+    """Delete kboot's part of an environment; what the user put there stays."""
+    ledger = _ledger(environ)
+    path = resolve_env(ref, environ, ledger=ledger)
     with env_lock(locks_dir(environ), path):
-        record = read_record(path)
-        # Rename first so a failure half-way never leaves a half-deleted environment in place.
-        doomed = path.with_name(f".{path.name}.kboot-removing-{os.getpid()}")
-        try:
-            os.replace(path, doomed)
-        except OSError as exc:
-            raise EnvironmentStateError(f"cannot remove {path}: {exc.strerror}") from None
-        shutil.rmtree(doomed, ignore_errors=True)
-    unregister(environ, path)
-    if record is None:  # a half-built leftover
-        return RemoveResult(path.name, path, "env", None)
-    kept = str(Path(record.keras_home) / "keras.json") if record.scope == "user" else None
-    return RemoveResult(record.name, path, record.scope, kept)
+        lifecycle.recover(ledger, path)
+        entry = ledger.get(path)
+        if entry is None:  # recovery found an interrupted first build: nothing is left
+            return RemoveResult(path.name, path, "env", None, (), not os.path.lexists(path))
+        existing = lifecycle.inspect(ledger, path)
+        if existing.kind != "kboot":
+            if not os.path.lexists(path):
+                ledger.drop(path)  # deleted by hand: forget it
+                return RemoveResult(path.name, path, "env", None, (), True)
+            raise EnvironmentStateError(
+                f"{path} is no longer the environment kboot made ({existing.reason}); "
+                "kboot left it untouched",
+                hint="check what is in it and delete it yourself if it is not needed",
+            )
+        record = existing.record
+        removed = lifecycle.remove(ledger, existing)
+    if record is None:
+        return RemoveResult(path.name, path, "env", None, removed.kept, removed.folder_removed)
+    kept_json = str(Path(record.keras_home) / "keras.json") if record.scope == "user" else None
+    return RemoveResult(
+        record.name, path, record.scope, kept_json, removed.kept, removed.folder_removed
+    )

@@ -16,7 +16,7 @@ from packaging.version import Version
 from bootstrap.environment import VirtualEnv
 from bootstrap.errors import CommandError, InstallError, UsageError
 from bootstrap.profiles import Sources
-from bootstrap.runner import CommandResult, run
+from bootstrap.runner import CommandResult, isolation_flags, run
 
 INSTALLERS = ("uv", "pip")
 
@@ -66,6 +66,9 @@ class UvInstaller:
             find_uv_bin(),
             "pip",
             "install",
+            # a uv.toml in the working folder or above it (a planted /tmp/uv.toml) must not
+            # change where packages come from: the profile and UV_* variables say that
+            "--no-config",
             "--python",
             str(env.python),
             *(["--offline"] if sources.offline else []),
@@ -85,6 +88,7 @@ class PipInstaller:
     ) -> list[str]:
         return [
             str(env.python),
+            *isolation_flags(env.version),
             "-m",
             "pip",
             "install",
@@ -190,7 +194,7 @@ def install(
             pins = Path(tmp) / "constraints.txt"
             pins.write_text("".join(f"{n}=={v}\n" for n, v in sorted(constraints.items())))
             cmd += ["--constraint", str(pins)]
-        return _run_install(installer, cmd, env, requirements, python_version, sources)
+        return _run_install(installer, cmd, Path(tmp), requirements, python_version, sources)
 
 
 def _missing_offline(text: str) -> str | None:
@@ -204,13 +208,13 @@ def _missing_offline(text: str) -> str | None:
 def _run_install(
     installer: Installer,
     cmd: list[str],
-    env: VirtualEnv,
+    private: Path,
     requirements: Sequence[str],
     python_version: str,
     sources: Sources,
 ) -> CommandResult:
-    try:
-        return run(cmd, cwd=env.root, what=f"installing with {installer.name}")
+    try:  # from a private folder: nothing in the user's folder is imported or read
+        return run(cmd, cwd=private, what=f"installing with {installer.name}")
     except CommandError as exc:
         text = exc.output_tail
         mismatch = _hash_mismatch(text)

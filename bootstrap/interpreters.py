@@ -19,7 +19,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from bootstrap.errors import CommandError, InterpreterError, UsageError
-from bootstrap.runner import run
+from bootstrap.runner import run_python
 
 _QUERY = (
     "import sys, platform; "
@@ -64,7 +64,9 @@ class Candidate:
 def query(path: Path, source: str = "path") -> Interpreter:
     """Ask an interpreter for its version; an error when it is not a working Python."""
     try:
-        result = run([path, "-c", _QUERY], timeout=30, what=f"asking {path} for its version")
+        result = run_python(
+            path, ["-c", _QUERY], version=None, timeout=30, what=f"asking {path} for its version"
+        )
         number, implementation = result.stdout.split()
         return Interpreter(path, Version(number), implementation, source)
     except (CommandError, ValueError, InvalidVersion):

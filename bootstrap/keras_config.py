@@ -2,8 +2,8 @@
 
 Keras itself treats a malformed keras.json as `{}` and silently applies its
 defaults, so kboot never writes a broken file and refuses to merge into one.
-Writes go to a temporary file that is `os.replace`d over the target, after the
-previous content was copied to `keras.json.bak`.
+Writes go to a temporary file that is renamed over the target, after the previous
+content was written the same way to `keras.json.bak`.
 """
 
 from __future__ import annotations
@@ -11,15 +11,14 @@ from __future__ import annotations
 import difflib
 import json
 import math
-import os
-import shutil
-import tempfile
-from collections.abc import Iterable, Mapping
+import stat
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bootstrap.errors import ConfigError, UsageError
+from bootstrap.files import atomic_write, file_owner_differs, own_symlink_target
 from bootstrap.profiles import (
     FLOATX_VALUES,
     IMAGE_DATA_FORMATS,
@@ -142,41 +141,53 @@ def render(data: Mapping[str, Any]) -> str:
     return json.dumps(dict(data), indent=4) + "\n"
 
 
+#: Called before kboot writes a file: (path, its bytes before or None, the bytes to write).
+BeforeWrite = Callable[[Path, "bytes | None", bytes], None]
+
+
 @dataclass(frozen=True)
 class WriteResult:
     path: Path
     changed: bool
     backup: Path | None
-    previous: bytes | None  # the exact bytes before, for a rollback
-
-    def restore(self) -> None:
-        """Put back what was there before this write (used when a later step fails)."""
-        if not self.changed:
-            return
-        if self.previous is None:
-            self.path.unlink(missing_ok=True)
-        else:
-            atomic_write(self.path, self.previous)
+    previous: bytes | None  # the exact bytes before
 
 
-def merge_keras_json(path: Path, updates: Mapping[str, Any], *, backup: bool = True) -> WriteResult:
-    """Set `updates` in the keras.json at `path`, keeping every key kboot does not own."""
+def merge_keras_json(
+    path: Path,
+    updates: Mapping[str, Any],
+    *,
+    backup: bool = True,
+    before_write: BeforeWrite | None = None,
+) -> WriteResult:
+    """Set `updates` in the keras.json at `path`, keeping every key kboot does not own.
+
+    A keras.json that is a symlink of the user's own (dotfiles) is updated where it
+    points, and stays a link; one planted by someone else is replaced, not followed. The
+    backup is written the same way as the file, so a symlink planted at `keras.json.bak`
+    is replaced too. `before_write` hears of each write first (for a journal).
+    """
+    path = own_symlink_target(path)
     existing = read_keras_json(path)  # a malformed or unreadable file stops us here
     try:
         previous = path.read_bytes() if existing is not None else None
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     merged = {**(existing or {}), **updates}
-    text = render(merged)
+    text = render(merged).encode("utf-8")
     # compare the rendered text: 1 == 1.0 in Python, but Keras rejects an integer epsilon
-    if existing is not None and render(existing) == text:
+    if existing is not None and render(existing).encode("utf-8") == text:
         return WriteResult(path, changed=False, backup=None, previous=previous)
     backup_path = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if backup and previous is not None:
             backup_path = path.with_name(path.name + BACKUP_SUFFIX)
-            shutil.copy2(path, backup_path)
+            if before_write is not None:
+                before_write(backup_path, _regular_file_bytes(backup_path), previous)
+            atomic_write(backup_path, previous)
+        if before_write is not None:
+            before_write(path, previous, text)
         atomic_write(path, text)
     except OSError as exc:
         raise ConfigError(
@@ -186,25 +197,24 @@ def merge_keras_json(path: Path, updates: Mapping[str, Any], *, backup: bool = T
     return WriteResult(path, changed=True, backup=backup_path, previous=previous)
 
 
-def atomic_write(path: Path, content: str | bytes) -> None:
-    """Write through a temporary file in the same folder, then rename over the target."""
-    data = content.encode("utf-8") if isinstance(content, str) else content
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def _regular_file_bytes(path: Path) -> bytes | None:
+    """The content of a regular file at `path`; None for nothing, or a link (never followed)."""
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if path.exists():
-            shutil.copymode(path, tmp)
-        else:  # mkstemp makes 0600 files; a config file is normally world-readable
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return None
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def other_users_home(keras_home: Path) -> str | None:
+    """A warning when another user owns the Keras home (the shared /tmp/.keras fallback)."""
+    if file_owner_differs(keras_home):
+        return (
+            f"{keras_home} belongs to another user, who can change the keras.json you read: "
+            "set KERAS_HOME to a folder of your own"
+        )
+    return None
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from bootstrap import __version__
 from bootstrap.errors import CommandError, InstallError, KbootError, UsageError
+from bootstrap.files import atomic_write
 from bootstrap.installers import legacy_pip, source_args
-from bootstrap.keras_config import atomic_write
 from bootstrap.profiles import Profile
 from bootstrap.runner import run
 
@@ -32,7 +33,7 @@ HEADER = "# kboot-lock: "
 #: The lock `kboot download` leaves in a wheelhouse; `create --offline` uses it by default.
 WHEELHOUSE_LOCK = "kboot-lock.txt"
 LOCK_FORMAT = 1
-_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;\\]+)")
+_HASH = re.compile(r"--hash=sha256:[0-9a-f]{64}")
 
 
 class LockFileError(KbootError):
@@ -119,26 +120,72 @@ def parse_lock(raw: bytes, path: Path) -> LockFile:
     if missing:
         raise LockFileError(f"{path}: the kboot-lock header lacks {', '.join(missing)}", hint=hint)
     pins: dict[str, str] = {}
-    for number, line in enumerate(body.splitlines(), start=2):
-        stripped = line.strip()
-        if not stripped or stripped.startswith(("#", "--hash")):
-            continue
-        match = _PIN.match(stripped)
-        if not match:
-            raise LockFileError(
-                f"{path}, line {number}: {stripped!r} is not an exact pin (name==version)",
-                hint=hint,
-            )
-        try:
-            Version(match.group(3))
-        except InvalidVersion:
-            raise LockFileError(f"{path}, line {number}: bad version {match.group(3)!r}") from None
-        pins[canonicalize_name(match.group(1))] = match.group(3)
+    for number, line in _logical_lines(body, first_line=2):
+        name, version = _parse_pin(line, f"{path}, line {number}", hint)
+        pins[name] = version
     if not pins:
         raise LockFileError(f"{path} pins no packages", hint=hint)
-    if "--hash=" not in body:
-        raise LockFileError(f"{path} carries no hashes", hint=hint)
     return LockFile(path, meta, pins, hashlib.sha256(raw).hexdigest())
+
+
+def _logical_lines(body: str, *, first_line: int) -> list[tuple[int, str]]:
+    """Requirement lines with their `\\` continuations joined, comments and blanks left out."""
+    lines: list[tuple[int, str]] = []
+    current: list[str] = []
+    start = first_line
+    for number, raw in enumerate(body.splitlines(), start=first_line):
+        stripped = raw.strip()
+        if not current:
+            if not stripped or stripped.startswith("#"):
+                continue
+            start = number
+        continued = stripped.endswith("\\")
+        current.append(stripped[:-1].strip() if continued else stripped)
+        if not continued:
+            lines.append((start, " ".join(current)))
+            current = []
+    if current:
+        lines.append((start, " ".join(current)))
+    return lines
+
+
+def _parse_pin(line: str, where: str, hint: str) -> tuple[str, str]:
+    """One `name==version [; marker] --hash=sha256:... ...` entry, exactly as `kboot lock`
+    writes it: any other option (`--index-url`, `-e`, `-r`...) is refused."""
+    requirement_text, sep, hashes = line.partition(" --hash=")
+    if not sep:
+        raise LockFileError(f"{where}: {line!r} carries no hashes (--hash=sha256:...)", hint=hint)
+    for token in ("--hash=" + hashes).split():
+        if not _HASH.fullmatch(token):
+            raise LockFileError(
+                f"{where}: {token!r} is not a --hash=sha256:<64 hex digits> entry", hint=hint
+            )
+    if requirement_text.lstrip().startswith("-"):
+        raise LockFileError(
+            f"{where}: option {requirement_text.split()[0]!r} is not allowed in a lock", hint=hint
+        )
+    pinned = re.search(r"==\s*([^\s;]+)", requirement_text)
+    if pinned:
+        try:
+            Version(pinned.group(1))
+        except InvalidVersion:
+            raise LockFileError(f"{where}: bad version {pinned.group(1)!r}", hint=hint) from None
+    try:
+        requirement = Requirement(requirement_text)
+    except InvalidRequirement:
+        raise LockFileError(
+            f"{where}: {requirement_text!r} is not an exact pin (name==version)", hint=hint
+        ) from None
+    specs = list(requirement.specifier)
+    if requirement.url or len(specs) != 1 or specs[0].operator != "==" or "*" in specs[0].version:
+        raise LockFileError(
+            f"{where}: {requirement_text!r} is not an exact pin (name==version)", hint=hint
+        )
+    try:
+        Version(specs[0].version)
+    except InvalidVersion:
+        raise LockFileError(f"{where}: bad version {specs[0].version!r}", hint=hint) from None
+    return canonicalize_name(requirement.name), specs[0].version
 
 
 def check_lock(lock: LockFile, profile: Profile, python_version: Version, platform: str) -> None:
@@ -213,6 +260,7 @@ def make_lock(
                     find_uv_bin(),
                     "pip",
                     "compile",
+                    "--no-config",
                     str(source),
                     "--generate-hashes",
                     "--python-version",

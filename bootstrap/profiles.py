@@ -23,6 +23,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 
 from bootstrap.errors import ProfileError
+from bootstrap.redaction import redact
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -42,6 +43,24 @@ LEGACY_PYTHON: Mapping[str, tuple[str, str]] = {
 _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 FLOATX_VALUES = ("float16", "float32", "float64")
+#: Variables a profile's `env` may not set: they change which code Python or the dynamic
+#: loader picks up, for every program started from the environment.
+CODE_LOADING_VARIABLES = frozenset(
+    {
+        "PATH",
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "PYTHONSTARTUP",
+        "PYTHONUSERBASE",
+        "PYTHONEXECUTABLE",
+        "PYTHONPLATLIBDIR",
+        "PYTHONBREAKPOINT",
+        "PYTHONINSPECT",
+        "PYTHONSAFEPATH",
+        "PYTHONNOUSERSITE",
+    }
+)
+CODE_LOADING_PREFIXES = ("LD_", "DYLD_")
 IMAGE_DATA_FORMATS = ("channels_last", "channels_first")
 
 #: Distributions that provide each backend; a profile must list one of them.
@@ -110,6 +129,14 @@ class Sources:
     def is_default(self) -> bool:
         return self == Sources()
 
+    def redacted(self) -> dict[str, Any]:
+        """The sources as kboot may write or print them: no credentials."""
+        return {
+            "index_url": redact(self.index_url) if self.index_url else None,
+            "extra_index_urls": [redact(url) for url in self.extra_index_urls],
+            "find_links": [redact(link) for link in self.find_links],
+        }
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -157,11 +184,13 @@ class Profile:
         }
 
     def content(self) -> dict[str, Any]:
-        """Everything that decides what gets built (the name and file aside)."""
+        """Everything that decides what gets built (the name and file aside), with the
+        credentials of index URLs masked: they say how to fetch, not what is built, and
+        this is what records, `--json` and `show` carry."""
         data = asdict(self)
         del data["name"], data["path"]
         # offline is how this run installs, not what the profile is
-        data["sources"] = {k: v for k, v in asdict(self.sources).items() if k != "offline"}
+        data["sources"] = self.sources.redacted()
         data["env"] = dict(self.env)
         return data
 
@@ -409,9 +438,18 @@ class _Checker:
         for key, item in value.items():
             if not _ENV_NAME.match(key) or not isinstance(item, str):
                 raise self.fail(f"env.{key}", item, "a variable name with a string value")
-            if key in ("KERAS_HOME", "KERAS_BACKEND"):
+            if key in ("KERAS_HOME", "KERAS_BACKEND") or key.startswith("_KBOOT"):
                 raise self.fail(
                     f"env.{key}", item, "no KERAS_HOME or KERAS_BACKEND here", "kboot sets those"
+                )
+            if key in CODE_LOADING_VARIABLES or key.startswith(CODE_LOADING_PREFIXES):
+                raise self.fail(
+                    f"env.{key}",
+                    item,
+                    "a variable that does not change which code runs",
+                    f"{key} decides what Python or the loader loads, for every program started "
+                    "from the environment, so a profile may not set it; set it in your shell "
+                    "if you need it",
                 )
         return dict(value)
 

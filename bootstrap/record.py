@@ -1,17 +1,22 @@
-"""What kboot writes into each environment it builds, for list, check and re-runs."""
+"""What kboot writes into each environment it builds, for list, check and re-runs.
+
+The record says what was built; it does not prove who built it (anyone can write a
+file): `lifecycle` checks its `owner_token` against kboot's own ledger for that.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from bootstrap.errors import EnvironmentStateError, KbootError
-from bootstrap.keras_config import KERAS_JSON, atomic_write, read_keras_json
+from bootstrap.files import atomic_write
+from bootstrap.keras_config import KERAS_JSON, read_keras_json
 from bootstrap.paths import RECORD_FILE
 
-RECORD_FORMAT = 1
+RECORD_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,9 @@ class EnvRecord:
     startup_env: dict[str, str] = field(default_factory=dict)
     state_digest: str = ""
     lock: dict[str, Any] | None = None
+    owner_token: str = ""  # repeats kboot's ledger entry for this path
+    owned: list[str] = field(default_factory=list)  # the entries kboot's build made
+    allow_cpu: bool = False
     format: int = RECORD_FORMAT
 
     def to_dict(self) -> dict[str, Any]:
@@ -58,22 +66,72 @@ def write_record(root: Path, record: EnvRecord) -> None:
     atomic_write(record_path(root), json.dumps(record.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
+#: Field name -> the JSON types it may hold (None: any JSON object key may be missing).
+_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "profile": (dict,),
+    "profile_digest": (str,),
+    "scope": (str,),
+    "keras_home": (str,),
+    "installer": (str,),
+    "python": (dict,),
+    "system_site_packages": (bool,),
+    "created_at": (str,),
+    "kboot_version": (str,),
+    "packages": (dict,),
+    "smoke": (dict, type(None)),
+    "startup_env": (dict,),
+    "state_digest": (str,),
+    "lock": (dict, type(None)),
+    "owner_token": (str,),
+    "owned": (list,),
+    "allow_cpu": (bool,),
+    "format": (int,),
+}
+
+
+def parse_record(data: object, path: Path) -> EnvRecord:
+    """A record from its JSON, or an EnvironmentStateError naming the file and key."""
+    hint = "rebuild the environment: kboot create PROFILE --force"
+    if not isinstance(data, dict):
+        raise EnvironmentStateError(
+            f"{path} is damaged (a JSON {type(data).__name__}, not an object)", hint=hint
+        )
+    values: dict[str, Any] = {}
+    for spec in fields(EnvRecord):
+        if spec.name not in data:
+            continue
+        value = data[spec.name]
+        if not isinstance(value, _TYPES[spec.name]) or (
+            isinstance(value, bool) and bool not in _TYPES[spec.name]
+        ):
+            raise EnvironmentStateError(
+                f"{path} is damaged: '{spec.name}' is {type(value).__name__}", hint=hint
+            )
+        values[spec.name] = value
+    if not all(isinstance(v, str) for v in values.get("packages", {}).values()):
+        raise EnvironmentStateError(f"{path} is damaged: 'packages' holds non-strings", hint=hint)
+    if not all(isinstance(v, str) for v in values.get("owned", [])):
+        raise EnvironmentStateError(f"{path} is damaged: 'owned' holds non-strings", hint=hint)
+    try:
+        return EnvRecord(**values)
+    except TypeError as exc:
+        missing = str(exc).rpartition(":")[2].strip() or str(exc)
+        raise EnvironmentStateError(
+            f"{path} is incomplete (missing {missing})", hint=hint
+        ) from None
+
+
 def read_record(root: Path) -> EnvRecord | None:
     """The record, None when `root` holds none; an unreadable one is an error."""
     path = record_path(root)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise EnvironmentStateError(
             f"{path} is damaged ({exc})",
-            hint="recreate the environment with `kboot create --force`",
+            hint="rebuild the environment: kboot create PROFILE --force",
         ) from None
-    known = set(EnvRecord.__dataclass_fields__)
-    try:
-        return EnvRecord(**{k: v for k, v in data.items() if k in known})
-    except TypeError as exc:
-        raise EnvironmentStateError(
-            f"{path} is incomplete ({exc})", hint="recreate it with `kboot create --force`"
-        ) from None
+    return parse_record(data, path)

@@ -6,12 +6,15 @@ import logging
 import os
 import shlex
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bootstrap import interrupts
 from bootstrap.errors import CommandError
+from bootstrap.redaction import redact
 
 log = logging.getLogger("kboot")
 
@@ -48,10 +51,13 @@ def run(
     """Run `cmd` (a list, never a shell string), capture its output, raise CommandError.
 
     `what` names the step for the error message ("installing packages");
-    on Ctrl-C the child is stopped before KeyboardInterrupt goes on up.
+    on Ctrl-C the child is stopped before KeyboardInterrupt goes on up, and a cancelled
+    run (SIGTERM to a batch) kills the children of every thread at once.
     """
     argv = tuple(os.fspath(part) for part in cmd)
-    log.debug("run: %s", shlex.join(argv))
+    shown = redact(shlex.join(argv))
+    log.debug("run: %s", shown)
+    interrupts.check()
     started = time.monotonic()
     try:
         proc = subprocess.Popen(
@@ -73,30 +79,73 @@ def run(
             output_tail="",
             hint=hint,
         ) from None
+    interrupts.register(proc)
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         stdout, stderr = proc.communicate()
         raise CommandError(
-            f"{what or shlex.join(argv)} did not finish within {timeout:g} s",
+            f"{what or shown} did not finish within {timeout:g} s",
             cmd=argv,
             returncode=-1,
-            output_tail=tail(stderr + stdout),
+            output_tail=redact(tail(stderr + stdout)),
             hint=hint,
         ) from None
     except BaseException:  # Ctrl-C: never leave the child running behind us
         proc.kill()
         proc.wait()
         raise
+    finally:
+        interrupts.unregister(proc)
+    interrupts.check()  # killed by a cancellation: an interrupt, not a failed command
     result = CommandResult(argv, proc.returncode, stdout, stderr, time.monotonic() - started)
     log.debug("exit %s after %.2f s", proc.returncode, result.seconds)
     if check and proc.returncode != 0:
         raise CommandError(
-            f"{what or shlex.join(argv)} failed (exit code {proc.returncode})",
+            f"{what or shown} failed (exit code {proc.returncode})",
             cmd=argv,
             returncode=proc.returncode,
-            output_tail=result.output_tail,
+            output_tail=redact(result.output_tail),
             hint=hint,
         )
     return result
+
+
+def isolation_flags(version: tuple[int, int] | None) -> list[str]:
+    """Flags that keep a Python from importing the working folder, user site or PYTHON* code.
+
+    `-I` from 3.4 on; older (or unknown) interpreters get its parts, `-E -s`, and the
+    caller's private working folder keeps the script folder harmless.
+    """
+    if version is not None and version >= (3, 4):
+        return ["-I"]
+    return ["-E", "-s"]
+
+
+def run_python(
+    python: Path,
+    args: Sequence[str | os.PathLike[str]],
+    *,
+    version: tuple[int, int] | None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    check: bool = True,
+    what: str | None = None,
+    hint: str | None = None,
+) -> CommandResult:
+    """Run an interpreter kboot did not write, isolated, from a private temporary folder.
+
+    Nothing in the caller's folder (a planted `json.py` in /tmp), the user site or
+    PYTHONPATH can run as the user this way.
+    """
+    with tempfile.TemporaryDirectory(prefix="kboot-run-") as private:
+        return run(
+            [python, *isolation_flags(version), *args],
+            env=env,
+            cwd=Path(private),
+            timeout=timeout,
+            check=check,
+            what=what,
+            hint=hint,
+        )

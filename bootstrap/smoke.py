@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bootstrap.errors import SmokeError
-from bootstrap.runner import run
+from bootstrap.runner import run_python
 
 MARKER = "KBOOT-PROBE:"
 PROBE_SOURCE = (Path(__file__).parent / "_probe.py").read_text(encoding="utf-8")
@@ -128,13 +128,18 @@ def host_gpu_info(environ: Mapping[str, str] | None = None) -> HostGpuInfo:
 
 
 def probe_environment(
-    python: Path, expected: Expectation, *, environ: Mapping[str, str], cwd: Path
+    python: Path,
+    expected: Expectation,
+    *,
+    environ: Mapping[str, str],
+    version: tuple[int, int] | None,
 ) -> tuple[dict[str, Any] | None, str, float]:
-    """Run the probe; returns (report or None, output tail, seconds)."""
-    result = run(
-        [python, "-c", PROBE_SOURCE, expected.to_json()],
+    """Run the probe, isolated; returns (report or None, output tail, seconds)."""
+    result = run_python(
+        python,
+        ["-c", PROBE_SOURCE, expected.to_json()],
+        version=version,
         env=environ,
-        cwd=cwd,
         check=False,
         what="smoke test",
         timeout=900,
@@ -287,13 +292,14 @@ def _run_probe(
     python: Path,
     request: Mapping[str, Any],
     environ: Mapping[str, str] | None,
-    cwd: Path,
+    version: tuple[int, int] | None,
     what: str,
 ) -> dict[str, Any]:
-    result = run(
-        [python, "-c", PROBE_SOURCE, json.dumps(request)],
+    result = run_python(
+        python,
+        ["-c", PROBE_SOURCE, json.dumps(request)],
+        version=version,
         env=environ,
-        cwd=cwd,
         what=what,
         check=False,
         timeout=900,
@@ -305,9 +311,9 @@ def _run_probe(
     raise SmokeError(f"{what} failed: {python} printed no report", details=result.output_tail)
 
 
-def installed_packages(python: Path, *, cwd: Path) -> dict[str, str]:
+def installed_packages(python: Path, *, version: tuple[int, int] | None) -> dict[str, str]:
     """Distributions the environment's interpreter sees, without importing keras."""
-    data = _run_probe(python, {"mode": "packages"}, None, cwd, "listing installed packages")
+    data = _run_probe(python, {"mode": "packages"}, None, version, "listing installed packages")
     packages: dict[str, str] = data["packages"]
     return packages
 
@@ -336,7 +342,7 @@ class BackendModuleReport:
 
 
 def check_backend_module(
-    python: Path, module: str, *, environ: Mapping[str, str], cwd: Path
+    python: Path, module: str, *, environ: Mapping[str, str], version: tuple[int, int] | None
 ) -> BackendModuleReport:
     """Import an external Keras 2 backend the way Keras does, in the target interpreter."""
     env = probe_environ(environ, keep_keras_home=True)
@@ -347,7 +353,7 @@ def check_backend_module(
             python,
             {"mode": "backend-module", "backend": module},
             env,
-            cwd,
+            version,
             f"checking backend module {module}",
         )
     return BackendModuleReport(

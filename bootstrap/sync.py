@@ -75,6 +75,8 @@ class ManifestEntry:
             allow_cpu=self.allow_cpu,
             lock=self.lock,
             verify=verify,
+            # the manifest says which profile this environment is: a change is a rebuild
+            replace_other_profile=True,
         )
 
 
@@ -183,7 +185,9 @@ def _profile(path: Path, where: str, name: str, value: object) -> Profile:
 @dataclass(frozen=True)
 class SyncEntry:
     name: str
-    status: str  # created rebuilt updated unchanged failed | ok missing differs | extra removed
+    status: (
+        str  # created rebuilt updated unchanged failed | ok missing differs | extra removed foreign
+    )
     detail: str = ""
     seconds: float = 0.0
     changed: bool = False
@@ -191,7 +195,7 @@ class SyncEntry:
 
     @property
     def outside_manifest(self) -> bool:
-        return self.status in ("extra", "removed")
+        return self.status in ("extra", "removed", "foreign")
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -222,7 +226,7 @@ class SyncResult:
     def in_sync(self) -> bool:
         """Every listed environment matches; extra ones count only when pruning."""
         return all(
-            e.status in ("ok", "unchanged") or (e.status == "extra" and not self.prune)
+            e.status in ("ok", "unchanged", "foreign") or (e.status == "extra" and not self.prune)
             for e in self.entries
         )
 
@@ -244,10 +248,8 @@ class SyncResult:
             "changed": self.changed,
             "in_sync": self.in_sync,
             "ok": self.exit_code == EXIT_OK,
-            "environments": [
-                e.to_dict() for e in self.entries if e.status not in ("extra", "removed")
-            ],
-            "extra": [e.to_dict() for e in self.entries if e.status in ("extra", "removed")],
+            "environments": [e.to_dict() for e in self.entries if not e.outside_manifest],
+            "extra": [e.to_dict() for e in self.entries if e.outside_manifest],
         }
 
 
@@ -293,12 +295,19 @@ def sync_manifest(
                     SyncEntry(item.label, item.status, detail, item.seconds, item.result.changed)
                 )
     listed = {e.name for e in entries}
-    home_envs = envs_dir(environ)
+    home_envs = Path(os.path.realpath(envs_dir(environ)))
     for summary in list_envs(environ):
         if summary.path.parent != home_envs or summary.path.name in listed:
             continue
-        if prune and not check_only:
-            remove_env(str(summary.path), environ)
+        if not summary.kboot:
+            detail = "not made by kboot: left alone, never pruned"
+            results.append(SyncEntry(summary.path.name, "foreign", detail))
+        elif prune and not check_only:
+            try:
+                remove_env(str(summary.path), environ)
+            except KbootError as exc:
+                results.append(SyncEntry(summary.path.name, "failed", exc.message, error=exc))
+                continue
             results.append(SyncEntry(summary.path.name, "removed", str(summary.path), changed=True))
         else:
             detail = "not in the manifest" + ("; --prune removes it" if prune else "")

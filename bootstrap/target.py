@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +22,9 @@ from bootstrap.interpreters import Interpreter
 from bootstrap.keras_config import (
     KERAS_JSON,
 )
+from bootstrap.lifecycle import Entry, Ledger, protected_reason
 from bootstrap.lockfile import LockFile
-from bootstrap.paths import (
-    BUILDING_MARKER,
-    envs_dir,
-)
+from bootstrap.paths import envs_dir, kboot_home
 from bootstrap.profiles import Profile, Sources
 from bootstrap.record import EnvRecord, read_record
 
@@ -44,7 +41,9 @@ class CreateRequest:
     installer: str = "uv"
     scope: str = "env"
     system_site_packages: bool = False
-    force: bool = False
+    force: bool = False  # rebuild kboot's environment even when nothing changed
+    replace_other_profile: bool = False  # rebuild one made from another profile (sync: yes)
+    replace_foreign: bool = False  # move a folder that is not kboot's aside, never delete it
     smoke: bool = True
     allow_cpu: bool = False
     sources: Sources | None = None  # replaces the profile's sources when given
@@ -65,11 +64,28 @@ def validate_name(name: str) -> str:
 
 
 def resolve_target(request: CreateRequest, environ: Mapping[str, str]) -> tuple[str, Path]:
+    """The environment's name and its resolved path (symlinks followed: one folder, one
+    identity), refusing paths kboot must never build in."""
     if request.dest is not None:
-        dest = request.dest.expanduser().absolute()
-        return validate_name(dest.name if request.name is None else request.name), dest
+        dest = Path(os.path.realpath(request.dest.expanduser()))
+        name = validate_name(dest.name if request.name is None else request.name)
+        check_dest(dest, kboot_home(environ))
+        return name, dest
     name = validate_name(request.profile.name if request.name is None else request.name)
-    return name, envs_dir(environ) / name
+    return name, Path(os.path.realpath(envs_dir(environ))) / name
+
+
+def check_dest(dest: Path, home: Path) -> None:
+    """Home folders, filesystem roots and kboot's own folders are never environments."""
+    reason = protected_reason(dest, home, allow_cwd=True)
+    real_home = Path(os.path.realpath(home))
+    if reason is None and dest.is_relative_to(real_home) and dest.parent != real_home / "envs":
+        reason = "inside kboot's own home (only <kboot home>/envs/<name> holds environments)"
+    if reason:
+        raise UsageError(
+            f"--dest {dest} is {reason}: kboot never builds there",
+            hint="choose a folder of its own, e.g. --dest ./keras-env or --dest PROJECT/.venv",
+        )
 
 
 @dataclass(frozen=True)
@@ -170,8 +186,8 @@ def in_place_ok(record: EnvRecord, target: Target, request: CreateRequest) -> bo
 
 def shared_user_config(target: Target, environ: Mapping[str, str]) -> list[str]:
     """Other --scope user environments read the same keras.json: say whom this changes."""
-    folder = envs_dir(environ)
-    others = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    ledger = Ledger(kboot_home(environ))
+    others = sorted(e.path for e in ledger.entries() if isinstance(e, Entry))
     warnings = []
     for other in others:
         try:
@@ -190,58 +206,6 @@ def shared_user_config(target: Target, environ: Mapping[str, str]) -> list[str]:
                 f"its {', '.join(differs)} will change too (--scope env keeps them apart)"
             )
     return warnings
-
-
-def recover_leftovers(path: Path) -> list[str]:
-    """Finish what a kboot killed half-way left behind (SIGKILL, power loss).
-
-    Call it holding the environment's lock: the OS released the dead process's lock, so
-    anything found here is a leftover, never a build in progress.
-    """
-    notes = []
-    backups = sorted(path.parent.glob(f".{path.name}.kboot-old-*"))
-    if (path / BUILDING_MARKER).exists():
-        shutil.rmtree(path, ignore_errors=True)
-        notes.append(f"removed {path}, left half-built by an interrupted kboot")
-    if backups and not path.exists():
-        os.replace(backups.pop(), path)
-        notes.append(f"restored {path} from before an interrupted rebuild")
-    for leftover in [*backups, *path.parent.glob(f".{path.name}.kboot-removing-*")]:
-        shutil.rmtree(leftover, ignore_errors=True)
-    return notes
-
-
-def inspect_dest(path: Path, *, force: bool) -> str:
-    """'absent', 'empty', 'kboot' or 'foreign'; refuses what must not be replaced."""
-    if not path.exists():
-        return "absent"
-    if not path.is_dir():
-        raise UsageError(f"{path} exists and is not a folder", hint="choose another --dest")
-    if not any(path.iterdir()):
-        return "empty"
-    if read_record(path) is not None:
-        return "kboot"
-    if _precious(path):
-        raise UsageError(
-            f"{path} is a home folder, a filesystem root or holds the current folder: "
-            "kboot never replaces it, --force or not",
-            hint="choose another --dest",
-        )
-    if not force:
-        raise UsageError(
-            f"{path} exists and is not a kboot environment; kboot left it untouched",
-            hint="choose another --dest or --name, or pass --force to replace it",
-        )
-    return "foreign"
-
-
-def _precious(path: Path) -> bool:
-    resolved = path.resolve()
-    return (
-        resolved == Path.home().resolve()
-        or resolved.parent == resolved
-        or Path.cwd().resolve().is_relative_to(resolved)
-    )
 
 
 def check_writable(folder: Path) -> None:

@@ -40,7 +40,7 @@ def run_smoke(
         env.python,
         expected,
         environ=probe_environ(environ, keep_keras_home=scope == "user"),
-        cwd=env.root,
+        version=env.version,
     )
     return evaluate(
         report, expected, host=host_gpu_info(environ), output_tail=tail, seconds=seconds

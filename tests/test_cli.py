@@ -226,7 +226,10 @@ def test_create_refuses_a_foreign_folder(capsys, tmp_path: Path) -> None:  # typ
 
     err = refused(capsys, 2, "create", "numpy", "--dest", str(dest))
     assert "is not a kboot environment" in err
-    assert "--force" in err
+    assert "--replace-foreign" in err
+    # --force is for kboot's own environments: it does not touch this folder either
+    err = refused(capsys, 2, "create", "numpy", "--dest", str(dest), "--force")
+    assert "--force rebuilds kboot's own environments only" in err
 
     after = sorted((p.relative_to(dest), p.stat().st_mtime_ns) for p in dest.rglob("*"))
     assert after == before

@@ -14,7 +14,6 @@ from bootstrap.errors import UsageError
 from bootstrap.installers import legacy_pip
 from bootstrap.interpreters import Interpreter
 from bootstrap.lockfile import LockFile
-from bootstrap.paths import RECORD_FILE
 from bootstrap.profiles import Profile, Sources, load_profile
 from bootstrap.record import EnvRecord, write_record
 from bootstrap.target import (
@@ -23,7 +22,6 @@ from bootstrap.target import (
     _as_recorded,
     describe_changes,
     in_place_ok,
-    inspect_dest,
     state_digest,
     validate_name,
 )
@@ -98,60 +96,6 @@ def test_refused_names(name: str) -> None:
     assert repr(name) in info.value.message
     assert info.value.hint is not None
     assert "--dest" in info.value.hint
-
-
-# ---- destinations ----------------------------------------------------------------------
-
-
-def test_inspect_absent(tmp_path: Path) -> None:
-    assert inspect_dest(tmp_path / "nothing", force=False) == "absent"
-
-
-def test_inspect_empty(tmp_path: Path) -> None:
-    folder = tmp_path / "empty"
-    folder.mkdir()
-    assert inspect_dest(folder, force=False) == "empty"
-    assert inspect_dest(folder, force=True) == "empty"
-
-
-def test_inspect_kboot(tmp_path: Path, profile: Profile) -> None:
-    folder = tmp_path / "env"
-    folder.mkdir()
-    request = CreateRequest(profile=profile)
-    write_record(folder, record_of(make_target(profile, request), request))
-    assert (folder / RECORD_FILE).is_file()
-    assert inspect_dest(folder, force=False) == "kboot"
-    assert inspect_dest(folder, force=True) == "kboot"
-
-
-def test_inspect_foreign_is_refused_and_left_alone(tmp_path: Path) -> None:
-    folder = tmp_path / "project"
-    folder.mkdir()
-    (folder / "notes.txt").write_text("mine", encoding="utf-8")
-    (folder / "sub").mkdir()
-    before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
-    with pytest.raises(UsageError) as info:
-        inspect_dest(folder, force=False)
-    assert info.value.exit_code == 2
-    assert str(folder) in info.value.message
-    assert "not a kboot environment" in info.value.message
-    assert info.value.hint is not None
-    assert "--force" in info.value.hint
-    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
-    assert (folder / "notes.txt").read_text(encoding="utf-8") == "mine"
-    assert inspect_dest(folder, force=True) == "foreign"
-    assert (folder / "notes.txt").read_text(encoding="utf-8") == "mine"
-
-
-def test_inspect_a_file_is_refused(tmp_path: Path) -> None:
-    target = tmp_path / "file.txt"
-    target.write_text("x", encoding="utf-8")
-    for force in (False, True):
-        with pytest.raises(UsageError) as info:
-            inspect_dest(target, force=force)
-        assert info.value.exit_code == 2
-        assert "is not a folder" in info.value.message
-    assert target.read_text(encoding="utf-8") == "x"
 
 
 # ---- legacy pip ------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,7 @@ def test_uv_command(env: VirtualEnv) -> None:
         find_uv_bin(),
         "pip",
         "install",
+        "--no-config",  # a planted uv.toml in a parent folder never picks the index
         "--python",
         str(env.python),
         *SOURCE_ARGS,
@@ -68,7 +70,7 @@ def test_uv_command(env: VirtualEnv) -> None:
 
 def test_uv_command_default_sources(env: VirtualEnv) -> None:
     cmd = UvInstaller().install_command(env, REQS, Sources())
-    assert cmd[1:] == ["pip", "install", "--python", str(env.python), *REQS]
+    assert cmd[1:] == ["pip", "install", "--no-config", "--python", str(env.python), *REQS]
     assert Path(cmd[0]).name.startswith("uv")
 
 
@@ -76,6 +78,8 @@ def test_pip_command(env: VirtualEnv) -> None:
     cmd = PipInstaller().install_command(env, REQS, ALL_SOURCES)
     assert cmd == [
         str(env.python),
+        "-E",  # the interpreter's version is unknown here: -I's parts
+        "-s",
         "-m",
         "pip",
         "install",
@@ -126,7 +130,9 @@ def test_install_runs_the_command_in_the_environment(monkeypatch, env, installer
     assert len(fake.calls) == 1
     cmd, kwargs = fake.calls[0]
     assert cmd == installer.install_command(env, REQS, ALL_SOURCES)
-    assert kwargs["cwd"] == env.root
+    # a private folder, not the environment's or the user's: nothing there is imported
+    assert kwargs["cwd"] != env.root
+    assert kwargs["cwd"].name.startswith("kboot-")
     assert installer.name in str(kwargs["what"])
 
 
@@ -225,3 +231,9 @@ def test_other_failure_gets_the_generic_hint(monkeypatch, env) -> None:  # type:
     assert info.value.hint is not None and "--debug" in info.value.hint
     assert "cannot be met" not in info.value.hint
     assert "could not be reached" not in info.value.hint
+
+
+def test_pip_runs_isolated_on_a_known_python(env: VirtualEnv) -> None:
+    known = replace(env, version=(3, 11))
+    cmd = PipInstaller().install_command(known, REQS, Sources())
+    assert cmd[:4] == [str(env.python), "-I", "-m", "pip"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +18,8 @@ from bootstrap.keras_config import (
     parse_assignments,
     read_keras_json,
 )
+from bootstrap.ledger import Edit
+from bootstrap.lifecycle import restore_edits
 
 MALFORMED = b'{\n    "floatx": "float32",\n    "backend": "jax",\n'  # truncated
 
@@ -140,8 +144,6 @@ def test_unchanged_merge_reports_changed_false_and_does_not_touch(kjson: Path) -
     assert kjson.read_text(encoding="utf-8") == before  # not even reformatted
     assert kjson.stat().st_mtime_ns == mtime
     assert not kjson.with_name("keras.json.bak").exists()
-    result.restore()  # a no-op for an unchanged write
-    assert kjson.read_text(encoding="utf-8") == before
 
 
 def test_merge_refuses_a_malformed_file(kjson: Path) -> None:
@@ -186,35 +188,83 @@ def test_unwritable_nested_location_is_a_config_error(tmp_path: Path) -> None:
         merge_keras_json(blocker / "sub" / "keras.json", {"backend": "jax"})
 
 
-# --- WriteResult.restore ---------------------------------------------------------------------
+# --- journaled writes and their restore (what a rollback does) ------------------------------
+
+
+def journaled_merge(path: Path, updates: dict[str, Any]) -> list[Edit]:
+    """merge_keras_json with a journal, as a build records it before each write."""
+    edits: list[Edit] = []
+
+    def before_write(target: Path, before: bytes | None, after: bytes) -> None:
+        text = before.decode("utf-8", errors="surrogateescape") if before is not None else None
+        edits.append(Edit(target, text, hashlib.sha256(after).hexdigest()))
+
+    merge_keras_json(path, updates, before_write=before_write)
+    return edits
 
 
 def test_restore_puts_back_the_exact_previous_bytes(kjson: Path) -> None:
     before = '{\n  "backend": "tensorflow",\n  "custom": "\u00e9t\u00e9"\n}'  # no final newline
     kjson.write_text(before, encoding="utf-8")
     raw = kjson.read_bytes()
-    result = merge_keras_json(kjson, {"backend": "jax"})
+    edits = journaled_merge(kjson, {"backend": "jax"})
     assert kjson.read_bytes() != raw
-    result.restore()
+    assert restore_edits(edits) == []
     assert kjson.read_bytes() == raw
+    assert not kjson.with_name("keras.json.bak").exists(), "the backup it made is undone too"
 
 
 def test_restore_keeps_crlf_line_endings(kjson: Path) -> None:
     """A keras.json written on Windows (CRLF) must come back byte for byte."""
     raw = b'{\r\n    "backend": "tensorflow"\r\n}\r\n'
     kjson.write_bytes(raw)
-    result = merge_keras_json(kjson, {"backend": "jax"})
-    result.restore()
+    restore_edits(journaled_merge(kjson, {"backend": "jax"}))
     assert kjson.read_bytes() == raw
 
 
 def test_restore_deletes_a_file_that_did_not_exist(kjson: Path) -> None:
-    result = merge_keras_json(kjson, {"backend": "jax"})
+    edits = journaled_merge(kjson, {"backend": "jax"})
     assert kjson.exists()
-    result.restore()
+    restore_edits(edits)
     assert not kjson.exists()
-    result.restore()  # twice is harmless
+    restore_edits(edits)  # twice is harmless
     assert not kjson.exists()
+
+
+def test_restore_leaves_a_file_changed_since(kjson: Path) -> None:
+    """Recovery after a kill: a keras.json the user edited meanwhile is theirs now."""
+    kjson.write_text('{"backend": "tensorflow"}', encoding="utf-8")
+    edits = journaled_merge(kjson, {"backend": "jax"})
+    kjson.write_text('{"backend": "torch"}', encoding="utf-8")
+    notes = restore_edits(edits)
+    assert kjson.read_text(encoding="utf-8") == '{"backend": "torch"}'
+    assert any("changed after kboot wrote it" in note for note in notes)
+
+
+def test_a_symlink_planted_at_the_backup_is_replaced_not_followed(kjson: Path, tmp_path: Path) -> None:
+    """Defect 7: a shared Keras home where someone links keras.json.bak to a victim file."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious", encoding="utf-8")
+    kjson.write_text('{"backend": "tensorflow"}', encoding="utf-8")
+    kjson.with_name("keras.json.bak").symlink_to(victim)
+    merge_keras_json(kjson, {"backend": "jax"})
+    assert victim.read_text(encoding="utf-8") == "precious"
+    backup = kjson.with_name("keras.json.bak")
+    assert not backup.is_symlink()
+    assert json.loads(backup.read_text(encoding="utf-8")) == {"backend": "tensorflow"}
+
+
+def test_the_users_own_symlinked_keras_json_is_updated_where_it_points(
+    kjson: Path, tmp_path: Path
+) -> None:
+    """A dotfiles setup: ~/.keras/keras.json -> ~/dotfiles/keras.json stays a link."""
+    real = tmp_path / "dotfiles" / "keras.json"
+    real.parent.mkdir()
+    real.write_text('{"backend": "tensorflow", "mine": 1}', encoding="utf-8")
+    kjson.symlink_to(real)
+    merge_keras_json(kjson, {"backend": "jax"})
+    assert kjson.is_symlink()
+    assert json.loads(real.read_text(encoding="utf-8")) == {"backend": "jax", "mine": 1}
 
 
 # --- parse_assignments -----------------------------------------------------------------------
