@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bootstrap import __version__, lifecycle
+from bootstrap import __version__, interrupts, lifecycle
 from bootstrap.environment import VirtualEnv
 from bootstrap.errors import (
     BackendModuleError,
@@ -345,14 +345,20 @@ class _Build:
         self.rebuilt = tx.rebuilding
         try:
             tx.begin()
-            env, keras_json, packages, smoke, record = self._build(tx.journal_edit)
+            with interrupts.operation(tx.token):  # children are marked, orphans findable
+                env, keras_json, packages, smoke, record = self._build(tx.journal_edit)
             committed = tx.commit(record)
         except BaseException as exc:
+            if tx.committed:  # a signal that waited for the commit: the new one is complete
+                raise Interrupted(f"interrupted; {self.path} was finished first") from exc
             for note in tx.rollback():
                 self.reporter.info(note)
             raise _failure(exc, self.path, rebuilding=tx.rebuilding) from exc
         for note in committed.notes:
-            self.warn(note) if committed.aside else self.reporter.info(note)
+            if committed.aside:  # the user's folder moved: a warning, so nobody misses it
+                self.warn(note)
+            else:
+                self.reporter.info(note)
         if existing.user_entries:
             self.reporter.info(
                 f"kept your files in {self.path}: " + ", ".join(existing.user_entries)

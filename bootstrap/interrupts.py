@@ -12,11 +12,22 @@ Worker threads notice the cancellation at their next command or `check()`.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+
+#: Every child started during a build carries the build's token in this variable, so the
+#: next kboot can find and stop the orphans of a build that was killed (SIGKILL does not
+#: reach children): they would go on writing into the environment being recovered.
+OPERATION_VARIABLE = "KBOOT_OPERATION"
+_operation: ContextVar[str | None] = ContextVar("kboot_operation", default=None)
 
 _cancelled = threading.Event()
 _children: set[subprocess.Popen[str]] = set()
@@ -51,8 +62,7 @@ def cancel() -> None:
     with _children_lock:
         children = list(_children)
     for child in children:
-        with contextlib.suppress(OSError):  # already gone
-            child.kill()
+        kill_tree(child)
 
 
 def cancelled() -> bool:
@@ -70,11 +80,20 @@ def reset() -> None:
     _cancelled.clear()
 
 
+def kill_tree(child: subprocess.Popen[str]) -> None:
+    """Kill a child and everything it started (it leads its own process group)."""
+    with contextlib.suppress(OSError):  # already gone
+        if sys.platform == "win32":  # pragma: no cover - no Windows runner here
+            child.kill()
+        else:
+            os.killpg(child.pid, signal.SIGKILL)
+
+
 def register(child: subprocess.Popen[str]) -> None:
     with _children_lock:
         _children.add(child)
     if _cancelled.is_set():
-        child.kill()
+        kill_tree(child)
 
 
 def unregister(child: subprocess.Popen[str]) -> None:
@@ -97,3 +116,57 @@ def critical() -> Iterator[None]:
                 signum = _pending.pop()
                 _pending.clear()
                 raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextmanager
+def operation(token: str) -> Iterator[None]:
+    """Mark the children this thread starts as part of the build `token`."""
+    reset = _operation.set(token)
+    try:
+        yield
+    finally:
+        _operation.reset(reset)
+
+
+def child_environ(env: dict[str, str] | None) -> dict[str, str] | None:
+    """The environment for a child: the caller's, marked with the current build if any."""
+    token = _operation.get()
+    if token is None:
+        return env
+    return {**(os.environ if env is None else env), OPERATION_VARIABLE: token}
+
+
+def stop_orphans(token: str, *, proc: Path = Path("/proc"), wait: float = 10.0) -> int:
+    """SIGKILL the processes left by the killed build `token` and wait until they are gone.
+
+    Only processes whose environment carries exactly that token are touched (Linux /proc;
+    elsewhere there is nothing to read, and nothing is killed).
+    """
+    marker = f"{OPERATION_VARIABLE}={token}".encode()
+    found = []
+    if not proc.is_dir():
+        return 0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:  # gone, or not ours to read
+            continue
+        if marker in environ.split(b"\0"):
+            found.append(int(entry.name))
+    for pid in found:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + wait
+    while found and time.monotonic() < deadline:
+        found = [pid for pid in found if (proc / str(pid)).exists() and not _zombie(proc, pid)]
+        time.sleep(0.05)
+    return len(found)
+
+
+def _zombie(proc: Path, pid: int) -> bool:
+    try:
+        return ") Z " in (proc / str(pid) / "stat").read_text()
+    except OSError:
+        return True

@@ -57,7 +57,10 @@ READY, BUILDING, REBUILDING, UPDATING, REMOVING = (
     "removing",
 )
 STATES = (READY, BUILDING, REBUILDING, UPDATING, REMOVING)
-MOVING, BUILD, COMMITTING, DELETING = "moving", "build", "committing", "deleting"
+#: Phases of a build: MOVING the old entries aside, BUILD, then COMMITTING forward or
+#: RESTORING backward (the new entries are gone; the old ones are moving back).
+MOVING, BUILD, COMMITTING, RESTORING = "moving", "build", "committing", "restoring"
+DELETING = "deleting"  # a removal whose entries are all in the trash
 
 
 class LedgerError(EnvironmentStateError):

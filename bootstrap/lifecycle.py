@@ -61,6 +61,7 @@ from bootstrap.ledger import (
     READY,
     REBUILDING,
     REMOVING,
+    RESTORING,
     UPDATING,
     DamagedEntry,
     Edit,
@@ -242,6 +243,7 @@ class Build:
         self.token = new_token()
         self.entry: Entry | None = None
         self.edits: list[Edit] = []
+        self.committed = False
 
     @property
     def rebuilding(self) -> bool:
@@ -313,13 +315,15 @@ class Build:
         owned = tuple(sorted((entries_of(self.path) | {RECORD_FILE}) - user))
         with interrupts.critical():
             write_record(self.path, replace(record, owner_token=self.token, owned=list(owned)))
+            self.committed = True  # complete: from here on only forward, never back
             checkpoint("commit-record-written", interruptible=False)
             self._journal(replace(self.entry, phase=COMMITTING))
             notes = _finish_build(self.ledger, self.entry, owned)
         return Committed(self.token, owned, tuple(notes), self.entry.aside)
 
     def rollback(self) -> list[str]:
-        if self.entry is None:
+        """Undo the build; a no-op once `commit` made the new environment complete."""
+        if self.entry is None or self.committed:
             return []
         with interrupts.critical():
             return _undo_build(self.ledger, self.entry, in_process=True)
@@ -355,7 +359,10 @@ def _finish_build(ledger: Ledger, entry: Entry, owned: tuple[str, ...]) -> list[
         if keep_backup:
             notes.append(f"the previous environment's files stay in {backup}")
         else:
-            _delete(backup, home)
+            try:
+                _delete(backup, home)
+            except (OSError, KbootError) as exc:  # the new environment is complete regardless
+                notes.append(f"could not delete the previous environment's files {backup}: {exc}")
             checkpoint("commit-backup-deleted", interruptible=False)
     if entry.aside is not None:
         notes.append(f"the folder that was at {path} is now {entry.aside} (kboot never deletes it)")
@@ -376,13 +383,17 @@ def _undo_build(ledger: Ledger, entry: Entry, *, in_process: bool) -> list[str]:
     folder moved aside). `in_process`: this process made everything that appeared."""
     notes: list[str] = []
     path, home = entry.path, ledger.home
-    if entry.phase != MOVING:
+    if entry.phase == BUILD:  # only now is everything new at `path` the build's
         for name in sorted(entries_of(path) - set(entry.user_entries)):
             if in_process or name in BUILD_ENTRIES:
                 _delete(path / name, home)
                 checkpoint("rollback-deleted", interruptible=False)
             else:
                 notes.append(f"left {path / name}: it appeared during the interrupted build")
+        # from here on, what is at `path` is the user's or the old environment's again
+        entry = replace(entry, phase=RESTORING)
+        ledger.put(entry)
+        checkpoint("rollback-restoring", interruptible=False)
     if entry.backup is not None:
         for name in entry.moved:
             if exists(entry.backup / name) and not exists(path / name):
@@ -458,9 +469,12 @@ class Update:
     def __init__(self, ledger: Ledger, existing: Existing, files: Sequence[Path]) -> None:
         assert existing.kind == "kboot" and existing.entry is not None
         self.ledger, self.existing, self.path = ledger, existing, existing.path
-        self.files = [f for f in files if f.is_relative_to(self.path)]
+        inside = [f for f in files if f.is_relative_to(self.path)]
+        # the record is rewritten by every commit: it is always saved with the rest
+        self.files = list(dict.fromkeys([*inside, self.path / RECORD_FILE]))
         self.entry: Entry = existing.entry
         self.edits: list[Edit] = []
+        self.committed = False
 
     def begin(self) -> None:
         saved: dict[str, str | None] = {}
@@ -492,8 +506,12 @@ class Update:
             )
             checkpoint("update-record-written", interruptible=False)
             self._journal(replace(self.entry, state=READY, saved={}, edits=(), pid=0))
+            self.committed = True
 
     def rollback(self) -> list[str]:
+        """Undo the update; a no-op once `commit` finished it."""
+        if self.committed:
+            return []
         with interrupts.critical():
             return _undo_update(self.ledger, self.entry)
 
@@ -592,6 +610,8 @@ def recover(ledger: Ledger, path: Path) -> list[str]:
     entry = ledger.get(path)
     if entry is None or entry.state == READY:
         return []
+    if entry.pending is not None:  # the killed build's installers may still be writing
+        interrupts.stop_orphans(entry.pending)
     with interrupts.critical():
         if entry.state in (BUILDING, REBUILDING):
             if entry.phase in (BUILD, COMMITTING) and _complete(path, entry.pending):

@@ -187,13 +187,13 @@ def render_envs(envs: Sequence[EnvSummary]) -> None:
             else "yellow"
         )
         table.add_row(
-            env.name,
+            _escape(env.name),
             data["backend"] or "-",
             data["floatx"] or "-",
             data["python"] or "-",
             data["keras_version"] or "-",
             f"[{style}]{_escape(health)}[/]",
-            str(env.path),
+            _escape(str(env.path)),
         )
     console.print(table)
 

@@ -65,11 +65,13 @@ def run(
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=None if env is None else dict(env),
+            env=interrupts.child_environ(None if env is None else dict(env)),
             cwd=cwd,
             text=True,
             encoding="utf-8",
             errors="replace",
+            # its own process group, so a cancel stops what it started too
+            start_new_session=os.name == "posix",
         )
     except OSError as exc:
         raise CommandError(
@@ -83,7 +85,7 @@ def run(
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        interrupts.kill_tree(proc)
         stdout, stderr = proc.communicate()
         raise CommandError(
             f"{what or shown} did not finish within {timeout:g} s",
@@ -93,7 +95,7 @@ def run(
             hint=hint,
         ) from None
     except BaseException:  # Ctrl-C: never leave the child running behind us
-        proc.kill()
+        interrupts.kill_tree(proc)
         proc.wait()
         raise
     finally:

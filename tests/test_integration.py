@@ -152,13 +152,13 @@ def test_failed_install_leaves_nothing_and_restores_replaced_env(
     bad = write_profile(
         "bad", 'backend = "numpy"\npackages = ["numpy", "kboot-no-such-package-xyz"]\n'
     )
-    proc = kboot("create", str(bad), "--name", "mine")
+    proc = kboot("create", str(bad), "--name", "mine", "--force")
     assert proc.returncode == 1
     assert "installing" in proc.stderr and "kboot-no-such-package-xyz" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert (path / "kboot-env.json").read_text() == record_before
     assert report_from_fresh_shell(path, tmp_path)["backend"] == "numpy"
-    assert not list(path.parent.glob(".mine.kboot-old-*"))
+    assert not [p for p in path.parent.iterdir() if ".kboot-" in p.name]
 
     fresh = kboot("create", str(bad), "--name", "never")
     assert fresh.returncode == 1
@@ -236,15 +236,19 @@ def test_system_site_packages_reuses_the_base(installer: str, write_profile: Any
     assert data["smoke"]["ok"]
 
 
-def test_dest_that_is_not_a_kboot_env_is_refused_then_forced(tmp_path: Path) -> None:
+def test_dest_that_is_not_a_kboot_env_is_refused_then_moved_aside(tmp_path: Path) -> None:
     dest = tmp_path / "precious"
     dest.mkdir()
     (dest / "thesis.tex").write_text("do not lose me")
     proc = kboot("create", "numpy", "--dest", str(dest))
-    assert proc.returncode == 2 and "--force" in proc.stderr
+    assert proc.returncode == 2 and "--replace-foreign" in proc.stderr
     assert (dest / "thesis.tex").read_text() == "do not lose me"
-    data = created(kboot("create", "numpy", "--dest", str(dest), "--force", "--no-smoke", "--json"))
+    made = kboot("create", "numpy", "--dest", str(dest), "--replace-foreign", "--no-smoke", "--json")
+    data = created(made)
     assert data["smoke"] is None and not (dest / "thesis.tex").exists()
+    (aside,) = [p for p in tmp_path.iterdir() if p.name.startswith("precious.kboot-backup-")]
+    assert (aside / "thesis.tex").read_text() == "do not lose me"
+    assert str(aside) in made.stderr
 
 
 def test_concurrent_create_is_refused_by_the_lock(tmp_path: Path) -> None:
@@ -275,8 +279,8 @@ def test_a_killed_rebuild_is_repaired_by_the_next_create(tmp_path: Path) -> None
     proc = start_kboot("create", "numpy", "--force", "--installer", "pip", until="… install")
     proc.kill()
     proc.wait(timeout=60)
-    assert list(path.parent.glob(".numpy.kboot-old-*")), "the old environment was moved aside"
-    assert (path / "kboot-building").exists()
+    aside = [p for p in path.parent.iterdir() if p.name.startswith(".numpy.kboot-old-")]
+    assert aside, "the old environment's entries were moved aside"
     listed = json.loads(kboot("list", "--json").stdout)
     assert [(e["name"], e["health"].split(":")[0]) for e in listed] == [("numpy", "broken")]
 
@@ -284,7 +288,7 @@ def test_a_killed_rebuild_is_repaired_by_the_next_create(tmp_path: Path) -> None
     data = created(repaired)
     assert "restored" in repaired.stderr
     assert data["action"] == "unchanged"  # the environment from before the rebuild is back
-    assert not list(path.parent.glob(".numpy.kboot-*"))
+    assert not [p for p in path.parent.iterdir() if ".kboot-" in p.name]
     assert report_from_fresh_shell(path, tmp_path)["backend"] == "numpy"
 
 

@@ -305,3 +305,23 @@ def test_make_lock_refuses_a_bad_python_version_before_running(
     assert info.value.exit_code == 2
     assert "--python-version" in info.value.message
     assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        f"--hash={HASH_A} --index-url https://evil.example/simple",
+        "--index-url https://evil.example/simple",
+        "-e git+https://evil.example/x.git#egg=x",
+        "-r other.txt",
+        f"--hash=sha256:{'0' * 63} \\",
+        f"--hash=md5:{'0' * 32}",
+        f"x @ https://evil.example/x.whl --hash={HASH_A}",
+    ],
+)
+def test_only_what_kboot_lock_writes_is_accepted(tmp_path: Path, line: str) -> None:
+    """Defect 14: a line that starts with --hash used to let any option through."""
+    body = f"numpy==2.4.6 \\\n    --hash={HASH_A}\n{line}\n"
+    with pytest.raises(LockFileError) as info:
+        parse_lock((header() + body).encode(), tmp_path / "evil.txt")
+    assert "evil.txt, line" in info.value.message

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import pytest
@@ -372,3 +374,40 @@ def test_digest_changes_with_sources_override(write_profile) -> None:  # type: i
     assert isinstance(other, Profile)
     assert other.digest() != base.digest()
     assert other.to_dict()["sources"]["index_url"] == "https://mirror/simple"
+
+
+@pytest.mark.parametrize(
+    "name", ["PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "LD_PRELOAD", "LD_LIBRARY_PATH", "PATH",
+             "DYLD_INSERT_LIBRARIES", "PYTHONUSERBASE"]
+)  # fmt: skip
+def test_env_that_changes_which_code_loads_is_refused(write_profile: Any, name: str) -> None:
+    """Defect 11: such a variable would apply to every program started from the environment."""
+    path = write_profile("bad", f'backend = "numpy"\npackages = ["numpy"]\nenv = {{ {name} = "/x" }}\n')
+    with pytest.raises(ProfileError) as info:
+        load_profile(path)
+    assert f"env.{name}" in info.value.message and str(path) in info.value.message
+    assert info.value.hint is not None and "shell" in info.value.hint
+
+
+def test_harmless_env_is_kept(write_profile: Any) -> None:
+    text = 'backend = "numpy"\npackages = ["numpy"]\nenv = { TF_CPP_MIN_LOG_LEVEL = "2" }\n'
+    assert dict(load_profile(write_profile("ok", text)).env) == {"TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def test_credentials_never_reach_what_kboot_writes(write_profile: Any) -> None:
+    """Defect 10: records, --json and show carry the profile with credentials masked."""
+    text = (
+        'backend = "numpy"\npackages = ["numpy"]\n'
+        'index_url = "https://alice:t0ken@mirror.example/simple"\n'
+        'extra_index_urls = ["https://t0ken2@mirror.example/extra"]\n'
+    )
+    profile = load_profile(write_profile("secret", text))
+    shown = json.dumps(profile.to_dict())
+    assert "t0ken" not in shown
+    assert "https://alice:****@mirror.example/simple" in shown
+    assert "https://****@mirror.example/extra" in shown
+    # the installer still gets the real URL
+    assert profile.sources.index_url == "https://alice:t0ken@mirror.example/simple"
+    # rotating a token is not a change of what gets built
+    rotated = load_profile(write_profile("secret", text.replace("t0ken@", "n3w@")))
+    assert rotated.digest() == profile.digest()

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from bootstrap.lockfile import read_lock
 from helpers import created, kboot, kboot_offline, report_from_fresh_shell, start_kboot
 
 pytestmark = pytest.mark.integration
@@ -93,6 +94,34 @@ def test_offline_refuses_tampered_and_names_missing_wheels(
     assert missing.returncode == 1
     assert "namex==" in missing.stderr and "is not in the wheelhouse" in missing.stderr
     assert not (tmp_path / "kboot-home" / "envs" / "numpy").exists()
+
+
+def test_a_wheelhouse_online_is_still_hash_checked(wheelhouse: Path, tmp_path: Path) -> None:
+    """Defect 8: --wheelhouse without --offline ignored kboot-lock.txt, so a planted wheel of
+    a higher version was installed, and its .pth ran during kboot's own smoke test."""
+    house = tmp_path / "wh"
+    shutil.copytree(wheelhouse / "wh", house)
+    sprung = tmp_path / "SPRUNG"
+    planted = house / "namex-99.0.0-py3-none-any.whl"
+    with zipfile.ZipFile(planted, "w") as archive:
+        archive.writestr("namex/__init__.py", "")
+        archive.writestr("namex-payload.pth", f"import os; open({str(sprung)!r}, 'w')\n")
+        archive.writestr(
+            "namex-99.0.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: namex\nVersion: 99.0.0\n"
+        )
+        archive.writestr("namex-99.0.0.dist-info/WHEEL", "Wheel-Version: 1.0\nTag: py3-none-any\n")
+        archive.writestr("namex-99.0.0.dist-info/RECORD", "")
+    data = created(kboot("create", "numpy", "--wheelhouse", str(house), "--json"))
+    locked = read_lock(house / "kboot-lock.txt")
+    assert data["packages"]["namex"] == locked.pins["namex"] != "99.0.0"
+    assert not sprung.exists(), "the planted wheel's code ran"
+    assert data["lock"]["path"] == str(house / "kboot-lock.txt")
+
+    (house / "kboot-lock.txt").unlink()  # a wheelhouse nothing can check is refused
+    refused = kboot("create", "numpy", "--name", "other", "--wheelhouse", str(house))
+    assert refused.returncode == 2
+    assert "holds no kboot-lock.txt" in refused.stderr
+    assert not sprung.exists()
 
 
 def test_create_is_idempotent_and_updates_what_changed(tmp_path: Path, write_profile: Any) -> None:

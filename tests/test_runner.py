@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -102,3 +104,32 @@ def test_undecodable_output_is_replaced() -> None:
 def test_tail() -> None:
     assert tail("\n a\nb\nc \n\n", lines=2) == "b\nc"
     assert tail("") == ""
+
+
+def test_a_killed_builds_orphans_are_found_by_its_token_and_stopped() -> None:
+    """SIGKILL does not reach kboot's children: the next kboot stops them by their token."""
+    from bootstrap import interrupts
+
+    mine = subprocess.Popen(
+        ["sleep", "60"], env={**os.environ, interrupts.OPERATION_VARIABLE: "tok-1"}
+    )
+    other = subprocess.Popen(
+        ["sleep", "60"], env={**os.environ, interrupts.OPERATION_VARIABLE: "tok-12"}
+    )
+    try:
+        assert interrupts.stop_orphans("tok-1") == 0
+        assert mine.wait(timeout=5) == -9
+        assert other.poll() is None, "another build's process is left alone"
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_children_of_a_build_carry_its_token(tmp_path: Path) -> None:
+    from bootstrap import interrupts
+
+    with interrupts.operation("tok-xyz"):
+        result = run([sys.executable, "-c", "import os; print(os.environ['KBOOT_OPERATION'])"])
+    assert result.stdout.strip() == "tok-xyz"
+    outside = run([sys.executable, "-c", "import os; print(os.environ.get('KBOOT_OPERATION'))"])
+    assert outside.stdout.strip() == "None"

@@ -1,0 +1,655 @@
+"""The environment folder's life, on the real filesystem: what is kboot's, what is kept,
+what recovery does from every journaled state. A fake build stands in for virtualenv and
+the installers (they are exercised for real in test_safety.py and the integration tests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bootstrap import lifecycle
+from bootstrap.errors import EnvironmentStateError, KbootError, UsageError
+from bootstrap.ledger import (
+    MOVING,
+    READY,
+    REBUILDING,
+    Entry,
+    Ledger,
+    LedgerError,
+    migrate,
+    parse_entry,
+)
+from bootstrap.lifecycle import Build, Update, inspect, protected_reason, recover, remove
+from bootstrap.record import EnvRecord, parse_record, read_record, write_record
+
+
+def record(name: str = "env", profile: str = "numpy") -> EnvRecord:
+    return EnvRecord(
+        name=name,
+        profile={"name": profile, "backend": "numpy"},
+        profile_digest="d",
+        scope="env",
+        keras_home="",
+        installer="uv",
+        python={"version": "3.11.7"},
+        system_site_packages=False,
+        created_at="2026-01-01T00:00:00+00:00",
+        kboot_version="0",
+    )
+
+
+def fake_build(path: Path, marker: str) -> None:
+    """What virtualenv, the installer and kboot put into an environment."""
+    (path / "bin").mkdir()
+    (path / "bin" / "python").write_text(marker, encoding="utf-8")
+    (path / "lib" / "site").mkdir(parents=True)
+    (path / "lib" / "site" / "pkg.py").write_text(marker, encoding="utf-8")
+    (path / "pyvenv.cfg").write_text(f"version_info = 3.11.7\nbuild = {marker}\n", encoding="utf-8")
+    (path / "keras-home").mkdir()
+    (path / "keras-home" / "keras.json").write_text(marker, encoding="utf-8")
+
+
+def build(ledger: Ledger, path: Path, marker: str, **kwargs: bool) -> lifecycle.Committed:
+    existing = inspect(ledger, path)
+    tx = Build(ledger, existing, **kwargs)
+    tx.begin()
+    fake_build(path, marker)
+    return tx.commit(record())
+
+
+def marker_of(path: Path) -> str:
+    return (path / "bin" / "python").read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    return Ledger(tmp_path / "kboot-home")
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Path:
+    return tmp_path / "work" / "env"
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under `folder` (relative path -> content): what must survive."""
+    return {
+        str(p.relative_to(folder)): p.read_text(encoding="utf-8")
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def add_user_files(path: Path) -> dict[str, str]:
+    (path / "notebook.ipynb").write_text("{}", encoding="utf-8")
+    (path / "data").mkdir()
+    (path / "data" / "train.csv").write_text("1,2\n", encoding="utf-8")
+    (path / "keras-home" / "my_model.keras").write_text("weights", encoding="utf-8")
+    return {
+        "notebook.ipynb": "{}",
+        "data/train.csv": "1,2\n",
+        "keras-home/my_model.keras": "weights",
+    }
+
+
+def assert_kept(path: Path, files: dict[str, str]) -> None:
+    for relative, content in files.items():
+        assert (path / relative).read_text(encoding="utf-8") == content, relative
+
+
+# --- ownership ------------------------------------------------------------------------
+
+
+def test_a_new_build_is_proven_kboot_s_by_the_ledger(ledger: Ledger, env: Path) -> None:
+    committed = build(ledger, env, "one")
+    existing = inspect(ledger, env)
+    assert existing.kind == "kboot"
+    assert existing.record is not None
+    assert existing.record.owner_token == committed.token
+    assert set(committed.owned) == {"bin", "lib", "pyvenv.cfg", "keras-home", "kboot-env.json"}
+    entry = ledger.get(env)
+    assert entry is not None and entry.state == READY and entry.created_dir
+    assert (ledger.folder.stat().st_mode & 0o777) == 0o700
+
+
+@pytest.mark.parametrize("planted", ["kboot-env.json", "kboot-building"])
+def test_a_planted_file_proves_nothing(ledger: Ledger, tmp_path: Path, planted: str) -> None:
+    """Defect 2: a folder with a file anyone can create is not kboot's."""
+    home = tmp_path / "someone"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_ed25519").write_text("secret", encoding="utf-8")
+    if planted == "kboot-env.json":
+        write_record(home, record())
+    else:
+        (home / planted).write_text("123\n", encoding="utf-8")
+    existing = inspect(ledger, home)
+    assert existing.kind == "foreign"
+    assert "kboot has no record of making it" in existing.reason
+    with pytest.raises(AssertionError):
+        Build(ledger, existing)  # never without replace_foreign
+    assert (home / ".ssh" / "id_ed25519").read_text(encoding="utf-8") == "secret"
+
+
+def test_a_copied_record_is_not_proof(ledger: Ledger, env: Path, tmp_path: Path) -> None:
+    build(ledger, env, "one")
+    ledger.drop(env)  # e.g. a ledger of another machine; the record still says kboot
+    assert inspect(ledger, env).kind == "foreign"
+    other = tmp_path / "copy"
+    other.mkdir()
+    (other / "kboot-env.json").write_bytes((env / "kboot-env.json").read_bytes())
+    assert inspect(ledger, other).kind == "foreign"
+
+
+def test_a_replaced_folder_is_not_kboot_s(ledger: Ledger, env: Path) -> None:
+    build(ledger, env, "one")
+    for child in env.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    (env / "mine.txt").write_text("x", encoding="utf-8")
+    assert inspect(ledger, env).kind == "foreign"
+
+
+def test_a_damaged_record_in_kboot_s_own_folder_is_still_kboot_s(
+    ledger: Ledger, env: Path
+) -> None:
+    build(ledger, env, "one")
+    (env / "kboot-env.json").write_text("null", encoding="utf-8")
+    existing = inspect(ledger, env)
+    assert existing.kind == "kboot"
+    assert existing.record is None
+    assert "damaged" in existing.reason
+
+
+# --- rebuild keeps the user's files ------------------------------------------------------
+
+
+def test_a_rebuild_keeps_every_file_the_user_added(ledger: Ledger, env: Path) -> None:
+    """Defect 1: notebook.ipynb and data/ survive a rebuild, where they were."""
+    build(ledger, env, "one")
+    mine = add_user_files(env)
+    committed = build(ledger, env, "two")
+    assert marker_of(env) == "two"
+    assert_kept(env, mine)
+    assert "notebook.ipynb" not in committed.owned and "data" not in committed.owned
+    assert not [p for p in env.parent.iterdir() if "kboot-old" in p.name]
+
+
+def test_a_failed_rebuild_puts_the_old_environment_back(ledger: Ledger, env: Path) -> None:
+    build(ledger, env, "one")
+    mine = add_user_files(env)
+    before = snapshot(env)
+    tx = Build(ledger, inspect(ledger, env))
+    tx.begin()
+    fake_build(env, "two")
+    (env / "share").mkdir()  # more of the half-done build
+    tx.rollback()
+    assert snapshot(env) == before
+    assert_kept(env, mine)
+    entry = ledger.get(env)
+    assert entry is not None and entry.state == READY
+    assert inspect(ledger, env).kind == "kboot"
+
+
+def test_a_failed_first_build_leaves_nothing(ledger: Ledger, env: Path) -> None:
+    tx = Build(ledger, inspect(ledger, env))
+    tx.begin()
+    fake_build(env, "one")
+    tx.rollback()
+    assert not env.exists()
+    assert ledger.get(env) is None
+
+
+def test_a_failed_build_in_an_empty_folder_leaves_it_empty(ledger: Ledger, env: Path) -> None:
+    env.mkdir(parents=True)
+    tx = Build(ledger, inspect(ledger, env))
+    tx.begin()
+    fake_build(env, "one")
+    tx.rollback()
+    assert env.is_dir() and not any(env.iterdir())
+
+
+def test_a_user_entry_where_the_build_writes_is_refused(ledger: Ledger, env: Path) -> None:
+    build(ledger, env, "one")
+    existing = inspect(ledger, env)
+    # the user replaced kboot's bin with a folder of their own
+    shutil.rmtree(env / "bin")
+    ledger.put(replace(existing.entry, owned=tuple(n for n in existing.entry.owned if n != "bin")))  # type: ignore[arg-type]
+    (env / "bin").mkdir()
+    (env / "bin" / "mytool").write_text("mine", encoding="utf-8")
+    with pytest.raises(UsageError) as info:
+        lifecycle.check_build_room(inspect(ledger, env))
+    assert "bin" in info.value.message
+    assert (env / "bin" / "mytool").read_text(encoding="utf-8") == "mine"
+
+
+# --- foreign folders ----------------------------------------------------------------------
+
+
+def test_replace_foreign_moves_it_aside_and_never_deletes_it(ledger: Ledger, env: Path) -> None:
+    env.mkdir(parents=True)
+    (env / "thesis.tex").write_text("years of work", encoding="utf-8")
+    committed = build(ledger, env, "one", replace_foreign=True)
+    assert committed.aside is not None
+    assert committed.aside.name.startswith("env.kboot-backup-")
+    assert (committed.aside / "thesis.tex").read_text(encoding="utf-8") == "years of work"
+    assert marker_of(env) == "one"
+
+
+def test_replace_foreign_that_fails_puts_the_folder_back(ledger: Ledger, env: Path) -> None:
+    env.mkdir(parents=True)
+    (env / "thesis.tex").write_text("years of work", encoding="utf-8")
+    tx = Build(ledger, inspect(ledger, env), replace_foreign=True)
+    tx.begin()
+    fake_build(env, "one")
+    tx.rollback()
+    assert snapshot(env) == {"thesis.tex": "years of work"}
+    assert [p.name for p in env.parent.iterdir()] == ["env"]
+
+
+# --- removal --------------------------------------------------------------------------------
+
+
+def test_remove_deletes_kboot_s_part_and_keeps_the_user_s(ledger: Ledger, env: Path) -> None:
+    build(ledger, env, "one")
+    mine = add_user_files(env)
+    removed = remove(ledger, inspect(ledger, env))
+    assert set(removed.kept) == {"data", "notebook.ipynb"}
+    assert not removed.folder_removed
+    assert_kept(env, mine)
+    assert sorted(p.name for p in env.iterdir()) == ["data", "keras-home", "notebook.ipynb"]
+    assert sorted(p.name for p in (env / "keras-home").iterdir()) == ["my_model.keras"]
+    assert ledger.get(env) is None
+    assert [p.name for p in env.parent.iterdir()] == ["env"]
+
+
+def test_remove_of_a_clean_environment_removes_the_folder_kboot_made(
+    ledger: Ledger, env: Path
+) -> None:
+    build(ledger, env, "one")
+    removed = remove(ledger, inspect(ledger, env))
+    assert removed.folder_removed
+    assert not env.exists()
+
+
+def test_remove_leaves_a_folder_the_user_made(ledger: Ledger, env: Path) -> None:
+    env.mkdir(parents=True)
+    build(ledger, env, "one")
+    remove(ledger, inspect(ledger, env))
+    assert env.is_dir() and not any(env.iterdir())
+
+
+# --- recovery from every journaled state ---------------------------------------------------
+
+
+def crash_after_begin(ledger: Ledger, path: Path, **kwargs: bool) -> Build:
+    tx = Build(ledger, inspect(ledger, path), **kwargs)
+    tx.begin()
+    return tx
+
+
+def test_recovery_of_a_rebuild_killed_while_moving_puts_everything_back(
+    ledger: Ledger, env: Path
+) -> None:
+    build(ledger, env, "one")
+    mine = add_user_files(env)
+    before = snapshot(env)
+    entry = ledger.get(env)
+    assert entry is not None
+    # killed after moving two of kboot's entries aside
+    backup = env.with_name(".env.kboot-old-abc")
+    backup.mkdir()
+    for name in ("bin", "lib"):
+        (env / name).rename(backup / name)
+    ledger.put(
+        replace(
+            entry,
+            state=REBUILDING,
+            phase=MOVING,
+            pending="new-token",
+            moved=entry.owned,
+            backup=backup,
+            user_entries=("data", "notebook.ipynb"),
+        )
+    )
+    notes = recover(Ledger(ledger.home), env)
+    assert any("restored" in n for n in notes)
+    assert snapshot(env) == before
+    assert_kept(env, mine)
+    assert not backup.exists()
+    assert inspect(ledger, env).kind == "kboot"
+
+
+def test_recovery_of_a_rebuild_killed_while_building_restores_the_old(
+    ledger: Ledger, env: Path
+) -> None:
+    build(ledger, env, "one")
+    mine = add_user_files(env)
+    before = snapshot(env)
+    crash_after_begin(ledger, env)
+    fake_build(env, "two")  # half a build: no record yet
+    (env / "surprise.txt").write_text("appeared meanwhile", encoding="utf-8")
+    notes = recover(Ledger(ledger.home), env)
+    assert any("surprise.txt" in n for n in notes), "an unknown entry is left, and said so"
+    (env / "surprise.txt").unlink()
+    assert snapshot(env) == before
+    assert_kept(env, mine)
+    assert marker_of(env) == "one"
+
+
+def test_recovery_of_a_complete_rebuild_rolls_it_forward(ledger: Ledger, env: Path) -> None:
+    build(ledger, env, "one")
+    mine = add_user_files(env)
+    tx = crash_after_begin(ledger, env)
+    fake_build(env, "two")
+    assert tx.entry is not None
+    write_record(env, replace(record(), owner_token=tx.token, owned=["bin", "lib"]))
+    notes = recover(Ledger(ledger.home), env)
+    assert any("finished" in n for n in notes)
+    assert marker_of(env) == "two"
+    assert_kept(env, mine)
+    assert inspect(ledger, env).kind == "kboot"
+    assert not [p for p in env.parent.iterdir() if "kboot-old" in p.name]
+
+
+def test_recovery_of_a_first_build_removes_only_what_a_build_makes(
+    ledger: Ledger, env: Path
+) -> None:
+    crash_after_begin(ledger, env)
+    fake_build(env, "one")
+    (env / "notes.md").write_text("written after the kill", encoding="utf-8")
+    notes = recover(Ledger(ledger.home), env)
+    assert sorted(p.name for p in env.iterdir()) == ["notes.md"]
+    assert any("notes.md" in n for n in notes)
+    assert ledger.get(env) is None
+
+
+def test_recovery_of_replace_foreign_brings_the_folder_back(ledger: Ledger, env: Path) -> None:
+    env.mkdir(parents=True)
+    (env / "thesis.tex").write_text("years of work", encoding="utf-8")
+    crash_after_begin(ledger, env, replace_foreign=True)
+    fake_build(env, "one")
+    recover(Ledger(ledger.home), env)
+    assert snapshot(env) == {"thesis.tex": "years of work"}
+
+
+def test_recovery_of_a_removal_finishes_it_and_keeps_the_user_s_files(
+    ledger: Ledger, env: Path
+) -> None:
+    build(ledger, env, "one")
+    mine = add_user_files(env)
+    entry = ledger.get(env)
+    assert entry is not None
+    trash = env.with_name(".env.kboot-removing-x")
+    trash.mkdir()
+    (env / "bin").rename(trash / "bin")  # killed after the first move
+    ledger.put(
+        replace(entry, state="removing", phase=MOVING, backup=trash, moved=("bin", "lib"))
+    )
+    recover(Ledger(ledger.home), env)
+    assert not trash.exists()
+    assert not (env / "lib").exists()
+    assert_kept(env, {k: v for k, v in mine.items() if not k.startswith("keras-home")})
+    assert ledger.get(env) is None
+
+
+def test_paths_with_glob_characters_are_used_literally(ledger: Ledger, tmp_path: Path) -> None:
+    """Defect 6: recovery of `[ab]` must not touch the backup of `a` or `b`."""
+    globby, plain = tmp_path / "[ab]", tmp_path / "a"
+    build(ledger, globby, "glob")
+    build(ledger, plain, "plain")
+    tx = crash_after_begin(ledger, plain)  # a's rebuild is in flight: its backup exists
+    assert tx.entry is not None and tx.entry.backup is not None
+    backup_before = snapshot(tx.entry.backup)
+    crash_after_begin(ledger, globby)
+    fake_build(globby, "half")
+    recover(Ledger(ledger.home), globby)
+    assert marker_of(globby) == "glob"
+    assert snapshot(tx.entry.backup) == backup_before
+
+
+# --- a kill at every checkpoint, then the next command ---------------------------------------
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs (test_safety.py sends the real one)."""
+
+
+class KillAt:
+    """A stand-in for lifecycle.checkpoint: records the points, or 'dies' at the n-th."""
+
+    def __init__(self, at: int | None = None) -> None:
+        self.at, self.seen = at, []  # type: ignore[var-annotated]
+
+    def __call__(self, name: str, *, interruptible: bool = True) -> None:
+        self.seen.append(name)
+        if self.at is not None and len(self.seen) == self.at:
+            raise Killed(name)
+
+
+def rebuild_ok(ledger: Ledger, env: Path) -> None:
+    tx = Build(ledger, inspect(ledger, env))
+    tx.begin()
+    fake_build(env, "two")
+    tx.commit(record())
+
+
+def rebuild_failing(ledger: Ledger, env: Path) -> None:
+    tx = Build(ledger, inspect(ledger, env))
+    tx.begin()
+    fake_build(env, "two")
+    tx.rollback()  # the build failed: kboot rolls back, and is killed while doing it
+
+
+def update_ok(ledger: Ledger, env: Path) -> None:
+    tx = Update(ledger, inspect(ledger, env), [env / "keras-home" / "keras.json"])
+    tx.begin()
+    (env / "keras-home" / "keras.json").write_text("one-updated", encoding="utf-8")
+    tx.commit(record())
+
+
+def remove_it(ledger: Ledger, env: Path) -> None:
+    remove(ledger, inspect(ledger, env))
+
+
+def first_build(ledger: Ledger, env: Path) -> None:
+    shutil.rmtree(env)  # nothing there before
+    build(ledger, env, "two")
+
+
+def first_build_failing(ledger: Ledger, env: Path) -> None:
+    shutil.rmtree(env)
+    tx = Build(ledger, inspect(ledger, env))
+    tx.begin()
+    fake_build(env, "two")
+    tx.rollback()
+
+
+#: scenario -> (action, the environments that may be complete afterwards; None: no environment)
+SCENARIOS = {
+    "rebuild": (rebuild_ok, {"one", "two"}),
+    "failed rebuild": (rebuild_failing, {"one"}),
+    "update": (update_ok, {"one"}),
+    "remove": (remove_it, {"one", None}),
+    "first build": (first_build, {"two", None}),
+    "failed first build": (first_build_failing, {None}),
+}
+
+
+def kill_points(scenario: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+    spy = KillAt()
+    monkeypatch.setattr(lifecycle, "checkpoint", spy)
+    ledger, env = Ledger(tmp_path / "dry-home"), tmp_path / "dry" / "env"
+    build(ledger, env, "one")
+    add_user_files(env)
+    start = len(spy.seen)
+    SCENARIOS[scenario][0](ledger, env)
+    return len(spy.seen) - start
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_a_kill_at_every_checkpoint_leaves_a_complete_environment(
+    scenario: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a kill anywhere and the next command's recovery: the old or the new environment
+    is complete (or, for a removal, gone), and no file of the user's is lost."""
+    action, outcomes = SCENARIOS[scenario]
+    points = kill_points(scenario, tmp_path, monkeypatch)
+    assert points >= 2
+    for at in range(1, points + 1):
+        ledger, env = Ledger(tmp_path / f"home-{at}"), tmp_path / f"w{at}" / "env"
+        monkeypatch.setattr(lifecycle, "checkpoint", KillAt())
+        build(ledger, env, "one")
+        mine = add_user_files(env)
+        spy = KillAt(at)
+        monkeypatch.setattr(lifecycle, "checkpoint", spy)
+        if scenario.endswith("first build"):
+            ledger.drop(env)
+            mine = {}
+        with pytest.raises(Killed):
+            action(ledger, env)
+        monkeypatch.setattr(lifecycle, "checkpoint", KillAt())
+        recover(Ledger(ledger.home), env)  # the next command, in a new process
+        where = f"{scenario}, killed at {spy.seen[-1]} (#{at})"
+        assert_kept(env, mine)
+        existing = inspect(ledger, env)
+        if existing.kind == "kboot":
+            assert existing.record is not None, where
+            assert marker_of(env) in outcomes, where
+            assert (env / "pyvenv.cfg").is_file(), where
+            assert (env / "lib" / "site" / "pkg.py").is_file(), where
+            config = (env / "keras-home" / "keras.json").read_text(encoding="utf-8")
+            assert config in {marker_of(env), "one-updated"}, where
+        else:
+            assert None in outcomes, where
+            assert not (env / "bin").exists() and not (env / "lib").exists(), where
+        leftovers = [p.name for p in env.parent.iterdir() if p.name.startswith(".env.kboot")]
+        assert leftovers == [], where
+        entry = ledger.get(env)
+        assert entry is None or entry.state == READY, where
+
+
+# --- updates in place -------------------------------------------------------------------------
+
+
+def test_an_interrupted_update_is_undone(ledger: Ledger, env: Path) -> None:
+    build(ledger, env, "one")
+    before = snapshot(env)
+    existing = inspect(ledger, env)
+    tx = Update(ledger, existing, [env / "keras-home" / "keras.json", env / "kboot-env.json"])
+    tx.begin()
+    (env / "keras-home" / "keras.json").write_text("changed", encoding="utf-8")
+    recover(Ledger(ledger.home), env)
+    assert snapshot(env) == before
+    entry = ledger.get(env)
+    assert entry is not None and entry.state == READY
+
+
+# --- guards -------------------------------------------------------------------------------------
+
+
+def test_protected_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "kboot-home"
+    (home / "envs").mkdir(parents=True)
+    assert protected_reason(Path("/"), home) == "a filesystem root"
+    assert protected_reason(Path(os.environ["HOME"]), home) == "a home folder"
+    assert protected_reason(home, home) == "kboot's own home, or holds it"
+    assert protected_reason(home.parent, home) == "kboot's own home, or holds it"
+    assert protected_reason(home / "envs", home) == "one of kboot's own folders"
+    work = tmp_path / "work"
+    (work / "inner").mkdir(parents=True)
+    monkeypatch.chdir(work / "inner")
+    assert protected_reason(work, home) == "the current folder, or holds it"
+    assert protected_reason(work, home, allow_cwd=True) is None
+    assert protected_reason(home / "envs" / "x", home) is None
+
+
+def test_a_guarded_path_is_never_deleted(ledger: Ledger, tmp_path: Path) -> None:
+    with pytest.raises(EnvironmentStateError) as info:
+        lifecycle.guard(Path("/"), ledger.home, action="delete")
+    assert "filesystem root" in info.value.message
+
+
+# --- the layout before the ledger ------------------------------------------------------------
+
+
+def test_environments_of_an_earlier_kboot_are_adopted_once(tmp_path: Path) -> None:
+    home = tmp_path / "kboot-home"
+    old = home / "envs" / "numpy"
+    old.mkdir(parents=True)
+    fake_build(old, "old")
+    write_record(old, record("numpy"))
+    dest = tmp_path / "elsewhere"
+    dest.mkdir()
+    fake_build(dest, "dest")
+    write_record(dest, record("elsewhere"))
+    (home / "external-envs.txt").write_text(f"{dest}\n", encoding="utf-8")
+    half = home / "envs" / "half"
+    half.mkdir()
+    write_record(half, record("half"))
+    (half / "kboot-building").write_text("1", encoding="utf-8")
+    ledger = Ledger(home)
+    adopted = migrate(ledger, home / "envs")
+    assert sorted(adopted) == sorted([old, dest])
+    assert inspect(ledger, old).kind == "kboot"
+    assert inspect(ledger, dest).kind == "kboot"
+    assert inspect(ledger, half).kind == "foreign"
+    assert not (home / "external-envs.txt").exists()
+    assert migrate(ledger, home / "envs") == []
+
+
+# --- parsers of what kboot reads back: any input gives a value or kboot's own error ----------
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=12), children, max_size=6),
+    max_leaves=20,
+)
+ENTRY_KEYS = st.sampled_from(
+    ["path", "token", "owned", "folder_id", "state", "saved", "edits", "pid", "moved", "phase"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(ENTRY_KEYS, JSON, max_size=8) | JSON)
+def test_any_ledger_entry_parses_or_is_a_ledger_error(data: object) -> None:
+    try:
+        entry = parse_entry(data, Path("/k/owned/x.json"))
+    except LedgerError as exc:
+        assert "/k/owned/x.json" in exc.message
+    else:
+        assert isinstance(entry, Entry)
+        json.dumps(entry.to_dict())
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON | st.dictionaries(st.sampled_from(list(EnvRecord.__dataclass_fields__)), JSON))
+def test_any_record_parses_or_is_kboot_s_error(data: object) -> None:
+    try:
+        parsed = parse_record(data, Path("/env/kboot-env.json"))
+    except KbootError as exc:
+        assert "/env/kboot-env.json" in exc.message
+    else:
+        assert isinstance(parsed, EnvRecord)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_record_file_reads_or_is_kboot_s_error(
+    tmp_path_factory: pytest.TempPathFactory, raw: bytes
+) -> None:
+    folder = tmp_path_factory.mktemp("rec")
+    (folder / "kboot-env.json").write_bytes(raw)
+    with contextlib.suppress(KbootError):
+        read_record(folder)
