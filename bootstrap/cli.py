@@ -43,6 +43,15 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document o
 AllowCpuOpt = Annotated[
     bool, typer.Option(help="Let a GPU profile pass when the backend sees no GPU.")
 ]
+WaitOpt = Annotated[
+    float,
+    typer.Option(
+        metavar="SECONDS",
+        min=0,
+        help="Wait this long for another kboot working on the same environment "
+        "(cron and Ansible overlapping) instead of failing at once.",
+    ),
+]
 JobsOpt = Annotated[
     int | None, typer.Option(min=1, metavar="N", help="How many environments to build at once.")
 ]
@@ -184,6 +193,7 @@ def create(
     no_smoke: Annotated[bool, typer.Option("--no-smoke", help="Skip the smoke test.")] = False,
     allow_cpu: AllowCpuOpt = False,
     jobs: JobsOpt = None,
+    wait: WaitOpt = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Create (or bring up to date) environments from profiles: virtualenv, keras + backend,
@@ -202,7 +212,7 @@ def create(
     from bootstrap.create import create_environment
     from bootstrap.installers import INSTALLERS
     from bootstrap.paths import builtin_profiles_dir, user_profiles_dir
-    from bootstrap.profiles import Sources, resolve_profile
+    from bootstrap.profiles import Sources, local_or_url, resolve_profile
     from bootstrap.render import ConsoleReporter, render_batch, render_create
     from bootstrap.target import CreateRequest
 
@@ -215,7 +225,8 @@ def create(
         raise UsageError("--dest and --name name one environment: give one profile with them")
     sources = None
     if index_url or extra_index_url or find_links:
-        sources = Sources(index_url, tuple(extra_index_url or ()), tuple(find_links or ()))
+        links = tuple(local_or_url(link, Path.cwd()) for link in find_links or ())
+        sources = Sources(index_url, tuple(extra_index_url or ()), links)
 
     def request_for(ref: str) -> CreateRequest:
         return CreateRequest(
@@ -232,10 +243,12 @@ def create(
             smoke=not no_smoke,
             allow_cpu=allow_cpu,
             sources=sources,
-            lock=lock,
-            wheelhouse=wheelhouse,
+            # paths on the command line are relative to the current folder
+            lock=lock.expanduser().absolute() if lock else None,
+            wheelhouse=wheelhouse.expanduser().absolute() if wheelhouse else None,
             offline=offline,
             verify=verify,
+            wait=wait,
         )
 
     if len(profiles) == 1:
@@ -366,6 +379,15 @@ def sync(
         bool, typer.Option(help="Smoke-test environments that are already in sync too.")
     ] = False,
     jobs: JobsOpt = None,
+    wait: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            min=0,
+            help="Wait this long for another kboot working on an environment (default 600: "
+            "a cron job and an Ansible run may overlap).",
+        ),
+    ] = 600,
     as_json: JsonOpt = False,
 ) -> None:
     """Bring this machine to match MANIFEST: create what is missing, update what differs,
@@ -384,6 +406,7 @@ def sync(
         verify=verify,
         workers=jobs,
         reporter_for=lambda label: ConsoleReporter(prefix=label),
+        wait=wait,
     )
     if as_json:
         _emit_json(result.to_dict())

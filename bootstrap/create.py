@@ -19,12 +19,15 @@ from typing import Any
 from bootstrap import __version__, interrupts, lifecycle
 from bootstrap.environment import VirtualEnv
 from bootstrap.errors import (
+    AcceleratorError,
     BackendModuleError,
+    ConfigError,
     EnvironmentStateError,
     Interrupted,
     KbootError,
     UsageError,
 )
+from bootstrap.files import atomic_write
 from bootstrap.installers import (
     Installer,
     UvInstaller,
@@ -42,6 +45,7 @@ from bootstrap.keras_config import (
     read_keras_json,
     shell_overrides,
 )
+from bootstrap.keras_config import render as render_keras_json
 from bootstrap.lifecycle import Existing, Ledger, checkpoint, open_ledger
 from bootstrap.lockfile import WHEELHOUSE_LOCK, LockFile, check_lock, host_platform, read_lock
 from bootstrap.locking import env_lock
@@ -60,6 +64,7 @@ from bootstrap.smoke import (
     REQUIRED_ENTRIES,
     SmokeReport,
     check_backend_module,
+    host_gpu_info,
     installed_packages,
 )
 from bootstrap.target import (
@@ -152,7 +157,11 @@ def create_environment(
         if foreign_home:
             early.append(foreign_home)
     ledger = open_ledger(kboot_home(environ), envs_dir(environ))
-    with env_lock(locks_dir(environ), target.path):
+
+    def waiting(holder: str) -> None:
+        reporter.info(f"waiting up to {request.wait:g} s for kboot pid {holder} on {target.path}")
+
+    with env_lock(locks_dir(environ), target.path, wait=request.wait, on_wait=waiting):
         for note in lifecycle.recover(ledger, target.path):
             reporter.info(note)
         existing = lifecycle.inspect(ledger, target.path)
@@ -338,6 +347,7 @@ class _Build:
 
     def run(self, existing: Existing) -> CreateResult:
         """Build from scratch; a kboot environment's old entries wait aside until we succeed."""
+        self._check_accelerator(existing.record)
         if existing.kind == "kboot":
             lifecycle.check_build_room(existing)
             self._say_what_is_not_kept(existing)
@@ -366,6 +376,20 @@ class _Build:
         action = "rebuilt" if self.rebuilt else "created"
         return self._result(env, keras_json, packages, smoke, action=action)
 
+    def _check_accelerator(self, record: EnvRecord | None) -> None:
+        """A GPU profile on a machine with no NVIDIA driver: say so before gigabytes of CUDA
+        wheels are downloaded, unless the CPU fallback is accepted."""
+        if not self.profile.gpu or self.allow_cpu(record):
+            return
+        host = host_gpu_info(self.environ)
+        if host.driver_version is None:
+            raise AcceleratorError(
+                f"profile {self.profile.name} needs an NVIDIA GPU, but {host.describe()}; "
+                "nothing was downloaded",
+                hint="on this machine use a CPU profile (e.g. tf-cpu, jax-cpu, torch-cpu), or "
+                "pass --allow-cpu to build it anyway and run on the CPU",
+            )
+
     def _say_what_is_not_kept(self, existing: Existing) -> None:
         """Packages installed by hand into an environment do not survive its rebuild: say so."""
         env = _open_existing(self.path)
@@ -385,17 +409,25 @@ class _Build:
             )
 
     def unchanged(self, existing: Existing, record: EnvRecord, env: VirtualEnv) -> CreateResult:
-        """Nothing differs: say so, quickly; --verify also re-runs the smoke test."""
+        """Nothing differs: say so, quickly. --verify re-runs the smoke test, and so does an
+        environment whose last smoke test (e.g. `kboot check`) failed: it is not up to date."""
         smoke = SmokeReport.from_dict(record.smoke) if record.smoke else None
-        if self.request.verify:
-            with self.reporter.step("verify: smoke test"):
-                report = run_smoke(
-                    env,
-                    expectation(self.profile, allow_cpu=self.allow_cpu(record)),
-                    scope=self.request.scope,
-                    environ=self.environ,
-                )
-            if not report.ok:
+        last_failed = smoke is not None and not smoke.ok and self.request.smoke
+        verify = self.request.verify or last_failed
+        if verify:
+            report: SmokeReport | None = None
+            try:
+                with self.reporter.step("verify: smoke test"):
+                    report = run_smoke(
+                        env,
+                        expectation(self.profile, allow_cpu=self.allow_cpu(record)),
+                        scope=self.request.scope,
+                        environ=self.environ,
+                    )
+                    if not report.ok:
+                        raise _StepFailed  # the step shows as failed, not with a tick
+            except _StepFailed:
+                assert report is not None
                 self.changes = ("the smoke test failed: " + "; ".join(report.problems),)
                 self.reporter.info(f"{self.name}: rebuilding, {self.changes[0]}")
                 return self.run(existing)
@@ -407,7 +439,7 @@ class _Build:
             smoke,
             action="unchanged",
         )
-        return replace(result, verified=self.request.verify)
+        return replace(result, verified=verify)
 
     def allow_cpu(self, record: EnvRecord | None = None) -> bool:
         """--allow-cpu now, or remembered from the build that accepted the CPU fallback."""
@@ -613,7 +645,14 @@ class _Build:
         else:
             home = self.path / ENV_KERAS_HOME
             home.mkdir(exist_ok=not fresh)
-            merge_keras_json(home / KERAS_JSON, values, backup=False)
+            try:
+                merge_keras_json(home / KERAS_JSON, values, backup=False)
+            except ConfigError:
+                if not (home / KERAS_JSON).is_file():
+                    raise
+                # kboot's own file, and Keras would silently ignore it: write it afresh
+                atomic_write(home / KERAS_JSON, render_keras_json(values))
+                self.reporter.info(f"replaced the damaged {home / KERAS_JSON} (kboot's own)")
             if fresh:
                 self._share_caches(home)
             startup_env["KERAS_HOME"] = str(home)
@@ -646,6 +685,10 @@ class _Build:
     def warn(self, message: str) -> None:
         self.warnings.append(message)
         self.reporter.warn(message)
+
+
+class _StepFailed(Exception):
+    """Marks a reported step as failed without being an error of its own."""
 
 
 def backend_env(profile: Profile) -> dict[str, str]:

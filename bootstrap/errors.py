@@ -103,6 +103,12 @@ class BackendModuleError(KbootError):
     exit_code = EXIT_FAILED
 
 
+class AcceleratorError(KbootError):
+    """The machine lacks the accelerator (or driver) that a profile needs."""
+
+    exit_code = EXIT_FAILED
+
+
 class Interrupted(KbootError):
     """The user pressed Ctrl-C; everything was rolled back."""
 

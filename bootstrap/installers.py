@@ -236,7 +236,12 @@ def _run_install(
                 "on a machine with a network",
                 details=text,
             ) from None
-        if any(marker in text for marker in _NETWORK):
+        reason = install_failure_reason(text, python_version)
+        if reason is None:
+            reason = f"exit code {exc.returncode}"
+        if "no space left" in reason:
+            hint = "free some space (or point TMPDIR and the installer's cache elsewhere)"
+        elif any(marker in text for marker in _NETWORK):
             hint = (
                 "the package index could not be reached: check the network or proxy, "
                 "or point --index-url / --find-links at a mirror or a local wheel folder"
@@ -249,10 +254,36 @@ def _run_install(
         else:
             hint = "see the installer's output above; rerun with --debug for the full command"
         raise InstallError(
-            f"installing {what} with {installer.name} failed (exit code {exc.returncode})",
+            f"installing {what} with {installer.name} failed: {reason}",
             hint=hint,
             details=text,
         ) from None
+
+
+def install_failure_reason(text: str, python_version: str) -> str | None:  # noqa: PLR0911
+    """Why an install failed, in one line that names the package (uv's or pip's words)."""
+    if re.search(r"No space left on device|\[Errno 28\]|os error 28", text):
+        return "no space left on the device"
+    because = re.search(r"Because (.+?), we can conclude", " ".join(text.split()))  # uv
+    if because:
+        clause = because.group(1)
+        missing = re.fullmatch(r"(\S+) was not found in the package registry.*", clause)
+        if missing:
+            return f"{missing.group(1)} was not found on the package index"
+        return clause
+    conflict = re.search(r"The conflict is caused by:\n((?:\s+.+\n?)+)", text)  # pip
+    if conflict:
+        lines = [line.strip() for line in conflict.group(1).splitlines() if line.strip()]
+        return "conflicting requirements: " + "; ".join(lines)
+    unavailable = re.search(r"No matching distribution found for (\S+)", text)  # pip
+    if unavailable:
+        return (
+            f"no version of {unavailable.group(1)} is available for Python {python_version} "
+            "on this platform"
+        )
+    if any(marker in text for marker in _NETWORK):
+        return "the package index could not be reached"
+    return None
 
 
 #: The newest pip that still runs on each Python that virtualenv can no longer seed.

@@ -25,6 +25,7 @@ from bootstrap.profiles import (
     KERAS2_BACKENDS,
     KERAS3_BACKENDS,
     is_module_path,
+    near_known_backend,
 )
 
 KERAS_JSON = "keras.json"
@@ -90,13 +91,13 @@ def validate_value(key: str, raw: str) -> Any:
     if key == "image_data_format":
         return _choice(key, raw, IMAGE_DATA_FORMATS)
     if key == "backend":
-        if raw in KNOWN_BACKENDS or is_module_path(raw):
+        near = near_known_backend(raw)
+        if raw in KNOWN_BACKENDS or (is_module_path(raw) and near is None):
             return raw
-        close = difflib.get_close_matches(raw.lower(), KNOWN_BACKENDS, n=1)
         raise UsageError(
             f"backend={raw!r} is not a Keras backend; expected one of "
-            f"{', '.join(KNOWN_BACKENDS)} or a dotted module path (Keras 2 external backend)",
-            hint=f"did you mean backend={close[0]}?" if close else None,
+            f"{', '.join(KNOWN_BACKENDS)} or a module name (Keras 2 external backend)",
+            hint=f"did you mean backend={near}?" if near else None,
         )
     if key == "epsilon":
         try:

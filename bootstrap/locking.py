@@ -14,7 +14,7 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,8 +32,15 @@ def lock_file_for(locks_dir: Path, target: Path) -> Path:
 
 
 @contextmanager
-def env_lock(locks_dir: Path, target: Path, *, wait: float = 0.0) -> Iterator[None]:
-    """Hold an exclusive OS lock for `target`; wait up to `wait` seconds for another holder.
+def env_lock(
+    locks_dir: Path,
+    target: Path,
+    *,
+    wait: float = 0.0,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[None]:
+    """Hold an exclusive OS lock for `target`; wait up to `wait` seconds for another holder
+    (`on_wait` hears the holder's pid once, when the wait begins).
 
     The OS releases the lock when the holder dies, so a crash never leaves it held.
     """
@@ -56,10 +63,15 @@ def env_lock(locks_dir: Path, target: Path, *, wait: float = 0.0) -> Iterator[No
         holder = _holder(fd)
         os.close(fd)
         if time.monotonic() >= deadline:
+            waited = f" (waited {wait:g} s)" if wait else ""
             raise LockedError(
-                f"another kboot process (pid {holder}) is working on {target} right now",
-                hint="wait for it to finish, then run the command again",
+                f"another kboot process (pid {holder}) is working on {target} right now{waited}",
+                hint="wait for it to finish, then run the command again"
+                + ("" if wait else ", or pass --wait SECONDS"),
             )
+        if on_wait is not None:
+            on_wait(holder)
+            on_wait = None
         time.sleep(0.2)
     try:
         os.ftruncate(fd, 0)

@@ -21,6 +21,7 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 from bootstrap.errors import ProfileError
 from bootstrap.redaction import redact
@@ -40,7 +41,7 @@ LEGACY_PYTHON: Mapping[str, tuple[str, str]] = {
     "cntk": (">=3.5,<3.7", "cntk 2.7 ships wheels for CPython 3.5 and 3.6 only"),
     "theano": (">=3.6,<3.8", "Theano 1.0.5 with keras 2.3.1 needs the old numpy of Python 3.6/3.7"),
 }
-_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 FLOATX_VALUES = ("float16", "float32", "float64")
 #: Variables a profile's `env` may not set: they change which code Python or the dynamic
@@ -93,28 +94,68 @@ DEFAULTS: Mapping[str, Any] = {
 KNOWN_KEYS = ("backend", "generation", *DEFAULTS)
 
 
+def local_or_url(link: str, base: Path) -> str:
+    """A find-links entry: a URL as it is, a local path made absolute against `base`."""
+    if "://" in link:
+        return link
+    return str((base / Path(link).expanduser()).absolute())
+
+
 def is_module_path(backend: str) -> bool:
-    """True for an external Keras 2 backend named by a dotted module path."""
-    return bool(_DOTTED.match(backend))
+    """True for an external Keras 2 backend: any module name Keras 2 can import
+    (`importlib.import_module`, dotted or not) that is not a built-in backend."""
+    return bool(_MODULE.match(backend)) and backend not in (*KERAS3_BACKENDS, *KERAS2_BACKENDS)
+
+
+def near_known_backend(name: str) -> str | None:
+    """A built-in backend that a plain module name looks like a typo of ("theeno")."""
+    if "." in name:
+        return None
+    known = tuple(dict.fromkeys((*KERAS3_BACKENDS, *KERAS2_BACKENDS)))
+    close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.75)
+    return close[0] if close else None
 
 
 def infer_generation(keras_package: str, keras: str) -> int | None:
-    """2 or 3 from what the keras specifier allows; None when it allows both."""
+    """2 or 3 from what the keras specifier allows; None when it allows both (or neither).
+
+    Derived from the specifier itself: the versions it admits form intervals whose ends
+    are the versions it names, so probing those versions, the ones just beside them and
+    each generation's bounds decides it exactly (`==3.0.5` is Keras 3).
+    """
     if canonicalize_name(keras_package) == "tf-keras":
         return 2
     spec = SpecifierSet(keras)
     allows = {
-        g
-        for g in GENERATIONS
-        if any(
-            spec.contains(f"{g}.{minor}.{micro}", prereleases=True)
-            for minor in range(40)
-            for micro in (0, 1, 2, 4, 9)
-        )
+        candidate.major
+        for candidate in _probe_versions(spec)
+        if candidate.major in GENERATIONS and spec.contains(candidate, prereleases=True)
     }
     if len(allows) == 1:
         return allows.pop()
     return None
+
+
+def _probe_versions(spec: SpecifierSet) -> set[Version]:
+    texts = {f"{g}{tail}" for g in GENERATIONS for tail in ("", ".0.0", ".9999", ".9999.9999")}
+    for clause in spec:
+        try:
+            named = Version(clause.version.removesuffix(".*"))
+        except InvalidVersion:  # `===anything`: an arbitrary string, nothing to probe
+            continue
+        release = list(named.release)
+        texts |= {str(named), named.base_version, f"{named.base_version}.1"}
+        for index, part in enumerate(release):
+            texts.add(".".join(map(str, [*release[:index], part + 1])))
+            if part > 0:
+                texts.add(".".join(map(str, [*release[:index], part - 1, 9999])))
+    found = set()
+    for text in texts:
+        try:
+            found.add(Version(text))
+        except InvalidVersion:
+            continue
+    return found
 
 
 @dataclass(frozen=True)
@@ -277,7 +318,11 @@ def parse_profile(data: Mapping[str, Any], *, path: Path, name: str) -> Profile:
     sources = Sources(
         index_url=index_url,
         extra_index_urls=check.strings("extra_index_urls", values["extra_index_urls"]),
-        find_links=check.strings("find_links", values["find_links"]),
+        # a local folder in a profile is relative to the profile's own file
+        find_links=tuple(
+            local_or_url(link, path.parent)
+            for link in check.strings("find_links", values["find_links"])
+        ),
     )
     description = check.string("description", values["description"])
     env = check.env(values["env"])
@@ -346,10 +391,10 @@ def _generation(check: _Checker, data: Mapping[str, Any], keras_package: str, ke
 
 def _backend(check: _Checker, value: object, generation: int, keras: str) -> str:
     if generation == 3:
-        if (
-            value not in KERAS3_BACKENDS
-            and isinstance(value, str)
-            and (value in KERAS2_BACKENDS or is_module_path(value))
+        if value in KERAS3_BACKENDS:
+            return str(value)
+        if isinstance(value, str) and (
+            value in KERAS2_BACKENDS or ("." in value and is_module_path(value))
         ):
             raise check.fail(
                 "backend",
@@ -358,16 +403,27 @@ def _backend(check: _Checker, value: object, generation: int, keras: str) -> str
                 f"'{value}' is a Keras 2 backend: pin keras to 2.x (e.g. keras = \"==2.3.1\")",
             )
         return check.choice("backend", value, KERAS3_BACKENDS)
-    if isinstance(value, str) and (value in KERAS2_BACKENDS or is_module_path(value)):
-        return value
+    if value in KERAS2_BACKENDS:
+        return str(value)
+    if isinstance(value, str) and is_module_path(value):
+        near = near_known_backend(value)
+        if near is None:
+            return value  # an external backend module, checked after install
+        raise check.fail(
+            "backend",
+            value,
+            f"a Keras 2 backend ({', '.join(KERAS2_BACKENDS)}) or an external backend module",
+            f"did you mean '{near}'? (a module of your own must not be named like a "
+            "built-in backend)",
+        )
     hint = None
     if value in KERAS3_BACKENDS:
         hint = f"'{value}' is a Keras 3 backend: use keras = \">=3.8,<4\""
     raise check.fail(
         "backend",
         value,
-        f"a Keras 2 backend ({', '.join(KERAS2_BACKENDS)}) or a dotted module path "
-        "such as my_package.my_backend",
+        f"a Keras 2 backend ({', '.join(KERAS2_BACKENDS)}) or a module name such as "
+        "my_backend or my_package.my_backend",
         hint,
     )
 

@@ -28,7 +28,14 @@ from bootstrap.envs import list_envs, remove_env
 from bootstrap.errors import EXIT_FAILED, EXIT_OK, KbootError, ProfileError
 from bootstrap.installers import INSTALLERS
 from bootstrap.paths import builtin_profiles_dir, envs_dir, user_profiles_dir
-from bootstrap.profiles import Profile, looks_like_path, parse_profile, resolve_profile
+from bootstrap.profiles import (
+    Profile,
+    Sources,
+    local_or_url,
+    looks_like_path,
+    parse_profile,
+    resolve_profile,
+)
 from bootstrap.progress import Reporter
 from bootstrap.target import SCOPES, CreateRequest, validate_name
 
@@ -46,6 +53,11 @@ ENTRY_KEYS = (
     "installer",
     "system_site_packages",
     "allow_cpu",
+    "wheelhouse",
+    "offline",
+    "index_url",
+    "extra_index_urls",
+    "find_links",
 )
 
 
@@ -63,8 +75,11 @@ class ManifestEntry:
     installer: str
     system_site_packages: bool
     allow_cpu: bool
+    wheelhouse: Path | None = None
+    offline: bool = False
+    sources: Sources | None = None  # replaces the profile's sources when given
 
-    def request(self, *, verify: bool) -> CreateRequest:
+    def request(self, *, verify: bool, wait: float = 0.0) -> CreateRequest:
         return CreateRequest(
             profile=self.profile,
             name=self.name,
@@ -74,7 +89,11 @@ class ManifestEntry:
             system_site_packages=self.system_site_packages,
             allow_cpu=self.allow_cpu,
             lock=self.lock,
+            wheelhouse=self.wheelhouse,
+            offline=self.offline,
+            sources=self.sources,
             verify=verify,
+            wait=wait,
             # the manifest says which profile this environment is: a change is a rebuild
             replace_other_profile=True,
         )
@@ -134,7 +153,7 @@ def _entry(path: Path, index: int, raw: Mapping[str, Any]) -> ManifestEntry:
         raise ManifestError(f"{where}: {exc.message}", hint=exc.hint) from None
     profile = _profile(path, where, name, raw["profile"])
     lock = raw.get("lock")
-    if lock is not None and not isinstance(lock, str):
+    if lock is not None and (not isinstance(lock, str) or not _path_text(lock)):
         raise ManifestError(f"{where}: 'lock' must be a path string")
     if lock is not None and not (path.parent / lock).is_file():
         raise ManifestError(
@@ -151,11 +170,23 @@ def _entry(path: Path, index: int, raw: Mapping[str, Any]) -> ManifestEntry:
     if python is not None and not isinstance(python, str):
         raise ManifestError(f"{where}: 'python' must be a string such as \"3.11\"")
     flags = {}
-    for key in ("system_site_packages", "allow_cpu"):
+    for key in ("system_site_packages", "allow_cpu", "offline"):
         value = raw.get(key, False)
         if not isinstance(value, bool):
             raise ManifestError(f"{where}: '{key}' must be true or false")
         flags[key] = value
+    wheelhouse = raw.get("wheelhouse")
+    if wheelhouse is not None:
+        if not isinstance(wheelhouse, str) or not _path_text(wheelhouse):
+            raise ManifestError(f"{where}: 'wheelhouse' must be a folder path")
+        wheelhouse = (path.parent / wheelhouse).absolute()
+        if not wheelhouse.is_dir():
+            raise ManifestError(
+                f"{where}: wheelhouse {wheelhouse} is not a folder",
+                hint="make it with `kboot download PROFILE --dest DIR`, relative to the manifest",
+            )
+    if flags["offline"] and wheelhouse is None:
+        raise ManifestError(f"{where}: 'offline = true' needs a 'wheelhouse'")
     return ManifestEntry(
         name=name,
         profile=profile,
@@ -163,7 +194,36 @@ def _entry(path: Path, index: int, raw: Mapping[str, Any]) -> ManifestEntry:
         scope=scope,
         python=python,
         installer=installer,
+        wheelhouse=wheelhouse,
+        sources=_sources(path, where, raw),
         **flags,
+    )
+
+
+def _path_text(value: str) -> bool:
+    return bool(value) and "\0" not in value
+
+
+def _sources(path: Path, where: str, raw: Mapping[str, Any]) -> Sources | None:
+    """index_url, extra_index_urls and find_links of an entry; local paths are relative to
+    the manifest. Any of them replaces all of the profile's own sources, as on the CLI."""
+    if not any(key in raw for key in ("index_url", "extra_index_urls", "find_links")):
+        return None
+    index_url = raw.get("index_url")
+    if index_url is not None and (not isinstance(index_url, str) or not _path_text(index_url)):
+        raise ManifestError(f"{where}: 'index_url' must be a URL string")
+    lists = {}
+    for key in ("extra_index_urls", "find_links"):
+        value = raw.get(key, [])
+        if not isinstance(value, list) or not all(
+            isinstance(v, str) and _path_text(v) for v in value
+        ):
+            raise ManifestError(f"{where}: '{key}' must be a list of strings")
+        lists[key] = value
+    return Sources(
+        index_url,
+        tuple(lists["extra_index_urls"]),
+        tuple(local_or_url(link, path.parent) for link in lists["find_links"]),
     )
 
 
@@ -173,7 +233,7 @@ def _profile(path: Path, where: str, name: str, value: object) -> Profile:
             return parse_profile(value, path=Path(f"{path}#{name}"), name=name)
         except ProfileError as exc:
             raise ManifestError(exc.message, hint=exc.hint) from None
-    if not isinstance(value, str):
+    if not isinstance(value, str) or not _path_text(value):
         raise ManifestError(f"{where}: 'profile' must be a profile name, a path or a table")
     ref = str((path.parent / value).absolute()) if looks_like_path(value) else value
     try:
@@ -262,9 +322,19 @@ def sync_manifest(
     workers: int | None = None,
     reporter_for: Callable[[str], Reporter],
     environ: Mapping[str, str] | None = None,
+    wait: float = 0.0,
 ) -> SyncResult:
     environ = dict(os.environ if environ is None else environ)
     entries = load_manifest(manifest)
+    if prune and not entries:
+        doomed = [s for s in list_envs(environ) if s.kboot]
+        if doomed:
+            raise ManifestError(
+                f"{manifest} lists no environments, so --prune would remove all "
+                f"{len(doomed)} that kboot made; refused",
+                hint="list the environments to keep in the manifest, or remove them one by "
+                "one with kboot remove",
+            )
     results: list[SyncEntry] = []
     if check_only:
         for entry in entries:
@@ -276,7 +346,7 @@ def sync_manifest(
             results.append(SyncEntry(entry.name, plan.status, "; ".join(plan.changes)))
     else:
         items = create_many(
-            [(e.name, lambda e=e: e.request(verify=verify)) for e in entries],  # type: ignore[misc]
+            [(e.name, lambda e=e: e.request(verify=verify, wait=wait)) for e in entries],  # type: ignore[misc]
             reporter_for=reporter_for,
             environ=environ,
             workers=workers,

@@ -51,6 +51,7 @@ class CreateRequest:
     wheelhouse: Path | None = None  # a folder of wheels (from `kboot download`)
     offline: bool = False  # no network at all: only the wheelhouse
     verify: bool = False  # run the smoke test even when nothing changed
+    wait: float = 0.0  # seconds to wait for another kboot working on the same environment
 
 
 def validate_name(name: str) -> str:

@@ -403,3 +403,21 @@ def test_show_prints_a_profile_that_loads_back(
     for data in (original, reloaded):
         del data["name"], data["path"]
     assert reloaded == original
+
+
+def test_config_set_in_a_shared_keras_home_never_writes_through_a_planted_link(
+    capsys,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """Defect 7: someone links keras.json.bak in a shared Keras home to a file of yours."""
+    shared = tmp_path / "shared-keras"
+    shared.mkdir()
+    (shared / "keras.json").write_text('{"backend": "tensorflow"}', encoding="utf-8")
+    victim = tmp_path / "bashrc"
+    victim.write_text("export X=1\n", encoding="utf-8")
+    (shared / "keras.json.bak").symlink_to(victim)
+    code, _, err = kboot(capsys, "config", "set", "backend=jax", "--keras-home", str(shared))
+    assert code == 0, err
+    assert victim.read_text(encoding="utf-8") == "export X=1\n"
+    assert not (shared / "keras.json.bak").is_symlink()
+    assert json.loads((shared / "keras.json").read_text(encoding="utf-8"))["backend"] == "jax"

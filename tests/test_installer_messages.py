@@ -196,3 +196,50 @@ def test_an_unknown_platform_is_a_usage_error() -> None:
         pip_platform_tags("sparc-sun-solaris")
     assert info.value.exit_code == 2
     assert "sparc-sun-solaris" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("output", "reason"),
+    [
+        (
+            "error: No solution found when resolving dependencies\n  cause: Because "
+            "kboot-no-such-package-x was not found in the package registry and you require "
+            "kboot-no-such-package-x, we can conclude that your requirements are unsatisfiable.",
+            "kboot-no-such-package-x was not found on the package index",
+        ),
+        (
+            "  cause: Because tensorflow-cpu==2.15.0 depends on keras>=2.15.0,<2.16 and you "
+            "require keras==3.8.0, we can conclude that your requirements and\n"
+            "         tensorflow-cpu==2.15.0 are incompatible.",
+            "tensorflow-cpu==2.15.0 depends on keras>=2.15.0,<2.16 and you require keras==3.8.0",
+        ),
+        (
+            "  cause: Because there is no version of numpy==1.0.0 and you require numpy==1.0.0, "
+            "we can conclude that your requirements are unsatisfiable.",
+            "there is no version of numpy==1.0.0 and you require numpy==1.0.0",
+        ),
+        (
+            "ERROR: Cannot install keras==3.8.0 and tensorflow-cpu==2.15.0 because these package "
+            "versions have conflicting dependencies.\n\nThe conflict is caused by:\n"
+            "    The user requested keras==3.8.0\n"
+            "    tensorflow-cpu 2.15.0 depends on keras<2.16 and >=2.15.0\n",
+            "conflicting requirements: The user requested keras==3.8.0; tensorflow-cpu 2.15.0 "
+            "depends on keras<2.16 and >=2.15.0",
+        ),
+        (
+            "ERROR: Could not find a version that satisfies the requirement jaxlib==0.1 "
+            "(from versions: none)\nERROR: No matching distribution found for jaxlib==0.1\n",
+            "no version of jaxlib==0.1 is available for Python 3.11 on this platform",
+        ),
+        (
+            "error: Failed to install: numpy-2.4.6.whl\n  Caused by: failed to write to file\n"
+            "  Caused by: No space left on device (os error 28)",
+            "no space left on the device",
+        ),
+        ("OSError: [Errno 28] No space left on device", "no space left on the device"),
+    ],
+)
+def test_an_install_failure_is_one_line_naming_the_cause(output: str, reason: str) -> None:
+    from bootstrap.installers import install_failure_reason
+
+    assert install_failure_reason(output, "3.11") == reason

@@ -185,14 +185,24 @@ def test_missing_scipy_is_caught_by_the_smoke_test(write_profile: Any, tmp_path:
     assert not (tmp_path / "kboot-home" / "envs" / "np-noscipy").exists()
 
 
-def test_gpu_profile_on_cpu_machine_diagnoses_and_allow_cpu(write_profile: Any) -> None:
+def test_gpu_profile_on_cpu_machine_refused_before_download_and_allow_cpu(
+    write_profile: Any, tmp_path: Path
+) -> None:
+    """No NVIDIA driver here: refused before any download; --allow-cpu is remembered."""
+    assert not Path("/proc/driver/nvidia/version").exists(), "this test needs a CPU machine"
     profile = write_profile("jax-needs-gpu", 'backend = "jax"\npackages = ["jax"]\ngpu = true\n')
-    proc = kboot("create", str(profile))
+    proc = kboot("create", str(profile), "--json")
     assert proc.returncode == 1
-    assert "needs a GPU, but jax sees only: cpu" in proc.stderr.replace("\n", " ")
-    assert "--allow-cpu" in proc.stderr
+    assert "needs an NVIDIA GPU, but no NVIDIA driver found" in proc.stderr.replace("\n", " ")
+    assert "nothing was downloaded" in proc.stderr and "--allow-cpu" in proc.stderr
+    assert json.loads(proc.stdout)["exit_code"] == 1
+    assert not (tmp_path / "kboot-home" / "envs" / "jax-needs-gpu").exists()
     data = created(kboot("create", str(profile), "--allow-cpu", "--json"))
     assert any("accepted: --allow-cpu" in w for w in data["warnings"])
+    # remembered: check and a plain create accept the CPU fallback it was built with
+    checked = kboot("check", "jax-needs-gpu")
+    assert checked.returncode == 0, checked.stderr
+    assert created(kboot("create", str(profile), "--json"))["action"] == "unchanged"
 
 
 BASE_PACKAGES = json.loads(
@@ -243,7 +253,9 @@ def test_dest_that_is_not_a_kboot_env_is_refused_then_moved_aside(tmp_path: Path
     proc = kboot("create", "numpy", "--dest", str(dest))
     assert proc.returncode == 2 and "--replace-foreign" in proc.stderr
     assert (dest / "thesis.tex").read_text() == "do not lose me"
-    made = kboot("create", "numpy", "--dest", str(dest), "--replace-foreign", "--no-smoke", "--json")
+    made = kboot(
+        "create", "numpy", "--dest", str(dest), "--replace-foreign", "--no-smoke", "--json"
+    )
     data = created(made)
     assert data["smoke"] is None and not (dest / "thesis.tex").exists()
     (aside,) = [p for p in tmp_path.iterdir() if p.name.startswith("precious.kboot-backup-")]

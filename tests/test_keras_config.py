@@ -241,7 +241,9 @@ def test_restore_leaves_a_file_changed_since(kjson: Path) -> None:
     assert any("changed after kboot wrote it" in note for note in notes)
 
 
-def test_a_symlink_planted_at_the_backup_is_replaced_not_followed(kjson: Path, tmp_path: Path) -> None:
+def test_a_symlink_planted_at_the_backup_is_replaced_not_followed(
+    kjson: Path, tmp_path: Path
+) -> None:
     """Defect 7: a shared Keras home where someone links keras.json.bak to a victim file."""
     victim = tmp_path / "victim.txt"
     victim.write_text("precious", encoding="utf-8")

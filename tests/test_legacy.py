@@ -160,7 +160,7 @@ def test_cntk_fails_with_the_missing_library_named(tmp_path: Path) -> None:
             'backend = "cntk"\nkeras = "==2.3.1"\npython = ">=3.8"\npackages = ["cntk"]\n',
             "3.5 and 3.6 only",
         ),
-        ('backend = "my..module"\nkeras = "==2.3.1"\npackages = []\n', "dotted module path"),
+        ('backend = "my..module"\nkeras = "==2.3.1"\npackages = []\n', "a module name such as"),
         ('backend = "theano"\nkeras = ">=2"\npackages = ["theano"]\n', "generation"),
     ],
 )

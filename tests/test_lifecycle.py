@@ -160,9 +160,7 @@ def test_a_replaced_folder_is_not_kboot_s(ledger: Ledger, env: Path) -> None:
     assert inspect(ledger, env).kind == "foreign"
 
 
-def test_a_damaged_record_in_kboot_s_own_folder_is_still_kboot_s(
-    ledger: Ledger, env: Path
-) -> None:
+def test_a_damaged_record_in_kboot_s_own_folder_is_still_kboot_s(ledger: Ledger, env: Path) -> None:
     build(ledger, env, "one")
     (env / "kboot-env.json").write_text("null", encoding="utf-8")
     existing = inspect(ledger, env)
@@ -393,9 +391,7 @@ def test_recovery_of_a_removal_finishes_it_and_keeps_the_user_s_files(
     trash = env.with_name(".env.kboot-removing-x")
     trash.mkdir()
     (env / "bin").rename(trash / "bin")  # killed after the first move
-    ledger.put(
-        replace(entry, state="removing", phase=MOVING, backup=trash, moved=("bin", "lib"))
-    )
+    ledger.put(replace(entry, state="removing", phase=MOVING, backup=trash, moved=("bin", "lib")))
     recover(Ledger(ledger.home), env)
     assert not trash.exists()
     assert not (env / "lib").exists()
@@ -612,8 +608,9 @@ def test_environments_of_an_earlier_kboot_are_adopted_once(tmp_path: Path) -> No
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=12), children, max_size=6),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=6)
+    ),
     max_leaves=20,
 )
 ENTRY_KEYS = st.sampled_from(

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -382,7 +382,8 @@ def test_digest_changes_with_sources_override(write_profile) -> None:  # type: i
 )  # fmt: skip
 def test_env_that_changes_which_code_loads_is_refused(write_profile: Any, name: str) -> None:
     """Defect 11: such a variable would apply to every program started from the environment."""
-    path = write_profile("bad", f'backend = "numpy"\npackages = ["numpy"]\nenv = {{ {name} = "/x" }}\n')
+    text = f'backend = "numpy"\npackages = ["numpy"]\nenv = {{ {name} = "/x" }}\n'
+    path = write_profile("bad", text)
     with pytest.raises(ProfileError) as info:
         load_profile(path)
     assert f"env.{name}" in info.value.message and str(path) in info.value.message
@@ -411,3 +412,35 @@ def test_credentials_never_reach_what_kboot_writes(write_profile: Any) -> None:
     # rotating a token is not a change of what gets built
     rotated = load_profile(write_profile("secret", text.replace("t0ken@", "n3w@")))
     assert rotated.digest() == profile.digest()
+
+
+@pytest.mark.parametrize(
+    ("spec", "generation"),
+    [
+        ("==3.0.5", 3),  # an exact pin on a micro version nobody sampled
+        ("==2.3.1", 2),
+        ("==3.15.1", 3),
+        ("~=3.0", 3),
+        (">=2.2,<2.4", 2),
+        ("!=3.*,>=2", 2),
+        (">3.0.5,<3.0.6", 3),
+        ("==3.*", 3),
+        (">=2", None),
+        (">=4", None),
+    ],
+)
+def test_the_generation_comes_from_the_specifier_itself(spec: str, generation: int | None) -> None:
+    from bootstrap.profiles import infer_generation
+
+    assert infer_generation("keras", spec) == generation
+
+
+def test_a_keras2_backend_may_be_any_module_name(write_profile: Any) -> None:
+    """Keras 2 imports any module name (importlib), dotted or not."""
+    text = 'keras = "==2.3.1"\npython = ">=3.6,<3.8"\nbackend = "{}"\npackages = ["theano"]\n'
+    for name in ("my_backend", "pkg.sub.backend"):
+        profile = load_profile(write_profile("ext", text.format(name)))
+        assert profile.backend == name and profile.external_backend
+    with pytest.raises(ProfileError) as info:
+        load_profile(write_profile("typo", text.format("theeno")))
+    assert info.value.hint is not None and "did you mean 'theano'" in info.value.hint

@@ -107,7 +107,8 @@ def test_a_wheelhouse_online_is_still_hash_checked(wheelhouse: Path, tmp_path: P
         archive.writestr("namex/__init__.py", "")
         archive.writestr("namex-payload.pth", f"import os; open({str(sprung)!r}, 'w')\n")
         archive.writestr(
-            "namex-99.0.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: namex\nVersion: 99.0.0\n"
+            "namex-99.0.0.dist-info/METADATA",
+            "Metadata-Version: 2.1\nName: namex\nVersion: 99.0.0\n",
         )
         archive.writestr("namex-99.0.0.dist-info/WHEEL", "Wheel-Version: 1.0\nTag: py3-none-any\n")
         archive.writestr("namex-99.0.0.dist-info/RECORD", "")

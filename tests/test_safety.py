@@ -318,7 +318,9 @@ def test_sigterm_stops_every_installer_of_a_batch_at_once(
 
 def installers_of(index: str) -> list[str]:
     """The uv processes working against `index` now."""
-    found = subprocess.run(["pgrep", "-f", f"uv pip install.*{index}"], capture_output=True)
+    found = subprocess.run(
+        ["pgrep", "-f", f"uv pip install.*{index}"], capture_output=True, check=False
+    )
     return found.stdout.decode().split()
 
 
@@ -426,3 +428,33 @@ def test_sigkill_at_every_step_then_the_next_command(
         env_works(proj)
     leftovers = [p.name for p in tmp_path.iterdir() if ".kboot-" in p.name]
     assert leftovers == []
+
+
+def test_one_environment_never_leaks_its_config_into_another(
+    tmp_path: Path, profiles: Path
+) -> None:
+    """A Jupyter server of one environment starting a kernel of another: the child must
+    read its own Keras home, not the inherited one; a KERAS_HOME the user set still wins."""
+    set_profile(profiles, LAB + 'env = { KBOOT_TEST_FLAG = "from-a" }\n', name="lab-a")
+    a, b = tmp_path / "a", tmp_path / "b"
+    created(kboot("create", "lab-a", "--dest", str(a), "--no-smoke", "--json"))
+    created(kboot("create", "lab", "--dest", str(b), "--no-smoke", "--json"))
+    child = "import os; print(os.environ.get('KERAS_HOME'), os.environ.get('KBOOT_TEST_FLAG'))"
+    parent = (
+        "import os, subprocess, sys;"
+        "print(os.environ['KERAS_HOME'], os.environ['KBOOT_TEST_FLAG']); sys.stdout.flush();"
+        f"subprocess.run([sys.argv[1], '-c', {child!r}])"
+    )
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("KERAS_", "KBOOT_"))}
+    proc = subprocess.run(
+        [str(python_of(a)), "-c", parent, str(python_of(b))],
+        capture_output=True, text=True, env=base, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == [f"{a}/keras-home from-a", f"{b}/keras-home None"]
+    mine = tmp_path / "my-keras"
+    proc = subprocess.run(
+        [str(python_of(a)), "-c", parent, str(python_of(b))],
+        capture_output=True, text=True, env={**base, "KERAS_HOME": str(mine)}, check=False,
+    )  # fmt: skip
+    assert proc.stdout.split("\n")[:2] == [f"{mine} from-a", f"{mine} None"]
