@@ -275,14 +275,14 @@ def install_failure_reason(text: str, python_version: str) -> str | None:  # noq
     if conflict:
         lines = [line.strip() for line in conflict.group(1).splitlines() if line.strip()]
         return "conflicting requirements: " + "; ".join(lines)
+    if any(marker in text for marker in _NETWORK):  # pip then also finds no distribution
+        return "the package index could not be reached"
     unavailable = re.search(r"No matching distribution found for (\S+)", text)  # pip
     if unavailable:
         return (
             f"no version of {unavailable.group(1)} is available for Python {python_version} "
             "on this platform"
         )
-    if any(marker in text for marker in _NETWORK):
-        return "the package index could not be reached"
     return None
 
 
