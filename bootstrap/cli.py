@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -598,42 +598,64 @@ def main(argv: list[str] | None = None) -> None:
     # child at once and roll back like Ctrl-C
     interrupts.install_handlers()
     command = typer.main.get_command(app)
-    try:
-        code = command.main(args=args, prog_name="kboot", standalone_mode=False)
-    except KbootError as exc:
+    as_json = "--json" in args
+
+    def fail(exc: KbootError) -> NoReturn:
         if debug:
             import traceback
 
             traceback.print_exc()
         _print_error(exc, debug=debug)
-        if "--json" in args:  # scripts parsing stdout get a document, not silence
-            _emit_json(
-                {
-                    "error": exc.message,
-                    "kind": type(exc).__name__,
-                    "hint": exc.hint,
-                    "exit_code": exc.exit_code,
-                }
-            )
+        if as_json:  # scripts parsing stdout get a document, not silence
+            _emit_json(_error_document(exc.message, type(exc).__name__, exc.hint, exc.exit_code))
         sys.exit(exc.exit_code)
+
+    try:
+        code = command.main(args=args, prog_name="kboot", standalone_mode=False)
+    except KbootError as exc:
+        fail(exc)
     except usage_errors as exc:
         exc.show()  # type: ignore[attr-defined]  # both ClickException flavours have it
         exit_code = getattr(exc, "exit_code", EXIT_USAGE)
-        sys.exit(
+        exit_code = (
             EXIT_USAGE if exit_code in (0, 2) and type(exc).__name__ != "FileError" else exit_code
         )
+        if as_json:
+            message = exc.format_message()  # type: ignore[attr-defined]
+            _emit_json(_error_document(message, "UsageError", "see --help", exit_code))
+        sys.exit(exit_code)
     except aborts:
         sys.stderr.write("kboot: interrupted\n")
+        if as_json:
+            _emit_json(_error_document("interrupted", "Interrupted", None, EXIT_INTERRUPTED))
         sys.exit(EXIT_INTERRUPTED)
+    except OSError as exc:  # the machine said no: a full disk, a read-only folder, permissions
+        where = f" ({exc.filename})" if exc.filename else ""
+        fail(
+            KbootError(
+                f"{exc.strerror or exc}{where}",
+                hint="free some space or fix the permissions, then run it again; kboot rolled "
+                "back what it had started",
+            )
+        )
     except Exception as exc:  # a bug in kboot: one line, and the traceback with --debug
         if debug:
             raise
+        from bootstrap.redaction import redact
+
         sys.stderr.write(
-            f"kboot: internal error: {type(exc).__name__}: {exc}\n"
+            f"kboot: internal error: {type(exc).__name__}: {redact(str(exc))}\n"
             "  hint: rerun with --debug for the traceback, and please report it\n"
         )
+        if as_json:
+            kind = f"internal error: {type(exc).__name__}"
+            _emit_json(_error_document(str(exc), kind, "please report it", EXIT_FAILED))
         sys.exit(EXIT_FAILED)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _error_document(message: str, kind: str, hint: str | None, exit_code: int) -> dict[str, Any]:
+    return {"ok": False, "error": message, "kind": kind, "hint": hint, "exit_code": exit_code}
 
 
 def _print_error(exc: KbootError, *, debug: bool) -> None:

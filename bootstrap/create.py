@@ -348,8 +348,9 @@ class _Build:
     def run(self, existing: Existing) -> CreateResult:
         """Build from scratch; a kboot environment's old entries wait aside until we succeed."""
         self._check_accelerator(existing.record)
+        if existing.kind in ("kboot", "kept"):
+            lifecycle.check_build_room(existing)  # (a kept keras-home is set aside, not a clash)
         if existing.kind == "kboot":
-            lifecycle.check_build_room(existing)
             self._say_what_is_not_kept(existing)
         tx = lifecycle.Build(self.ledger, existing, replace_foreign=self.request.replace_foreign)
         self.rebuilt = tx.rebuilding

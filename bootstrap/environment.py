@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bootstrap.errors import EnvironmentStateError
+from bootstrap.files import atomic_write
 from bootstrap.interpreters import Interpreter
 from bootstrap.paths import PTH_FILE, EnvLayout, read_pyvenv_cfg
 from bootstrap.runner import CommandResult, run_python
@@ -143,5 +144,5 @@ class VirtualEnv:
         """
         code = _STARTUP_CODE % ascii(json.dumps(dict(sorted(variables.items()))))
         path = self.site_packages / PTH_FILE
-        path.write_text(f"import os; exec({code!a}, {{}})\n", encoding="ascii")
+        atomic_write(path, f"import os; exec({code!a}, {{}})\n".encode("ascii"))
         return path

@@ -73,7 +73,9 @@ def resolve_env(ref: str, environ: Mapping[str, str], *, ledger: Ledger | None =
         path = Path(os.path.realpath(envs_dir(environ))) / ref
         if ledger.get(path) is None:  # a --dest environment, known by its name
             named = [
-                e.path for e in ledger.entries() if isinstance(e, Entry) and e.path.name == ref
+                e.path
+                for e in ledger.entries()
+                if isinstance(e, Entry) and e.token is not None and ref in (e.name, e.path.name)
             ]
             if len(named) == 1:
                 path = named[0]
@@ -83,6 +85,12 @@ def resolve_env(ref: str, environ: Mapping[str, str], *, ledger: Ledger | None =
                     hint="give the path of the one you mean",
                 )
     entry = ledger.get(path)
+    if entry is not None and entry.token is None and entry.state == lifecycle.READY:
+        raise UsageError(
+            f"{path} was removed already; only your own files remain there, and kboot leaves "
+            "them alone",
+            hint=f"kboot create PROFILE --dest {path} builds there again, around your files",
+        )
     if entry is None:
         if not os.path.lexists(path):
             known = [s.name for s in list_envs(environ) if s.kboot]
@@ -144,6 +152,8 @@ def list_envs(environ: Mapping[str, str]) -> list[EnvSummary]:
             )
             continue
         known.add(entry.path)
+        if entry.token is None and entry.state == lifecycle.READY:
+            continue  # removed; only the user's files remain there
         summaries.append(summarize(entry, environ))
     root = Path(os.path.realpath(envs_dir(environ)))
     if root.is_dir():
@@ -237,8 +247,9 @@ def remove_env(ref: str, environ: Mapping[str, str]) -> RemoveResult:
     with env_lock(locks_dir(environ), path):
         lifecycle.recover(ledger, path)
         entry = ledger.get(path)
-        if entry is None:  # recovery found an interrupted first build: nothing is left
-            return RemoveResult(path.name, path, "env", None, (), not os.path.lexists(path))
+        if entry is None or entry.token is None:  # recovery finished a killed removal (or
+            kept = entry.kept if entry else ()  # undid a killed first build): nothing is left
+            return RemoveResult(path.name, path, "env", None, kept, not os.path.lexists(path))
         existing = lifecycle.inspect(ledger, path)
         if existing.kind != "kboot":
             if not os.path.lexists(path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -16,6 +17,7 @@ from packaging.version import Version
 from bootstrap.environment import VirtualEnv
 from bootstrap.errors import CommandError, InstallError, UsageError
 from bootstrap.profiles import Sources
+from bootstrap.redaction import has_credentials
 from bootstrap.runner import CommandResult, isolation_flags, run
 
 INSTALLERS = ("uv", "pip")
@@ -23,7 +25,8 @@ INSTALLERS = ("uv", "pip")
 
 class Installer(Protocol):
     @property
-    def name(self) -> str: ...
+    def name(self) -> str:
+        """"uv" or "pip": also which variables carry credentialed sources."""
 
     @property
     def needs_pip(self) -> bool: ...
@@ -38,17 +41,41 @@ class Installer(Protocol):
 
 
 def source_args(sources: Sources) -> list[str]:
-    """Index options; the same spelling works for uv pip and pip."""
+    """Index options for URLs without credentials; the same spelling works for uv and pip.
+    (Those with credentials go in `source_environ`: a command line is visible to every
+    user of the machine, a process environment is not.)"""
     args: list[str] = []
     if sources.offline:
         args.append("--no-index")
-    if sources.index_url:
+    if sources.index_url and not has_credentials(sources.index_url):
         args += ["--index-url", sources.index_url]
-    for url in sources.extra_index_urls:
-        args += ["--extra-index-url", url]
-    for link in sources.find_links:
-        args += ["--find-links", link]
+    if not any(map(has_credentials, sources.extra_index_urls)):
+        for url in sources.extra_index_urls:
+            args += ["--extra-index-url", url]
+    if not any(map(has_credentials, sources.find_links)):
+        for link in sources.find_links:
+            args += ["--find-links", link]
     return args
+
+
+#: The variables uv and pip read for each source option.
+_SOURCE_VARIABLES = {
+    "uv": ("UV_INDEX_URL", "UV_EXTRA_INDEX_URL", "UV_FIND_LINKS", " ", ","),
+    "pip": ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", " ", " "),
+}
+
+
+def source_environ(sources: Sources, tool: str) -> dict[str, str]:
+    """The sources whose URLs carry credentials, as the tool's environment variables."""
+    index, extra, links, extra_sep, links_sep = _SOURCE_VARIABLES[tool]
+    environ = {}
+    if sources.index_url and has_credentials(sources.index_url):
+        environ[index] = sources.index_url
+    if any(map(has_credentials, sources.extra_index_urls)):
+        environ[extra] = extra_sep.join(sources.extra_index_urls)
+    if any(map(has_credentials, sources.find_links)):
+        environ[links] = links_sep.join(sources.find_links)
+    return environ
 
 
 @dataclass(frozen=True)
@@ -189,12 +216,15 @@ def install(
     cmd = installer.install_command(env, requirements, sources)
     if require_hashes:
         cmd.append("--require-hashes")
+    secret = source_environ(sources, installer.name)
     with tempfile.TemporaryDirectory(prefix="kboot-") as tmp:
         if constraints:
             pins = Path(tmp) / "constraints.txt"
             pins.write_text("".join(f"{n}=={v}\n" for n, v in sorted(constraints.items())))
             cmd += ["--constraint", str(pins)]
-        return _run_install(installer, cmd, Path(tmp), requirements, python_version, sources)
+        return _run_install(
+            installer, cmd, Path(tmp), requirements, python_version, sources, secret
+        )
 
 
 def _missing_offline(text: str) -> str | None:
@@ -212,9 +242,11 @@ def _run_install(
     requirements: Sequence[str],
     python_version: str,
     sources: Sources,
+    secret: Mapping[str, str],
 ) -> CommandResult:
+    environ = {**os.environ, **secret} if secret else None
     try:  # from a private folder: nothing in the user's folder is imported or read
-        return run(cmd, cwd=private, what=f"installing with {installer.name}")
+        return run(cmd, cwd=private, env=environ, what=f"installing with {installer.name}")
     except CommandError as exc:
         text = exc.output_tail
         mismatch = _hash_mismatch(text)

@@ -13,9 +13,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,13 @@ MOVING, BUILD, COMMITTING, RESTORING = "moving", "build", "committing", "restori
 DELETING = "deleting"  # a removal whose entries are all in the trash
 
 
+#: kboot's scratch folders inside an environment: the old entries during a rebuild, the
+#: trash during a removal. Never the user's, never part of the environment.
+SCRATCH = re.compile(r"\.kboot-(old|removing)-[0-9a-f]{12}")
+#: The only files outside an environment that kboot edits (a --scope user Keras home).
+EDITABLE = frozenset({"keras.json", "keras.json.bak"})
+
+
 class LedgerError(EnvironmentStateError):
     """kboot's own bookkeeping for an environment cannot be read."""
 
@@ -86,6 +94,7 @@ class Entry:
     path: Path
     token: str | None = None  # of the complete environment at `path`; None while none is
     owned: tuple[str, ...] = ()
+    name: str = ""  # the environment's name, as its record says
     folder_id: tuple[int, int] | None = None  # (device, inode) of the folder kboot built in
     created_dir: bool = False  # kboot made the folder itself (else it was there, empty)
     state: str = READY
@@ -98,6 +107,8 @@ class Entry:
     saved: Mapping[str, str | None] = field(default_factory=dict)  # updating: text before
     edits: tuple[Edit, ...] = ()
     pid: int = 0
+    parents: tuple[str, ...] = ()  # folders made to hold `path`, deepest first
+    kept: tuple[str, ...] = ()  # token None: the user's files a removal left in the folder
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -105,6 +116,9 @@ class Entry:
             "path": str(self.path),
             "token": self.token,
             "owned": list(self.owned),
+            "name": self.name,
+            "parents": list(self.parents),
+            "kept": list(self.kept),
             "folder_id": list(self.folder_id) if self.folder_id else None,
             "created_dir": self.created_dir,
             "state": self.state,
@@ -144,7 +158,11 @@ def parse_entry(data: object, where: Path) -> Entry:
     def names(key: str) -> tuple[str, ...]:
         value = data.get(key, [])
         if not isinstance(value, list) or not all(
-            isinstance(v, str) and v and not Path(v).is_absolute() and ".." not in Path(v).parts
+            isinstance(v, str)
+            and v
+            and "\0" not in v
+            and not Path(v).is_absolute()
+            and ".." not in Path(v).parts
             for v in value
         ):
             raise fail(f"'{key}' is not a list of relative names")
@@ -152,6 +170,17 @@ def parse_entry(data: object, where: Path) -> Entry:
 
     path = text("path")
     assert path is not None
+    if not Path(path).is_absolute():
+        raise fail("'path' is not absolute")
+    parents = data.get("parents", [])
+    if not isinstance(parents, list) or not all(
+        isinstance(p, str) and Path(path).is_relative_to(p) and Path(p) != Path(path)
+        for p in parents
+    ):
+        raise fail("'parents' are not folders above the environment")
+    name = data.get("name", "")
+    if not isinstance(name, str):
+        raise fail("'name' is not a string")
     state = data.get("state", READY)
     if state not in STATES:
         raise fail(f"unknown state {state!r}")
@@ -164,23 +193,17 @@ def parse_entry(data: object, where: Path) -> Entry:
         raise fail("'folder_id' is not two integers")
     saved = data.get("saved", {})
     if not isinstance(saved, dict) or not all(
-        isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in saved.items()
+        isinstance(k, str)
+        and k
+        and not Path(k).is_absolute()
+        and ".." not in Path(k).parts
+        and (v is None or isinstance(v, str))
+        for k, v in saved.items()
     ):
-        raise fail("'saved' is not a table of texts")
-    raw_edits = data.get("edits", [])
-    if not isinstance(raw_edits, list):
-        raise fail("'edits' is not a list")
-    edits = []
-    for raw in raw_edits:
-        if (
-            not isinstance(raw, dict)
-            or not isinstance(raw.get("path"), str)
-            or not (raw.get("before") is None or isinstance(raw.get("before"), str))
-            or not isinstance(raw.get("after_sha256"), str)
-        ):
-            raise fail("an edit is malformed")
-        edits.append(Edit(Path(raw["path"]), raw["before"], raw["after_sha256"]))
+        raise fail("'saved' is not a table of texts under the environment")
+    edits = _parse_edits(data.get("edits", []), fail)
     backup, aside = text("backup", optional=True), text("aside", optional=True)
+    _check_scratch(Path(path), backup, aside, fail)
     pid = data.get("pid", 0)
     if not isinstance(pid, int) or isinstance(pid, bool):
         raise fail("'pid' is not a number")
@@ -206,7 +229,43 @@ def parse_entry(data: object, where: Path) -> Entry:
         saved=saved,
         edits=tuple(edits),
         pid=pid,
+        name=name,
+        parents=tuple(parents),
+        kept=names("kept"),
     )
+
+
+def _parse_edits(raw_edits: object, fail: Callable[[str], LedgerError]) -> list[Edit]:
+    if not isinstance(raw_edits, list):
+        raise fail("'edits' is not a list")
+    edits = []
+    for raw in raw_edits:
+        if (
+            not isinstance(raw, dict)
+            or not isinstance(raw.get("path"), str)
+            or not (raw.get("before") is None or isinstance(raw.get("before"), str))
+            or not isinstance(raw.get("after_sha256"), str)
+        ):
+            raise fail("an edit is malformed")
+        if Path(raw["path"]).name not in EDITABLE or not Path(raw["path"]).is_absolute():
+            raise fail(f"an edit names {raw['path']!r}, which kboot never edits")
+        edits.append(Edit(Path(raw["path"]), raw["before"], raw["after_sha256"]))
+    return edits
+
+
+def _check_scratch(
+    path: Path, backup: str | None, aside: str | None, fail: Callable[[str], LedgerError]
+) -> None:
+    """Only the names kboot itself makes: a journal can never point recovery elsewhere."""
+    if backup is not None and not (
+        Path(backup).parent == path and SCRATCH.fullmatch(Path(backup).name)
+    ):
+        raise fail(f"'backup' {backup!r} is not a kboot scratch folder of the environment")
+    if aside is not None and not (
+        Path(aside).parent == path.parent
+        and Path(aside).name.startswith(f"{path.name}.kboot-backup-")
+    ):
+        raise fail(f"'aside' {aside!r} is not a backup name kboot makes")
 
 
 @dataclass(frozen=True)
@@ -273,15 +332,26 @@ class Ledger:
         return found
 
     def check_private(self) -> None:
-        """Refuse a ledger folder that others can write: they could make kboot delete."""
+        """Refuse a ledger that someone else could write: they could make kboot delete."""
         try:
-            mode = self.folder.stat().st_mode
-        except OSError:
+            info = self.folder.lstat()
+        except FileNotFoundError:
             return
-        if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
-            raise EnvironmentStateError(
-                f"kboot's ledger {self.folder} is writable by every user, so it proves nothing",
-                hint=f"chmod o-w {self.folder}",
+        except OSError as exc:
+            raise LedgerError(f"cannot read kboot's ledger {self.folder}: {exc.strerror}") from None
+        problem = None
+        if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+            problem = "is not a folder"
+        elif hasattr(os, "geteuid") and info.st_uid != os.geteuid():
+            problem = "belongs to another user"
+        elif info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            problem = "is writable by other users"
+        if problem:
+            raise LedgerError(
+                f"kboot's ledger {self.folder} {problem}, so it proves nothing; kboot will not "
+                "act on what it says",
+                hint=f"chmod 700 {self.folder} (as its owner), or set KBOOT_HOME to a folder "
+                "of your own",
             )
 
 
@@ -318,38 +388,59 @@ LEGACY_MARKER = "kboot-building"
 def migrate(ledger: Ledger, envs_dir: Path) -> list[Path]:
     """Adopt the environments an earlier kboot made (before the ledger), once.
 
-    Proof there was kboot's own home: its envs folder and its list of --dest
-    environments. An interrupted build of that time is left alone.
+    The proof there was kboot's own home, which only the user writes: a real folder
+    directly in its envs folder, or a path in its list of --dest environments, that
+    holds a virtualenv and an old-format record. Symlinks, interrupted builds of that
+    time and protected folders are never adopted, and only the names a build makes
+    become kboot's in an adopted environment.
     """
     if ledger.folder.exists():
         return []
-    registry = ledger.home / LEGACY_REGISTRY
+    real_envs = Path(os.path.realpath(envs_dir))
     candidates: list[Path] = []
     if envs_dir.is_dir():
-        candidates += sorted(p for p in envs_dir.iterdir() if not p.name.startswith("."))
-    with contextlib.suppress(OSError, UnicodeDecodeError):
+        candidates += sorted(
+            real_envs / p.name
+            for p in envs_dir.iterdir()
+            if not p.name.startswith(".") and not p.is_symlink()
+        )
+    registry = ledger.home / LEGACY_REGISTRY
+    with contextlib.suppress(OSError, UnicodeDecodeError, ValueError):
         candidates += [
-            Path(line) for line in registry.read_text(encoding="utf-8").splitlines() if line
+            Path(line)
+            for line in registry.read_text(encoding="utf-8").splitlines()
+            if line and Path(line).is_absolute() and os.path.realpath(line) == line
         ]
     adopted = []
-    for candidate in dict.fromkeys(candidates):
-        path = Path(os.path.realpath(candidate))
-        if not path.is_dir() or path.is_symlink() or (path / LEGACY_MARKER).exists():
+    for path in dict.fromkeys(candidates):
+        if not _legacy_environment(path):
             continue
-        try:
-            record = read_record(path)
-        except KbootError:
-            continue
-        if record is None or record.owner_token:
-            continue
+        record = read_record(path)
+        assert record is not None
         token = new_token()
         owned = tuple(sorted(entries_of(path) & BUILD_ENTRIES))
         write_record(path, replace(record, owner_token=token, owned=list(owned)))
-        ledger.put(Entry(path, token=token, owned=owned, folder_id=folder_id(path)))
+        ledger.put(
+            Entry(path, token=token, owned=owned, folder_id=folder_id(path), name=record.name)
+        )
         adopted.append(path)
     if registry.is_file() and not registry.is_symlink():
         registry.unlink()  # kboot's own list, now in the ledger
     return adopted
+
+
+def _legacy_environment(path: Path) -> bool:
+    if path.is_symlink() or not path.is_dir() or (path / LEGACY_MARKER).exists():
+        return False
+    if path.parent == path or path in (Path.home(), Path(os.path.realpath(Path.home()))):
+        return False
+    if not (path / "pyvenv.cfg").is_file():
+        return False
+    try:
+        record = read_record(path)
+    except KbootError:
+        return False
+    return record is not None and not record.owner_token and record.format == 1
 
 
 def open_ledger(home: Path, envs_dir: Path) -> Ledger:

@@ -10,28 +10,34 @@ What counts as kboot's
   same random token. A record alone proves nothing: anyone can write one. (A damaged
   record is forgiven only when the folder is still the very one kboot built: same
   device and inode as the ledger remembers.)
-- Inside it, kboot's part is the entries its build created (`owned`: `bin`, `lib`,
-  `pyvenv.cfg`, `keras-home`, ...), and inside `keras-home` only keras.json and the
-  cache links. Everything else in the folder is the user's.
+- Inside it, kboot's part is the entries its build made: names a build makes
+  (`BUILD_ENTRIES`: `bin`, `lib`, `pyvenv.cfg`, `keras-home`, ...) that were not there
+  before. Inside `keras-home` only keras.json and the cache *links* are kboot's. Anything
+  else in the folder, whenever it appeared, is the user's.
 
 What is never touched
 ---------------------
 - A folder that is not kboot's: refused; with `replace_foreign` it is renamed aside to
   a visible `<name>.kboot-backup-<time>` that kboot never deletes.
 - The user's entries in a kboot environment: a rebuild builds around them, a removal
-  leaves them (and the folder) in place.
+  leaves them (and the folder) in place, and a later build there builds around them.
+- Symlinks are never followed: a link is moved or deleted as a link, and nothing is
+  reached through one (`guard` refuses a path whose folder is not its real folder).
 - Home folders, filesystem roots, folders that hold the current directory, kboot's own
   home and its folders: `guard` refuses them on every path that deletes or moves,
   recovery included. Paths are used literally: nothing here globs.
 
 Crash safety
 ------------
-Each change is journaled in the ledger entry before it is made. The next command on
-that environment (holding its lock) calls `recover`: a build whose record carries the
-new token is complete and is rolled forward; anything else is rolled back, the
-previous environment's entries moved back. Recovery never deletes the last complete
-copy of an environment, and after a kill it removes only entries whose names a build
-makes (anything else that appeared meanwhile is left and reported).
+Each change is journaled in the ledger entry before it is made; its scratch folders
+(the old entries during a rebuild, the trash of a removal) live inside the environment
+as `.kboot-old-<hex>` / `.kboot-removing-<hex>`, so a rebuild or removal needs no write
+access to the folder above. The next command on that environment (holding its lock)
+calls `recover`: a build whose record carries the new token is complete and is rolled
+forward; anything else is rolled back, the previous environment's entries moved back; a
+killed removal is finished. Recovery never deletes the last complete copy of an
+environment. A journal is only ever followed to the names kboot itself makes (the
+ledger refuses any other), so it cannot be turned against other files.
 
 `KBOOT_TEST_KILL_AT=<checkpoint>` makes kboot SIGKILL itself at that checkpoint: the
 fault-injection tests use it to prove the above at every step.
@@ -62,6 +68,7 @@ from bootstrap.ledger import (
     REBUILDING,
     REMOVING,
     RESTORING,
+    SCRATCH,
     UPDATING,
     DamagedEntry,
     Edit,
@@ -84,8 +91,8 @@ FAULT_ENV = "KBOOT_TEST_KILL_AT"
 BUILD_NEEDS = frozenset(
     ["bin", "Scripts", "lib", "Lib", "lib64", "include", "Include", "pyvenv.cfg", ENV_KERAS_HOME]
 ) | {RECORD_FILE}
-#: Inside an environment's Keras home, what is kboot's; anything else there is the user's.
-KERAS_HOME_ENTRIES = frozenset({"keras.json", "datasets", "models"})
+#: The Keras download caches that an environment's Keras home links to the user's.
+CACHE_LINKS = ("datasets", "models")
 
 
 def checkpoint(name: str, *, interruptible: bool = True) -> None:
@@ -100,7 +107,7 @@ def checkpoint(name: str, *, interruptible: bool = True) -> None:
 
 
 def protected_reason(path: Path, kboot_home: Path, *, allow_cwd: bool = False) -> str | None:
-    """Why `path` must never be deleted or moved by kboot, or None."""
+    """Why `path` must never be deleted or moved by kboot (or be an environment), or None."""
     resolved = Path(os.path.realpath(path))
     if resolved.parent == resolved:
         return "a filesystem root"
@@ -126,6 +133,8 @@ def protected_reason(path: Path, kboot_home: Path, *, allow_cwd: bool = False) -
 
 def guard(path: Path, kboot_home: Path, *, action: str) -> None:
     reason = protected_reason(path, kboot_home)
+    if reason is None and Path(os.path.realpath(path.parent)) != path.parent:
+        reason = "reached through a symlink"  # kboot never acts on what a link points to
     if reason:
         raise EnvironmentStateError(
             f"refusing to {action} {path}: it is {reason}; kboot never does that",
@@ -144,7 +153,28 @@ def _delete(path: Path, kboot_home: Path) -> None:
 
 def _move(source: Path, target: Path, kboot_home: Path) -> None:
     guard(source, kboot_home, action="move")
-    os.replace(source, target)  # within one folder tree: one filesystem, one rename
+    guard(target, kboot_home, action="move into")
+    os.replace(source, target)  # a rename: a link moves as a link
+
+
+def _scratch(path: Path, kind: str, token: str) -> Path:
+    """A scratch folder inside the environment, made new (never an existing one)."""
+    folder = path / f".kboot-{kind}-{token[:12]}"
+    folder.mkdir(mode=0o700)
+    return folder
+
+
+def is_scratch(name: str) -> bool:
+    return bool(SCRATCH.fullmatch(name))
+
+
+def keras_home_user_entries(home: Path) -> tuple[str, ...]:
+    """What in an environment's Keras home is the user's: all but keras.json and the
+    cache *links* (a real `datasets/` folder holds downloads: the user's)."""
+    if home.is_symlink() or not home.is_dir():
+        return ()
+    kboot_s = {"keras.json"} | {name for name in CACHE_LINKS if (home / name).is_symlink()}
+    return tuple(sorted(entries_of(home) - kboot_s))
 
 
 # --- what is at a path --------------------------------------------------------
@@ -155,7 +185,7 @@ class Existing:
     """What is at an environment path, as far as ownership goes."""
 
     path: Path
-    kind: str  # absent | empty | kboot | foreign
+    kind: str  # absent | empty | kept | kboot | foreign
     entry: Entry | None = None
     record: EnvRecord | None = None
     reason: str = ""  # foreign: why it is not kboot's; kboot: a damaged record
@@ -163,20 +193,23 @@ class Existing:
     @property
     def user_entries(self) -> tuple[str, ...]:
         """What in the folder is the user's, not kboot's."""
+        names = entries_of(self.path)
+        if self.kind == "kept":
+            return tuple(sorted(n for n in names if not is_scratch(n)))
         if self.kind != "kboot" or self.entry is None:
             return ()
-        return tuple(sorted(entries_of(self.path) - set(self.entry.owned)))
+        return tuple(sorted(n for n in names - set(self.entry.owned) if not is_scratch(n)))
 
     @property
     def keras_home_user_entries(self) -> tuple[str, ...]:
-        home = self.path / ENV_KERAS_HOME
         if self.kind != "kboot" or ENV_KERAS_HOME not in (self.entry.owned if self.entry else ()):
             return ()
-        return tuple(sorted(entries_of(home) - KERAS_HOME_ENTRIES)) if home.is_dir() else ()
+        return keras_home_user_entries(self.path / ENV_KERAS_HOME)
 
 
 def inspect(ledger: Ledger, path: Path) -> Existing:  # noqa: PLR0911  # one verdict a line
-    """Absent, empty, kboot's (proven by the ledger) or foreign. Reads only."""
+    """Absent, empty, kept (the user's files a removal left), kboot's (proven by the
+    ledger) or foreign. Reads only."""
     if not exists(path):
         return Existing(path, "absent")
     if path.is_symlink():
@@ -184,7 +217,15 @@ def inspect(ledger: Ledger, path: Path) -> Existing:  # noqa: PLR0911  # one ver
     if not path.is_dir():
         return Existing(path, "foreign", reason="it is not a folder")
     entry = ledger.get(path)
-    names = entries_of(path)
+    names = {n for n in entries_of(path) if not is_scratch(n)}
+    if (
+        entry is not None
+        and entry.token is None
+        and entry.state == READY
+        and names <= set(entry.kept)
+        and entry.folder_id == folder_id(path)
+    ):  # the user's files that a removal left: build around them
+        return Existing(path, "kept" if names else "empty", entry=entry)
     if entry is None or entry.state != READY or entry.token is None:
         if not names:
             return Existing(path, "empty", entry=entry)
@@ -211,11 +252,12 @@ def inspect(ledger: Ledger, path: Path) -> Existing:  # noqa: PLR0911  # one ver
 
 
 def check_build_room(existing: Existing) -> None:
-    """A user's entry named like something the build makes would be written into: refuse."""
-    clash = sorted(set(existing.user_entries) & BUILD_NEEDS)
+    """A user's entry named like something the build makes would be written into: refuse.
+    (A Keras home that a removal kept is set aside by the build and its files carried.)"""
+    clash = sorted(set(existing.user_entries) & BUILD_NEEDS - {ENV_KERAS_HOME})
     if clash:
         raise UsageError(
-            f"{existing.path} holds {', '.join(clash)} of yours, where a rebuild must write",
+            f"{existing.path} holds {', '.join(clash)} of yours, where a build must write",
             hint="move or rename "
             + ", ".join(str(existing.path / c) for c in clash)
             + ", then run it again",
@@ -256,7 +298,6 @@ class Build:
             old = existing.entry
             assert old is not None
             moved = tuple(name for name in old.owned if exists(path / name))
-            backup = path.with_name(f".{path.name}.kboot-old-{self.token[:12]}")
             entry = replace(
                 old,
                 state=REBUILDING,
@@ -264,20 +305,19 @@ class Build:
                 pending=self.token,
                 user_entries=existing.user_entries,
                 moved=moved,
-                backup=backup,
+                backup=path / f".kboot-old-{self.token[:12]}",
                 pid=pid,
             )
             self._journal(entry)
             checkpoint("rebuild-journaled")
-            backup.mkdir(mode=0o700)
+            backup = _scratch(path, "old", self.token)
             for index, name in enumerate(moved):
                 _move(path / name, backup / name, home)
                 checkpoint(f"rebuild-moved-{index}")
         elif existing.kind == "foreign":
             guard(path, home, action="move aside")
-            aside = _free_name(
-                path.with_name(f"{path.name}.kboot-backup-{time.strftime('%Y%m%d-%H%M%S')}")
-            )
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            aside = _free_name(path.with_name(f"{path.name}.kboot-backup-{stamp}"))
             entry = Entry(
                 path, state=BUILDING, phase=MOVING, pending=self.token, aside=aside,
                 created_dir=True, pid=pid,
@@ -288,11 +328,29 @@ class Build:
             path.mkdir()
         else:
             created = existing.kind == "absent"
-            entry = Entry(path, state=BUILDING, phase=MOVING, pending=self.token,
-                          created_dir=created, pid=pid)  # fmt: skip
+            made = _missing_parents(path) if created else ()
+            kept = existing.entry if existing.kind == "kept" else None
+            # a Keras home that a removal kept for the user's files there: set aside like a
+            # rebuild's, and its files carried into the new one
+            moved = (ENV_KERAS_HOME,) if kept and exists(path / ENV_KERAS_HOME) else ()
+            entry = Entry(
+                path,
+                state=BUILDING,
+                phase=MOVING,
+                pending=self.token,
+                created_dir=created or bool(kept and kept.created_dir),
+                parents=made or (kept.parents if kept else ()),
+                user_entries=tuple(n for n in existing.user_entries if n not in moved),
+                moved=moved,
+                backup=path / f".kboot-old-{self.token[:12]}" if moved else None,
+                pid=pid,
+            )
             self._journal(entry)
             checkpoint("create-journaled")
             path.mkdir(parents=True, exist_ok=not created)
+            if moved:
+                backup = _scratch(path, "old", self.token)
+                _move(path / ENV_KERAS_HOME, backup / ENV_KERAS_HOME, home)
         self._journal(replace(entry, phase=BUILD))
         checkpoint("build-started")
 
@@ -311,13 +369,12 @@ class Build:
     def commit(self, record: EnvRecord) -> Committed:
         """Write the record that makes the new environment complete, then tidy up."""
         assert self.entry is not None
-        user = set(self.entry.user_entries)
-        owned = tuple(sorted((entries_of(self.path) | {RECORD_FILE}) - user))
+        owned = _made_by_build(self.path, self.entry)
         with interrupts.critical():
             write_record(self.path, replace(record, owner_token=self.token, owned=list(owned)))
             self.committed = True  # complete: from here on only forward, never back
             checkpoint("commit-record-written", interruptible=False)
-            self._journal(replace(self.entry, phase=COMMITTING))
+            self._journal(replace(self.entry, phase=COMMITTING, name=record.name))
             notes = _finish_build(self.ledger, self.entry, owned)
         return Committed(self.token, owned, tuple(notes), self.entry.aside)
 
@@ -326,11 +383,37 @@ class Build:
         if self.entry is None or self.committed:
             return []
         with interrupts.critical():
-            return _undo_build(self.ledger, self.entry, in_process=True)
+            return _undo_build(self.ledger, self.entry)
 
     def _journal(self, entry: Entry) -> None:
         self.entry = entry
         self.ledger.put(entry)
+
+
+def _made_by_build(path: Path, entry: Entry) -> tuple[str, ...]:
+    """kboot's part of a finished build: the names a build makes that were not there before
+    (a file the user dropped into the folder meanwhile stays theirs)."""
+    new = entries_of(path) - set(entry.user_entries)
+    return tuple(sorted({n for n in new if n in BUILD_ENTRIES} | {RECORD_FILE}))
+
+
+def _missing_parents(path: Path) -> tuple[str, ...]:
+    """The folders above `path` that do not exist yet (a build makes them), deepest first."""
+    missing = []
+    parent = path.parent
+    while not exists(parent) and parent.parent != parent:
+        missing.append(str(parent))
+        parent = parent.parent
+    return tuple(missing)
+
+
+def _remove_made_parents(entry: Entry, home: Path) -> None:
+    for parent in map(Path, entry.parents):
+        if not parent.is_dir() or parent.is_symlink() or entries_of(parent):
+            return
+        if protected_reason(parent, home) is not None:
+            return
+        parent.rmdir()
 
 
 def _free_name(path: Path) -> Path:
@@ -346,16 +429,18 @@ def _finish_build(ledger: Ledger, entry: Entry, owned: tuple[str, ...]) -> list[
     notes: list[str] = []
     path, backup, home = entry.path, entry.backup, ledger.home
     keep_backup = False
-    if backup is not None and backup.is_dir():
+    if backup is not None and backup.is_dir() and not backup.is_symlink():
         old_home, new_home = backup / ENV_KERAS_HOME, path / ENV_KERAS_HOME
-        if old_home.is_dir() and not old_home.is_symlink():
-            for name in sorted(entries_of(old_home) - KERAS_HOME_ENTRIES):
-                if not new_home.is_dir() or exists(new_home / name):
-                    keep_backup = True
-                    notes.append(f"kept {old_home / name}: the new environment has one too")
-                    continue
-                _move(old_home / name, new_home / name, home)
-                checkpoint("commit-carried", interruptible=False)
+        for name in keras_home_user_entries(old_home):
+            new = new_home / name
+            if name in CACHE_LINKS and new.is_symlink():
+                _delete(new, home)  # the user's real download folder wins over kboot's link
+            if new_home.is_symlink() or not new_home.is_dir() or exists(new):
+                keep_backup = True
+                notes.append(f"kept {old_home / name}: the new environment has one too")
+                continue
+            _move(old_home / name, new, home)
+            checkpoint("commit-carried", interruptible=False)
         if keep_backup:
             notes.append(f"the previous environment's files stay in {backup}")
         else:
@@ -371,25 +456,28 @@ def _finish_build(ledger: Ledger, entry: Entry, owned: tuple[str, ...]) -> list[
             path,
             token=entry.pending,
             owned=owned,
+            name=entry.name,
             folder_id=folder_id(path),
             created_dir=entry.created_dir,
+            parents=entry.parents,
         )
     )
     return notes
 
 
-def _undo_build(ledger: Ledger, entry: Entry, *, in_process: bool) -> list[str]:
+def _undo_build(ledger: Ledger, entry: Entry) -> list[str]:
     """Put back what was there before the build (nothing, the old environment, or the
-    folder moved aside). `in_process`: this process made everything that appeared."""
+    folder moved aside). Only names a build makes are deleted: anything else that
+    appeared in the folder meanwhile is left, and said."""
     notes: list[str] = []
     path, home = entry.path, ledger.home
-    if entry.phase == BUILD:  # only now is everything new at `path` the build's
+    if entry.phase == BUILD:  # only now is what is new at `path` the build's
         for name in sorted(entries_of(path) - set(entry.user_entries)):
-            if in_process or name in BUILD_ENTRIES:
+            if name in BUILD_ENTRIES:
                 _delete(path / name, home)
                 checkpoint("rollback-deleted", interruptible=False)
-            else:
-                notes.append(f"left {path / name}: it appeared during the interrupted build")
+            elif not is_scratch(name):
+                notes.append(f"left {path / name}: it is not something a build makes")
         # from here on, what is at `path` is the user's or the old environment's again
         entry = replace(entry, phase=RESTORING)
         ledger.put(entry)
@@ -414,6 +502,7 @@ def _undo_build(ledger: Ledger, entry: Entry, *, in_process: bool) -> list[str]:
         and protected_reason(path, home) is None
     ):
         path.rmdir()  # kboot made this folder for the build that is now undone
+        _remove_made_parents(entry, home)
     if entry.aside is not None and exists(entry.aside):
         if exists(path):
             notes.append(f"your folder is still at {entry.aside}: {path} is in the way")
@@ -426,8 +515,20 @@ def _undo_build(ledger: Ledger, entry: Entry, *, in_process: bool) -> list[str]:
                 path,
                 token=entry.token,
                 owned=entry.owned,
+                name=entry.name,
                 folder_id=entry.folder_id,
                 created_dir=entry.created_dir,
+                parents=entry.parents,
+            )
+        )
+    elif entry.user_entries and exists(path):  # the user's files a removal had kept
+        ledger.put(
+            Entry(
+                path,
+                created_dir=entry.created_dir,
+                parents=entry.parents,
+                kept=entry.user_entries,
+                folder_id=folder_id(path),
             )
         )
     else:
@@ -454,7 +555,7 @@ def restore_edits(edits: Iterable[Edit]) -> list[str]:
                 notes.append(f"left {edit.path} as it is: it changed after kboot wrote it")
             continue
         if before is None:
-            edit.path.unlink(missing_ok=True)
+            edit.path.unlink(missing_ok=True)  # kboot made it: it held exactly kboot's bytes
         else:
             atomic_write(edit.path, before)
     return notes
@@ -505,7 +606,9 @@ class Update:
                 replace(record, owner_token=self.entry.token or "", owned=list(self.entry.owned)),
             )
             checkpoint("update-record-written", interruptible=False)
-            self._journal(replace(self.entry, state=READY, saved={}, edits=(), pid=0))
+            self._journal(
+                replace(self.entry, state=READY, saved={}, edits=(), pid=0, name=record.name)
+            )
             self.committed = True
 
     def rollback(self) -> list[str]:
@@ -523,8 +626,9 @@ class Update:
 def _undo_update(ledger: Ledger, entry: Entry) -> list[str]:
     for relative, text in entry.saved.items():
         file = entry.path / relative
+        guard(file, ledger.home, action="restore")
         if text is None:
-            file.unlink(missing_ok=True)
+            file.unlink(missing_ok=True)  # kboot's own file, new in this update
         else:
             atomic_write(file, text.encode("utf-8", errors="surrogateescape"))
     notes = restore_edits(entry.edits)
@@ -543,62 +647,110 @@ class Removed:
 
 
 def remove(ledger: Ledger, existing: Existing) -> Removed:
-    """Delete kboot's part of an environment; the user's files and folder stay."""
+    """Delete kboot's part of an environment; the user's files and folder stay.
+
+    A failure half-way (a read-only folder) puts back what was moved and says so; a
+    kill half-way is finished by the next command (the user asked for the removal).
+    """
     assert existing.kind == "kboot" and existing.entry is not None
     path, home, entry = existing.path, ledger.home, existing.entry
+    home_link = (path / ENV_KERAS_HOME).is_symlink()
     keras_user = existing.keras_home_user_entries
     doomed: list[str] = []
     for name in entry.owned:
-        if name == ENV_KERAS_HOME and keras_user:
-            doomed += [
-                f"{ENV_KERAS_HOME}/{inner}"
-                for inner in sorted(KERAS_HOME_ENTRIES)
-                if exists(path / ENV_KERAS_HOME / inner)
-            ]
+        if name == ENV_KERAS_HOME and keras_user and not home_link:
+            inner = ["keras.json", *(n for n in CACHE_LINKS if n not in keras_user)]
+            doomed += [f"{ENV_KERAS_HOME}/{n}" for n in inner if exists(path / ENV_KERAS_HOME / n)]
         elif exists(path / name):
             doomed.append(name)
     for name in doomed:
         guard(path / name, home, action="delete")
-    trash = path.with_name(f".{path.name}.kboot-removing-{new_token()[:12]}")
+    token = new_token()
+    kept = existing.user_entries + ((ENV_KERAS_HOME,) if keras_user and not home_link else ())
     journal = replace(
-        entry, state=REMOVING, phase=MOVING, backup=trash, moved=tuple(doomed), pid=os.getpid()
+        entry,
+        state=REMOVING,
+        phase=MOVING,
+        backup=path / f".kboot-removing-{token[:12]}",
+        moved=tuple(doomed),
+        kept=tuple(sorted(kept)),
+        pid=os.getpid(),
     )
     ledger.put(journal)
     checkpoint("remove-journaled")
     with interrupts.critical():
-        return _finish_removal(ledger, journal, existing.user_entries)
+        try:
+            _scratch(path, "removing", token)
+            _move_into_trash(ledger, journal)
+        except (OSError, KbootError) as exc:
+            _undo_removal(ledger, journal)
+            raise EnvironmentStateError(
+                f"cannot remove {path}: {getattr(exc, 'strerror', None) or exc}; "
+                "it was left as it was",
+                hint="kboot needs write access to the environment's folder to remove it",
+            ) from None
+        return _finish_removal(ledger, replace(journal, phase=DELETING))
 
 
-def _finish_removal(ledger: Ledger, entry: Entry, kept: Sequence[str]) -> Removed:
+def _move_into_trash(ledger: Ledger, entry: Entry) -> None:
+    path, trash = entry.path, entry.backup
+    assert trash is not None
+    for index, name in enumerate(entry.moved):
+        if exists(path / name):
+            (trash / name).parent.mkdir(exist_ok=True)
+            _move(path / name, trash / name, ledger.home)
+            checkpoint(f"remove-moved-{index}", interruptible=False)
+    ledger.put(replace(entry, phase=DELETING))
+
+
+def _undo_removal(ledger: Ledger, entry: Entry) -> None:
+    path, trash = entry.path, entry.backup
+    assert trash is not None
+    for name in entry.moved:
+        if exists(trash / name) and not exists(path / name):
+            _move(trash / name, path / name, ledger.home)
+    if trash.is_dir() and not trash.is_symlink():
+        for inner in (trash / ENV_KERAS_HOME, trash):
+            if inner.is_dir() and not entries_of(inner):
+                inner.rmdir()
+    ledger.put(replace(entry, state=READY, phase="", backup=None, moved=(), kept=(), pid=0))
+
+
+def _finish_removal(ledger: Ledger, entry: Entry) -> Removed:
     path, trash, home = entry.path, entry.backup, ledger.home
     assert trash is not None
-    if entry.phase == MOVING:
-        trash.mkdir(mode=0o700, exist_ok=True)
-        for index, name in enumerate(entry.moved):
-            if exists(path / name):
-                (trash / name).parent.mkdir(exist_ok=True)
-                _move(path / name, trash / name, home)
-                checkpoint(f"remove-moved-{index}", interruptible=False)
-        entry = replace(entry, phase=DELETING)
-        ledger.put(entry)
+    if entry.phase == MOVING:  # killed while moving: finish the move (the user asked)
+        if not trash.is_dir():
+            trash.mkdir(mode=0o700)
+        _move_into_trash(ledger, entry)
     if exists(trash):
         _delete(trash, home)
         checkpoint("remove-trash-deleted", interruptible=False)
     folder_removed = False
-    keras_home = path / ENV_KERAS_HOME
-    if keras_home.is_dir() and not keras_home.is_symlink() and not entries_of(keras_home):
-        keras_home.rmdir()  # emptied of kboot's files, and the user had none there
+    remaining = entries_of(path)
     if (
         entry.created_dir
         and path.is_dir()
         and not path.is_symlink()
-        and not entries_of(path)
+        and not remaining
         and protected_reason(path, home) is None
     ):
         path.rmdir()
+        _remove_made_parents(entry, home)
         folder_removed = True
-    ledger.drop(path)
-    return Removed(path, tuple(kept), folder_removed)
+    if remaining and exists(path):  # the user's files stay: remember them as theirs
+        ledger.put(
+            Entry(
+                path,
+                created_dir=entry.created_dir,
+                parents=entry.parents,
+                kept=tuple(sorted(remaining)),
+                folder_id=folder_id(path),
+            )
+        )
+    else:
+        ledger.drop(path)
+    return Removed(path, tuple(sorted(remaining)), folder_removed)
 
 
 # --- recovery -------------------------------------------------------------------
@@ -617,16 +769,17 @@ def recover(ledger: Ledger, path: Path) -> list[str]:
             if entry.phase in (BUILD, COMMITTING) and _complete(path, entry.pending):
                 record = read_record(path)
                 owned = tuple(record.owned) if record else ()
-                notes = _finish_build(ledger, entry, owned)
+                name = record.name if record else ""
+                notes = _finish_build(ledger, replace(entry, name=name), owned)
                 return [f"finished the interrupted build of {path}", *notes]
-            notes = _undo_build(ledger, entry, in_process=False)
+            notes = _undo_build(ledger, entry)
             if entry.state == REBUILDING:
                 return [f"restored {path} as it was before an interrupted rebuild", *notes]
             return [f"removed what an interrupted build left in {path}", *notes]
         if entry.state == UPDATING:
             notes = _undo_update(ledger, entry)
             return [f"undid an interrupted update of {path}", *notes]
-        removed = _finish_removal(ledger, entry, ())
+        removed = _finish_removal(ledger, entry)
         where = "" if removed.folder_removed else " (the folder and your files in it stay)"
         return [f"finished removing {path}{where}"]
 
@@ -642,13 +795,13 @@ def _complete(path: Path, token: str | None) -> bool:
 
 
 def describe_state(entry: Entry) -> str | None:
-    """A journal that is not `ready`, for `list` and `check`: what happened."""
+    """A journal that is not `ready`, for `list` and `check`: what happened, what finishes it."""
     if entry.state == READY:
         return None
     doing = {
-        BUILDING: "being built",
-        REBUILDING: "being rebuilt",
-        UPDATING: "being updated",
-        REMOVING: "being removed",
+        BUILDING: ("being built", "kboot create"),
+        REBUILDING: ("being rebuilt", "kboot create"),
+        UPDATING: ("being updated", "kboot create"),
+        REMOVING: ("being removed", "kboot remove"),
     }[entry.state]
-    return f"{doing} by kboot (pid {entry.pid}), or interrupted"
+    return f"{doing[0]} by kboot (pid {entry.pid}), or interrupted ({doing[1]} finishes it)"

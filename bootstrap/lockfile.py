@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform as host
 import re
 import sys
@@ -25,7 +26,7 @@ from packaging.version import InvalidVersion, Version
 from bootstrap import __version__
 from bootstrap.errors import CommandError, InstallError, KbootError, UsageError
 from bootstrap.files import atomic_write
-from bootstrap.installers import legacy_pip, source_args
+from bootstrap.installers import legacy_pip, source_args, source_environ
 from bootstrap.profiles import Profile
 from bootstrap.runner import run
 
@@ -217,6 +218,22 @@ def check_lock(lock: LockFile, profile: Profile, python_version: Version, platfo
         )
 
 
+def _check_replaceable(output: Path) -> None:
+    """-o FILE replaces an older lock, never a file that is something else."""
+    try:
+        with output.open("rb") as handle:
+            first = handle.read(len(HEADER))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise LockFileError(f"cannot write {output}: {exc.strerror}") from None
+    if first != HEADER.encode():
+        raise UsageError(
+            f"-o {output}: that file exists and is not a kboot lock; kboot left it alone",
+            hint="choose another file name for the lock",
+        )
+
+
 @dataclass(frozen=True)
 class LockResult:
     path: Path | None
@@ -250,6 +267,8 @@ def make_lock(
             f"--python-version {python_version}: profile {profile.name} needs python "
             f"{profile.python}"
         )
+    if output is not None:
+        _check_replaceable(output)  # before the resolution: refuse at once
     requirements = lock_requirements(profile, python_version)
     with tempfile.TemporaryDirectory(prefix="kboot-lock-") as tmp:
         source = Path(tmp) / "requirements.in"
@@ -261,6 +280,10 @@ def make_lock(
                     "pip",
                     "compile",
                     "--no-config",
+                    # an explicit interpreter, from a private folder: uv never runs a
+                    # `.venv/bin/python` it finds in the working folder or above
+                    "--python",
+                    sys.executable,
                     str(source),
                     "--generate-hashes",
                     "--python-version",
@@ -272,6 +295,8 @@ def make_lock(
                     "--quiet",
                     *source_args(profile.sources),
                 ],
+                cwd=Path(tmp),
+                env={**os.environ, **source_environ(profile.sources, "uv")},
                 what=f"resolving {profile.name} for Python {python_version} on {platform}",
             )
         except CommandError as exc:

@@ -232,6 +232,7 @@ class Profile:
         del data["name"], data["path"]
         # offline is how this run installs, not what the profile is
         data["sources"] = self.sources.redacted()
+        data["packages"] = [redact(package) for package in self.packages]  # `x @ https://...`
         data["env"] = dict(self.env)
         return data
 
@@ -267,6 +268,8 @@ def load_profile(path: Path, *, name: str | None = None) -> Profile:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise ProfileError(f"profile file {path} does not exist") from None
+    except ValueError as exc:  # a NUL in the path
+        raise ProfileError(f"profile path {str(path)!r} is not a valid path: {exc}") from None
     except OSError as exc:
         raise ProfileError(f"cannot read profile {path}: {exc.strerror}") from None
     try:
@@ -278,6 +281,8 @@ def load_profile(path: Path, *, name: str | None = None) -> Profile:
             f"{path}: invalid TOML: {exc}",
             hint="fix the syntax; see `kboot show numpy` for a model",
         ) from None
+    except RecursionError:
+        raise ProfileError(f"{path}: nested too deeply to be a profile") from None
     return parse_profile(data, path=path, name=name or path.stem)
 
 
@@ -453,7 +458,10 @@ class _Checker:
     def epsilon(self, value: object) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.fail("epsilon", value, "a positive number such as 1e-07")
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer with hundreds of digits
+            number = math.inf
         if not math.isfinite(number) or number <= 0:
             raise self.fail("epsilon", value, "a positive finite number such as 1e-07")
         return number

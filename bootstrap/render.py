@@ -124,7 +124,12 @@ def render_profiles(entries: Sequence[ProfileEntry], user_dir: Path) -> None:
         if entry.profile is None:
             table.add_row(entry.name, "-", origin, f"[red]invalid:[/] {_escape(entry.error or '')}")
         else:
-            table.add_row(entry.name, entry.profile.backend, origin, entry.profile.description)
+            table.add_row(
+                _escape(entry.name),
+                entry.profile.backend,
+                origin,
+                _escape(entry.profile.description),
+            )
     console = out_console()
     console.print(table)
     console.print(

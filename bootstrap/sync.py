@@ -101,13 +101,21 @@ class ManifestEntry:
 
 def load_manifest(path: Path) -> list[ManifestEntry]:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ManifestError(f"manifest {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise ManifestError(f"cannot read manifest {path}: {exc}") from None
+    except OSError as exc:
+        raise ManifestError(f"cannot read manifest {path}: {exc}") from None
+    except ValueError as exc:  # a NUL in the path
+        raise ManifestError(f"manifest path {str(path)!r} is not a valid path: {exc}") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ManifestError(f"{path}: nested too deeply to be a manifest") from None
     unknown = [key for key in data if key != "env"]
     if unknown:
         raise ManifestError(

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,12 +69,31 @@ def resolve_target(request: CreateRequest, environ: Mapping[str, str]) -> tuple[
     """The environment's name and its resolved path (symlinks followed: one folder, one
     identity), refusing paths kboot must never build in."""
     if request.dest is not None:
-        dest = Path(os.path.realpath(request.dest.expanduser()))
-        name = validate_name(dest.name if request.name is None else request.name)
+        given = request.dest.expanduser().absolute()
+        check_link(given)
+        dest = Path(os.path.realpath(given))
         check_dest(dest, kboot_home(environ))
+        name = validate_name(dest.name if request.name is None else request.name)
         return name, dest
     name = validate_name(request.profile.name if request.name is None else request.name)
     return name, Path(os.path.realpath(envs_dir(environ))) / name
+
+
+def check_link(given: Path) -> None:
+    """A --dest that is someone else's symlink would put the environment where they chose."""
+    try:
+        info = given.lstat()
+    except OSError:
+        return
+    if stat.S_ISLNK(info.st_mode) and hasattr(os, "geteuid") and info.st_uid not in (
+        os.geteuid(),
+        0,
+    ):
+        raise UsageError(
+            f"--dest {given} is a symlink that another user made (to {os.path.realpath(given)}); "
+            "kboot does not build where someone else's link points",
+            hint="give the real folder you mean, or one of your own",
+        )
 
 
 def check_dest(dest: Path, home: Path) -> None:
@@ -82,6 +102,11 @@ def check_dest(dest: Path, home: Path) -> None:
     real_home = Path(os.path.realpath(home))
     if reason is None and dest.is_relative_to(real_home) and dest.parent != real_home / "envs":
         reason = "inside kboot's own home (only <kboot home>/envs/<name> holds environments)"
+    if reason is None and _writable_by_others(dest.parent):
+        reason = (
+            f"in {dest.parent}, which every user can write without the sticky bit (they could "
+            "swap the environment out from under you)"
+        )
     if reason:
         raise UsageError(
             f"--dest {dest} is {reason}: kboot never builds there",
@@ -207,6 +232,14 @@ def shared_user_config(target: Target, environ: Mapping[str, str]) -> list[str]:
                 f"its {', '.join(differs)} will change too (--scope env keeps them apart)"
             )
     return warnings
+
+
+def _writable_by_others(folder: Path) -> bool:
+    try:
+        mode = folder.stat().st_mode
+    except OSError:
+        return False
+    return bool(mode & stat.S_IWOTH) and not mode & stat.S_ISVTX
 
 
 def check_writable(folder: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -12,11 +13,11 @@ from typing import Any
 from packaging.tags import sys_tags
 
 from bootstrap.errors import CommandError, InstallError, UsageError
-from bootstrap.installers import source_args
+from bootstrap.installers import source_args, source_environ
 from bootstrap.lockfile import WHEELHOUSE_LOCK, LockFile, host_platform, make_lock, read_lock
 from bootstrap.profiles import Profile
 from bootstrap.progress import Reporter
-from bootstrap.runner import run
+from bootstrap.runner import run_python
 
 _MANYLINUX = [f"manylinux_2_{minor}" for minor in range(28, 16, -1)] + ["manylinux2014"]
 
@@ -36,6 +37,19 @@ def pip_platform_tags(platform: str) -> list[str]:
     if platform.endswith("windows-msvc"):
         return ["win_amd64" if arch == "x86_64" else f"win_{arch}"]
     raise UsageError(f"--platform {platform!r} is not a target kboot knows how to download for")
+
+
+def _check_same_lock(dest: Path, text: str) -> None:
+    """A wheelhouse is for one lock: adding another's wheels and lock would change its meaning."""
+    try:
+        existing = (dest / WHEELHOUSE_LOCK).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return
+    if existing != text:
+        raise UsageError(
+            f"{dest} already holds a wheelhouse for another lock ({dest / WHEELHOUSE_LOCK})",
+            hint="download into another --dest, or delete that wheelhouse first",
+        )
 
 
 @dataclass(frozen=True)
@@ -79,16 +93,25 @@ def download(
         with reporter.step(f"resolve {profile.name} for Python {python_version} on {platform}"):
             made = make_lock(profile, python_version=python_version, platform=platform, output=None)
         lock, text = made.lock, made.text
-    dest.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=".kboot-download-", dir=dest))
+    _check_same_lock(dest, text)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=".kboot-download-", dir=dest))
+    except FileExistsError:
+        raise UsageError(f"--dest {dest} is a file, not a folder") from None
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write the wheelhouse {dest}: {exc.strerror}",
+            hint="choose a folder you can write (it is created if missing)",
+        ) from None
     try:
         (partial / WHEELHOUSE_LOCK).write_text(text, encoding="utf-8")
         platforms = [arg for tag in pip_platform_tags(platform) for arg in ("--platform", tag)]
         with reporter.step(f"download {len(lock.pins)} wheels (pip, hash-checked)"):
             try:
-                run(
+                run_python(  # isolated, from a private folder: no pip.py of the user's runs
+                    Path(sys.executable),
                     [
-                        sys.executable,
                         "-m",
                         "pip",
                         "download",
@@ -107,6 +130,8 @@ def download(
                         "-d",
                         str(partial),
                     ],
+                    version=sys.version_info[:2],
+                    env={**os.environ, **source_environ(profile.sources, "pip")},
                     what="downloading wheels",
                 )
             except CommandError as exc:

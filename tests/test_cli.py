@@ -421,3 +421,46 @@ def test_config_set_in_a_shared_keras_home_never_writes_through_a_planted_link(
     assert victim.read_text(encoding="utf-8") == "export X=1\n"
     assert not (shared / "keras.json.bak").is_symlink()
     assert json.loads((shared / "keras.json").read_text(encoding="utf-8"))["backend"] == "jax"
+
+
+def test_dest_that_is_another_users_symlink_is_refused(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Found in review: a link planted in a shared folder would choose where kboot builds."""
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("making a symlink owned by another user needs root")  # CI runs as root
+    target = tmp_path / "attacker" / "env"
+    target.parent.mkdir()
+    link = tmp_path / "myenv"
+    link.symlink_to(target)
+    os.lchown(link, 65534, 65534)
+    err = refused(capsys, 2, "create", "numpy", "--dest", str(link))
+    assert "a symlink that another user made" in err
+    assert not target.exists()
+
+
+def test_dest_in_a_folder_everyone_can_write_is_refused(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    err = refused(capsys, 2, "create", "numpy", "--dest", str(shared / "env"))
+    assert "every user can write without the sticky bit" in err
+    shared.chmod(0o1777)  # like /tmp: others cannot rename or delete what is yours
+    code, _, err = kboot(
+        capsys, "create", "numpy", "--dest", str(shared / "env"), "--python", "/nonexistent"
+    )
+    assert code == 2 and "no such file" in err  # it got past the folder, to the interpreter
+    assert "every user can write" not in err
+
+
+def test_dest_root_is_named_as_a_filesystem_root(capsys) -> None:  # type: ignore[no-untyped-def]
+    err = refused(capsys, 2, "create", "numpy", "--dest", "/")
+    assert "a filesystem root" in err
+
+
+def test_lock_output_that_is_not_a_lock_is_left_alone(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n", encoding="utf-8")
+    err = refused(capsys, 2, "lock", "numpy", "-o", str(notes))
+    assert "is not a kboot lock" in err
+    assert notes.read_text(encoding="utf-8") == "mine\n"

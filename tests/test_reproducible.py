@@ -248,7 +248,7 @@ def test_interrupted_sync_leaves_each_env_whole_and_the_next_finishes(tmp_path: 
     for name in ("lab-np", "lab-jax"):
         path = envs / name
         assert not path.exists() or (path / "kboot-env.json").is_file(), f"{name} half-built"
-    assert not list(envs.glob(".*kboot-old-*"))
+    assert not list(envs.glob("*/.kboot-old-*")) and not list(envs.glob(".*kboot-old-*"))
     finished = json.loads(sync(manifest).stdout)
     assert {e["status"] for e in finished["environments"]} <= {"created", "unchanged"}
     assert sync(manifest, "--check").returncode == 0

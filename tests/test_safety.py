@@ -427,6 +427,8 @@ def test_sigkill_at_every_step_then_the_next_command(
     else:
         env_works(proj)
     leftovers = [p.name for p in tmp_path.iterdir() if ".kboot-" in p.name]
+    if proj.is_dir():
+        leftovers += [p.name for p in proj.iterdir() if p.name.startswith(".kboot-")]
     assert leftovers == []
 
 
