@@ -17,8 +17,8 @@ from packaging.version import Version
 from bootstrap.environment import VirtualEnv
 from bootstrap.errors import CommandError, InstallError, UsageError
 from bootstrap.profiles import Sources
-from bootstrap.redaction import has_credentials
-from bootstrap.runner import CommandResult, isolation_flags, run
+from bootstrap.redaction import has_credentials, redact
+from bootstrap.runner import CommandResult, isolation_flags, log, run
 
 INSTALLERS = ("uv", "pip")
 
@@ -245,6 +245,8 @@ def _run_install(
     secret: Mapping[str, str],
 ) -> CommandResult:
     environ = {**os.environ, **secret} if secret else None
+    for key, value in secret.items():
+        log.debug("and in its environment: %s=%s", key, redact(value))
     try:  # from a private folder: nothing in the user's folder is imported or read
         return run(cmd, cwd=private, env=environ, what=f"installing with {installer.name}")
     except CommandError as exc:

@@ -240,7 +240,8 @@ def test_credentials_in_an_index_url_are_never_shown(tmp_path: Path, profiles: P
         proc = kboot(*args)
         assert proc.returncode == 1, proc.stderr
         assert "s3cr3t" not in proc.stderr + proc.stdout, args
-    assert "alice:****@127.0.0.1" in proc.stderr
+    # --debug says where the index is, masked, and that it is not on the command line
+    assert "UV_INDEX_URL=http://alice:****@127.0.0.1:9/simple" in proc.stderr
 
 
 def test_an_environment_at_a_non_ascii_path_starts_under_the_c_locale(
