@@ -55,22 +55,6 @@ WaitOpt = Annotated[
 JobsOpt = Annotated[
     int | None, typer.Option(min=1, metavar="N", help="How many environments to build at once.")
 ]
-PythonVersionOpt = Annotated[
-    str | None,
-    typer.Option(
-        metavar="X.Y",
-        help="Target Python X.Y (default: a lock's own, or the one kboot picks for the profile).",
-    ),
-]
-PlatformOpt = Annotated[
-    str | None,
-    typer.Option(
-        metavar="PLATFORM",
-        help="Target platform as uv names it, e.g. x86_64-unknown-linux-gnu "
-        "(default: a lock's own, or this machine).",
-    ),
-]
-
 
 def _emit_json(data: Any) -> None:
     from bootstrap.redaction import redact
@@ -272,32 +256,85 @@ def create(
         raise typer.Exit(code)
 
 
+PythonVersionsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--python-version",
+        metavar="X.Y",
+        help="Target Python X.Y; repeat it for several (default: the one kboot picks).",
+    ),
+]
+PlatformsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--platform",
+        metavar="PLATFORM",
+        help="Target platform as uv names it, e.g. x86_64-unknown-linux-gnu or "
+        "aarch64-apple-darwin; repeat it for several (default: this machine).",
+    ),
+]
+
+
 @app.command("lock")
 def lock_cmd(
-    profile: Annotated[str, typer.Argument(metavar="PROFILE", help="Profile name or .toml path.")],
+    ref: Annotated[
+        str,
+        typer.Argument(
+            metavar="PROFILE|MANIFEST",
+            help="Profile name or .toml path, or a sync manifest (locks every entry).",
+        ),
+    ],
     output: Annotated[
         Path | None,
         typer.Option(
-            "-o", "--output", metavar="FILE", help="Write the lock here (default: stdout)."
+            "-o",
+            "--output",
+            metavar="FILE|DIR",
+            help="Write the lock here (default: stdout). For a manifest: the folder for "
+            "entries without a 'lock' key (default: locks/ beside the manifest).",
         ),
     ] = None,
-    python_version: PythonVersionOpt = None,
-    platform: PlatformOpt = None,
+    python_version: PythonVersionsOpt = None,
+    platform: PlatformsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Resolve PROFILE to exact versions with hashes for one Python and platform.
+    """Resolve to exact versions with hashes, for one or several Pythons and platforms.
 
     The lock is a pip `--require-hashes` requirements file; `kboot create PROFILE --lock
-    FILE` installs exactly it and refuses a lock made for another Python or platform.
+    FILE` installs exactly it and refuses a lock that was not made for its Python and
+    platform. Several --python-version/--platform give one lock for a mixed lab (every
+    combination); each machine installs its own share of it.
+
+    Example: kboot lock numpy --platform x86_64-unknown-linux-gnu --platform
+    aarch64-apple-darwin -o numpy.lock
     """
-    from bootstrap.lockfile import host_platform, make_lock
+    from bootstrap.lockfile import make_lock
     from bootstrap.paths import builtin_profiles_dir, user_profiles_dir
     from bootstrap.profiles import resolve_profile
+    from bootstrap.targets import is_manifest, lock_manifest, targets_for
 
-    loaded = resolve_profile(profile, user_profiles_dir(), builtin_profiles_dir())
-    version = python_version or _default_python_version(loaded)
+    if is_manifest(ref):
+        manifest = Path(ref).expanduser().absolute()
+        folder = output.expanduser().absolute() if output else None
+        locked = lock_manifest(manifest, pythons=python_version, platforms=platform, folder=folder)
+        if as_json:
+            _emit_json([item.to_dict() for item in locked])
+            return
+        for item in locked:
+            lock = item.result.lock
+            typer.echo(
+                f"locked {item.name}: {len(lock.pins)} packages for {lock.describe_targets()} "
+                f"-> {item.result.path}"
+            )
+            if not item.named_in_manifest:
+                relative = os.path.relpath(item.result.path or "", manifest.parent)
+                typer.echo(f"  add to its [[env]] so that sync uses it: lock = \"{relative}\"")
+        return
+    loaded = resolve_profile(ref, user_profiles_dir(), builtin_profiles_dir())
     result = make_lock(
-        loaded, python_version=version, platform=platform or host_platform(), output=output
+        loaded,
+        targets=targets_for(loaded, python_version, platform),
+        output=output.expanduser().absolute() if output else None,
     )
     if as_json:
         _emit_json(result.to_dict())
@@ -305,16 +342,9 @@ def lock_cmd(
         sys.stdout.write(result.text)
     else:
         typer.echo(
-            f"locked {loaded.name}: {len(result.lock.pins)} packages for Python "
-            f"{result.lock.python} on {result.lock.platform} -> {output}"
+            f"locked {loaded.name}: {len(result.lock.pins)} packages for "
+            f"{result.lock.describe_targets()} -> {output}"
         )
-
-
-def _default_python_version(profile: Any) -> str:
-    from bootstrap.interpreters import find_interpreter
-
-    found = find_interpreter(profile.python_specifier)
-    return f"{found.version.major}.{found.version.minor}"
 
 
 @app.command()
@@ -325,42 +355,55 @@ def download(
         Path | None,
         typer.Option(metavar="FILE", help="Download exactly this lock (default: resolve now)."),
     ] = None,
-    python_version: PythonVersionOpt = None,
-    platform: PlatformOpt = None,
+    python_version: PythonVersionsOpt = None,
+    platform: PlatformsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Fetch every wheel PROFILE needs into DEST, with a kboot-lock.txt, for offline machines.
 
-    Then, with no network: kboot create PROFILE --offline --wheelhouse DEST
+    With --lock, for each of the lock's targets (or those you name). Then, with no
+    network: kboot create PROFILE --offline --wheelhouse DEST
     """
     from bootstrap.lockfile import read_lock
     from bootstrap.paths import builtin_profiles_dir, user_profiles_dir
     from bootstrap.profiles import resolve_profile
     from bootstrap.render import ConsoleReporter
+    from bootstrap.targets import targets_for
     from bootstrap.wheelhouse import download as download_wheels
 
     loaded = resolve_profile(profile, user_profiles_dir(), builtin_profiles_dir())
-    if lock is not None:
-        existing = read_lock(lock)
-        python_version = python_version or existing.python
-        platform = platform or existing.platform
+    if lock is None:
+        wanted = targets_for(loaded, python_version, platform)
+    else:  # the lock's targets, or those of them that the options name
+        wanted = [
+            target
+            for target in read_lock(lock.expanduser().absolute()).targets
+            if (not python_version or target.python in python_version)
+            and (not platform or target.platform in platform)
+        ]
+        if not wanted:
+            raise UsageError(
+                f"--lock {lock} has no target for the --python-version/--platform given",
+                hint="leave them out to download for every target of the lock",
+            )
     result = download_wheels(
         loaded,
         dest=dest.expanduser().absolute(),
-        python_version=python_version or _default_python_version(loaded),
-        platform=platform,
-        lock_path=lock,
+        targets=wanted,
+        lock_path=lock.expanduser().absolute() if lock else None,
         reporter=ConsoleReporter(),
     )
     if as_json:
         _emit_json(result.to_dict())
-    else:
-        typer.echo(
-            f"{len(result.files)} wheels ({result.bytes / 1e6:.1f} MB) for Python "
-            f"{result.lock.python} on {result.lock.platform} in {result.wheelhouse}\n"
-            f"offline: kboot create {loaded.name} --python {result.lock.python} --offline "
-            f"--wheelhouse {result.wheelhouse}"
-        )
+        return
+    targets = ", ".join(str(t) for t in result.targets)
+    typer.echo(f"{len(result.files)} wheels ({result.bytes / 1e6:.1f} MB) for {targets} in "
+               f"{result.wheelhouse}")  # fmt: skip
+    pythons = sorted({t.python for t in result.targets})
+    python = f" --python {pythons[0]}" if len(pythons) == 1 else " --python X.Y"
+    typer.echo(
+        f"offline: kboot create {loaded.name}{python} --offline --wheelhouse {result.wheelhouse}"
+    )
 
 
 @app.command()

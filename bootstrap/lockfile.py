@@ -1,9 +1,17 @@
-"""Locks: a profile resolved to exact versions with hashes, for one Python and platform.
+"""Locks: a profile resolved to exact versions with hashes, for one or several targets
+(a Python X.Y on a platform).
 
-A lock is a pip `--require-hashes` requirements file (the common currency: uv and
-pip both install it) whose first line carries what it was made for as JSON:
+A lock is a pip `--require-hashes` requirements file (the common currency: uv and pip
+both install it) whose first line carries what it was made for as JSON:
 
     # kboot-lock: {"profile": "numpy", "python": "3.11", "platform": "x86_64-unknown-linux-gnu"}
+
+A lock for several targets (a lab with Linux and macOS machines, Python 3.11 and 3.12)
+resolves each target on its own and writes one file: a pin every target shares is one
+line; a pin only some targets use carries an environment marker naming them, so the
+installer on each machine takes exactly its own set.
+
+    # kboot-lock: {"format": 2, "targets": [{"python": "3.11", "platform": ...}, ...], ...}
 """
 
 from __future__ import annotations
@@ -15,10 +23,12 @@ import platform as host
 import re
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from packaging.markers import InvalidMarker, Marker
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -31,10 +41,13 @@ from bootstrap.profiles import Profile
 from bootstrap.runner import run
 
 HEADER = "# kboot-lock: "
-#: The lock `kboot download` leaves in a wheelhouse; `create --offline` uses it by default.
+#: The lock `kboot download` leaves in a wheelhouse; `create --wheelhouse` enforces it.
 WHEELHOUSE_LOCK = "kboot-lock.txt"
-LOCK_FORMAT = 1
+LOCK_FORMAT = 1  # one target
+MULTI_FORMAT = 2  # several targets, with markers
 _HASH = re.compile(r"--hash=sha256:[0-9a-f]{64}")
+_PYTHON = re.compile(r"\d+\.\d+")
+HINT = "make one with `kboot lock PROFILE -o FILE`"
 
 
 class LockFileError(KbootError):
@@ -54,6 +67,71 @@ def host_platform() -> str:
     return f"{arch}-unknown-linux-gnu"
 
 
+@dataclass(frozen=True, order=True)
+class Target:
+    """One machine kind a lock is for: a Python X.Y on a platform (as uv names it)."""
+
+    python: str
+    platform: str
+
+    def __str__(self) -> str:
+        return f"Python {self.python} on {self.platform}"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"python": self.python, "platform": self.platform}
+
+    def environment(self) -> dict[str, str]:
+        """PEP 508 marker variables for this target (what our markers test)."""
+        system, machine = platform_markers(self.platform)
+        return {
+            "python_version": self.python,
+            "python_full_version": f"{self.python}.0",
+            "sys_platform": system,
+            "platform_system": {"linux": "Linux", "darwin": "Darwin", "win32": "Windows"}[system],
+            "platform_machine": machine or "",
+            "os_name": "nt" if system == "win32" else "posix",
+            "implementation_name": "cpython",
+            "platform_python_implementation": "CPython",
+        }
+
+    def marker(self) -> str:
+        system, machine = platform_markers(self.platform)
+        parts = [f'python_version == "{self.python}"', f'sys_platform == "{system}"']
+        if machine:
+            parts.append(f'platform_machine == "{machine}"')
+        return " and ".join(parts)
+
+
+_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
+_MACHINE = {
+    ("linux", "x86_64"): "x86_64",
+    ("linux", "aarch64"): "aarch64",
+    ("darwin", "x86_64"): "x86_64",
+    ("darwin", "aarch64"): "arm64",
+    ("win32", "x86_64"): "AMD64",
+    ("win32", "aarch64"): "ARM64",
+}
+
+
+def platform_markers(platform: str) -> tuple[str, str | None]:
+    """sys_platform and platform_machine for a uv platform name."""
+    lowered = platform.lower()
+    if "linux" in lowered:
+        system = "linux"
+    elif "darwin" in lowered or "macos" in lowered:
+        system = "darwin"
+    elif "windows" in lowered:
+        system = "win32"
+    else:
+        raise UsageError(
+            f"--platform {platform!r} is not a platform kboot knows",
+            hint="e.g. x86_64-unknown-linux-gnu, aarch64-unknown-linux-gnu, "
+            "aarch64-apple-darwin, x86_64-pc-windows-msvc",
+        )
+    arch = _ARCH.get(lowered.split("-", maxsplit=1)[0])
+    return system, _MACHINE.get((system, arch)) if arch else None
+
+
 def lock_requirements(profile: Profile, python_version: str) -> tuple[str, ...]:
     """What a lock resolves: the profile's requirements, plus pip for old Pythons."""
     old_pip = legacy_pip(Version(python_version))
@@ -67,25 +145,72 @@ def requirements_digest(profile: Profile, python_version: str) -> str:
 
 
 @dataclass(frozen=True)
+class Pin:
+    """One locked file set: name==version, the targets it is for (a marker), its hashes."""
+
+    name: str
+    version: str
+    hashes: tuple[str, ...]
+    marker: str | None = None
+
+    def applies_to(self, target: Target) -> bool:
+        return self.marker is None or Marker(self.marker).evaluate(target.environment())
+
+    def text(self, *, with_marker: bool = True) -> str:
+        head = f"{self.name}=={self.version}"
+        if with_marker and self.marker:
+            head += f" ; {self.marker}"
+        return " \\\n".join([head, *(f"    --hash={h}" for h in self.hashes)]) + "\n"
+
+
+@dataclass(frozen=True)
 class LockFile:
     path: Path
     meta: dict[str, Any]
-    pins: dict[str, str]  # canonical name -> version
+    pins: dict[str, str]  # canonical name -> version (of the first target, for a summary)
     digest: str  # sha256 of the file
+    entries: tuple[Pin, ...] = ()
+
+    @property
+    def targets(self) -> tuple[Target, ...]:
+        if "targets" in self.meta:
+            return tuple(Target(t["python"], t["platform"]) for t in self.meta["targets"])
+        return (Target(str(self.meta["python"]), str(self.meta["platform"])),)
 
     @property
     def python(self) -> str:
-        return str(self.meta["python"])
+        return self.targets[0].python
 
     @property
     def platform(self) -> str:
-        return str(self.meta["platform"])
+        return self.targets[0].platform
+
+    def digest_for(self, python: str) -> str | None:
+        digests = self.meta.get("requirements_digests")
+        if isinstance(digests, dict):
+            found = digests.get(python)
+            return found if isinstance(found, str) else None
+        return str(self.meta["requirements_digest"])
+
+    def requirements_for(self, target: Target) -> str:
+        """The pins one target installs, without markers (for `pip download --platform`,
+        which evaluates markers for the machine it runs on, not the target)."""
+        return "".join(p.text(with_marker=False) for p in self.entries if p.applies_to(target))
+
+    def describe_targets(self) -> str:
+        return ", ".join(str(t) for t in self.targets)
 
     def summary(self) -> dict[str, str]:
         return {"path": str(self.path), "digest": self.digest}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": str(self.path), "digest": self.digest, **self.meta, "pins": self.pins}
+        return {
+            "path": str(self.path),
+            "digest": self.digest,
+            **self.meta,
+            "targets": [t.to_dict() for t in self.targets],
+            "pins": self.pins,
+        }
 
 
 def read_lock(path: Path) -> LockFile:
@@ -93,8 +218,9 @@ def read_lock(path: Path) -> LockFile:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise LockFileError(f"lock file {path} does not exist") from None
-    except OSError as exc:
-        raise LockFileError(f"cannot read lock file {path}: {exc.strerror}") from None
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise LockFileError(f"cannot read lock file {path}: {reason}") from None
     return parse_lock(raw, path)
 
 
@@ -104,32 +230,70 @@ def parse_lock(raw: bytes, path: Path) -> LockFile:
     except UnicodeDecodeError:
         raise LockFileError(f"{path} is not a kboot lock (not UTF-8 text)") from None
     first, _, body = text.partition("\n")
-    hint = "make one with `kboot lock PROFILE -o FILE`"
     if not first.startswith(HEADER):
         raise LockFileError(
-            f"{path} is not a kboot lock: its first line is not '{HEADER}...'", hint=hint
+            f"{path} is not a kboot lock: its first line is not '{HEADER}...'", hint=HINT
         )
     try:
         meta = json.loads(first[len(HEADER) :])
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise LockFileError(
-            f"{path}: the kboot-lock header is not valid JSON ({exc})", hint=hint
+            f"{path}: the kboot-lock header is not valid JSON ({exc})", hint=HINT
         ) from None
+    _check_meta(meta, path)
+    entries = tuple(
+        _parse_pin(line, f"{path}, line {number}") for number, line in _logical_lines(body, 2)
+    )
+    if not entries:
+        raise LockFileError(f"{path} pins no packages", hint=HINT)
+    lock = LockFile(path, meta, {}, hashlib.sha256(raw).hexdigest(), entries)
+    first_target = lock.targets[0]
+    pins = {p.name: p.version for p in entries if p.applies_to(first_target)}
+    return LockFile(path, meta, pins, lock.digest, entries)
+
+
+def _check_meta(meta: object, path: Path) -> None:
+    """The header's keys and their types: a lock from disk becomes a value or this error."""
+
+    def fail(what: str) -> LockFileError:
+        return LockFileError(f"{path}: the kboot-lock header {what}", hint=HINT)
+
     if not isinstance(meta, dict):
-        raise LockFileError(f"{path}: the kboot-lock header is not a JSON object", hint=hint)
-    missing = [k for k in ("profile", "python", "platform", "requirements_digest") if k not in meta]
+        raise fail("is not a JSON object")
+    if not isinstance(meta.get("profile"), str):
+        raise fail("lacks profile")
+    requirements = meta.get("requirements", [])
+    if not isinstance(requirements, list) or not all(isinstance(r, str) for r in requirements):
+        raise fail("has 'requirements' that are not a list of strings")
+    if "targets" in meta:
+        targets = meta["targets"]
+        if (
+            not isinstance(targets, list)
+            or not targets
+            or not all(
+                isinstance(t, dict)
+                and isinstance(t.get("python"), str)
+                and _PYTHON.fullmatch(t["python"])
+                and isinstance(t.get("platform"), str)
+                for t in targets
+            )
+        ):
+            raise fail("has 'targets' that are not a list of {python, platform}")
+        digests = meta.get("requirements_digests")
+        if not isinstance(digests, dict) or not all(isinstance(v, str) for v in digests.values()):
+            raise fail("lacks requirements_digests")
+        for target in targets:
+            platform_markers(target["platform"])
+        return
+    missing = [k for k in ("python", "platform", "requirements_digest") if k not in meta]
     if missing:
-        raise LockFileError(f"{path}: the kboot-lock header lacks {', '.join(missing)}", hint=hint)
-    pins: dict[str, str] = {}
-    for number, line in _logical_lines(body, first_line=2):
-        name, version = _parse_pin(line, f"{path}, line {number}", hint)
-        pins[name] = version
-    if not pins:
-        raise LockFileError(f"{path} pins no packages", hint=hint)
-    return LockFile(path, meta, pins, hashlib.sha256(raw).hexdigest())
+        raise fail(f"lacks {', '.join(missing)}")
+    for key in ("python", "platform", "requirements_digest"):
+        if not isinstance(meta[key], str):
+            raise fail(f"has a '{key}' that is not a string")
 
 
-def _logical_lines(body: str, *, first_line: int) -> list[tuple[int, str]]:
+def _logical_lines(body: str, first_line: int) -> list[tuple[int, str]]:
     """Requirement lines with their `\\` continuations joined, comments and blanks left out."""
     lines: list[tuple[int, str]] = []
     current: list[str] = []
@@ -150,62 +314,71 @@ def _logical_lines(body: str, *, first_line: int) -> list[tuple[int, str]]:
     return lines
 
 
-def _parse_pin(line: str, where: str, hint: str) -> tuple[str, str]:
+def _parse_pin(line: str, where: str) -> Pin:
     """One `name==version [; marker] --hash=sha256:... ...` entry, exactly as `kboot lock`
     writes it: any other option (`--index-url`, `-e`, `-r`...) is refused."""
     requirement_text, sep, hashes = line.partition(" --hash=")
     if not sep:
-        raise LockFileError(f"{where}: {line!r} carries no hashes (--hash=sha256:...)", hint=hint)
-    for token in ("--hash=" + hashes).split():
+        raise LockFileError(f"{where}: {line!r} carries no hashes (--hash=sha256:...)", hint=HINT)
+    tokens = ("--hash=" + hashes).split()
+    for token in tokens:
         if not _HASH.fullmatch(token):
             raise LockFileError(
-                f"{where}: {token!r} is not a --hash=sha256:<64 hex digits> entry", hint=hint
+                f"{where}: {token!r} is not a --hash=sha256:<64 hex digits> entry", hint=HINT
             )
     if requirement_text.lstrip().startswith("-"):
         raise LockFileError(
-            f"{where}: option {requirement_text.split()[0]!r} is not allowed in a lock", hint=hint
+            f"{where}: option {requirement_text.split()[0]!r} is not allowed in a lock", hint=HINT
         )
     pinned = re.search(r"==\s*([^\s;]+)", requirement_text)
     if pinned:
         try:
             Version(pinned.group(1))
         except InvalidVersion:
-            raise LockFileError(f"{where}: bad version {pinned.group(1)!r}", hint=hint) from None
+            raise LockFileError(f"{where}: bad version {pinned.group(1)!r}", hint=HINT) from None
     try:
         requirement = Requirement(requirement_text)
-    except InvalidRequirement:
+    except (InvalidRequirement, InvalidMarker):
         raise LockFileError(
-            f"{where}: {requirement_text!r} is not an exact pin (name==version)", hint=hint
+            f"{where}: {requirement_text!r} is not an exact pin (name==version)", hint=HINT
         ) from None
     specs = list(requirement.specifier)
     if requirement.url or len(specs) != 1 or specs[0].operator != "==" or "*" in specs[0].version:
         raise LockFileError(
-            f"{where}: {requirement_text!r} is not an exact pin (name==version)", hint=hint
+            f"{where}: {requirement_text!r} is not an exact pin (name==version)", hint=HINT
         )
     try:
         Version(specs[0].version)
     except InvalidVersion:
-        raise LockFileError(f"{where}: bad version {specs[0].version!r}", hint=hint) from None
-    return canonicalize_name(requirement.name), specs[0].version
+        raise LockFileError(f"{where}: bad version {specs[0].version!r}", hint=HINT) from None
+    return Pin(
+        canonicalize_name(requirement.name),
+        specs[0].version,
+        tuple(token.removeprefix("--hash=") for token in tokens),
+        str(requirement.marker) if requirement.marker else None,
+    )
 
 
 def check_lock(lock: LockFile, profile: Profile, python_version: Version, platform: str) -> None:
     """Refuse a lock made for another Python, platform or set of requirements."""
     wanted = f"{python_version.major}.{python_version.minor}"
-    if lock.python != wanted:
+    here = Target(wanted, platform)
+    if here not in lock.targets:
+        pythons = sorted({t.python for t in lock.targets})
+        if not any(t.python == wanted for t in lock.targets):
+            raise LockFileError(
+                f"{lock.path} was made for {lock.describe_targets()}, but this environment "
+                f"uses Python {python_version}",
+                hint=f"build with the lock's Python (--python {pythons[0]}), or lock for this "
+                f"one too: kboot lock {profile.name} --python-version {wanted} -o "
+                f"{profile.name}-py{wanted}.lock",
+            )
         raise LockFileError(
-            f"{lock.path} was made for Python {lock.python}, but this environment uses "
-            f"Python {python_version}",
-            hint=f"build with the lock's Python (--python {lock.python}), or make a lock for "
-            f"this one: kboot lock {profile.name} --python-version {wanted} -o {profile.name}-"
-            f"py{wanted}.lock",
+            f"{lock.path} was made for {lock.describe_targets()}; this machine is {platform}",
+            hint=f"lock for it too: kboot lock {profile.name} --platform {platform} "
+            "(repeat --platform and --python-version for every target of your lab)",
         )
-    if lock.platform != platform:
-        raise LockFileError(
-            f"{lock.path} was made for platform {lock.platform}, this machine is {platform}",
-            hint=f"make a lock for it: kboot lock {profile.name} --platform {platform}",
-        )
-    if lock.meta["requirements_digest"] != requirements_digest(profile, wanted):
+    if lock.digest_for(wanted) != requirements_digest(profile, wanted):
         locked = set(lock.meta.get("requirements") or ())
         needed = set(lock_requirements(profile, wanted))
         differs = ", ".join(
@@ -215,22 +388,6 @@ def check_lock(lock: LockFile, profile: Profile, python_version: Version, platfo
             f"{lock.path} was made from other requirements than profile {profile.name}'s "
             f"(made from profile {lock.meta['profile']!r}; differences: {differs or 'unknown'})",
             hint=f"make a lock for this profile: kboot lock {profile.name} -o {profile.name}.lock",
-        )
-
-
-def _check_replaceable(output: Path) -> None:
-    """-o FILE replaces an older lock, never a file that is something else."""
-    try:
-        with output.open("rb") as handle:
-            first = handle.read(len(HEADER))
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise LockFileError(f"cannot write {output}: {exc.strerror}") from None
-    if first != HEADER.encode():
-        raise UsageError(
-            f"-o {output}: that file exists and is not a kboot lock; kboot left it alone",
-            hint="choose another file name for the lock",
         )
 
 
@@ -248,28 +405,94 @@ class LockResult:
         return data
 
 
+def check_target(profile: Profile, target: Target) -> None:
+    if not _PYTHON.fullmatch(target.python):
+        raise UsageError(f"--python-version {target.python!r}: expected X.Y, e.g. 3.11")
+    if not any(
+        profile.python_specifier.contains(f"{target.python}.{micro}") for micro in (0, 5, 30)
+    ):
+        raise UsageError(
+            f"--python-version {target.python}: profile {profile.name} needs python "
+            f"{profile.python}"
+        )
+    platform_markers(target.platform)
+
+
 def make_lock(
     profile: Profile,
     *,
-    python_version: str,
-    platform: str,
+    python_version: str | None = None,
+    platform: str | None = None,
+    targets: Sequence[Target] = (),
     output: Path | None,
 ) -> LockResult:
-    """Resolve with uv for the target Python and platform, with hashes of every file."""
-    from uv import find_uv_bin
-
-    if not re.fullmatch(r"\d+\.\d+", python_version):
-        raise UsageError(f"--python-version {python_version!r}: expected X.Y, e.g. 3.11")
-    if not any(
-        profile.python_specifier.contains(f"{python_version}.{micro}") for micro in (0, 5, 30)
-    ):
-        raise UsageError(
-            f"--python-version {python_version}: profile {profile.name} needs python "
-            f"{profile.python}"
-        )
+    """Resolve with uv for each target, with hashes of every file, into one lock."""
+    chosen = list(dict.fromkeys(targets)) or [
+        Target(python_version or "", platform or host_platform())
+    ]
+    for target in chosen:
+        check_target(profile, target)
     if output is not None:
         _check_replaceable(output)  # before the resolution: refuse at once
-    requirements = lock_requirements(profile, python_version)
+    resolved = {target: _resolve(profile, target) for target in chosen}
+    requirements = sorted({r for t in chosen for r in lock_requirements(profile, t.python)})
+    if len(chosen) == 1:
+        (target,) = chosen
+        meta: dict[str, Any] = {
+            "format": LOCK_FORMAT,
+            "profile": profile.name,
+            "python": target.python,
+            "platform": target.platform,
+            "requirements": list(lock_requirements(profile, target.python)),
+            "requirements_digest": requirements_digest(profile, target.python),
+            "kboot_version": __version__,
+        }
+        body = resolved[target]
+    else:
+        meta = {
+            "format": MULTI_FORMAT,
+            "profile": profile.name,
+            "targets": [t.to_dict() for t in chosen],
+            "requirements": requirements,
+            "requirements_digests": {
+                t.python: requirements_digest(profile, t.python) for t in chosen
+            },
+            "kboot_version": __version__,
+        }
+        body = "".join(pin.text() for pin in _merge(resolved, chosen))
+    text = HEADER + json.dumps(meta, sort_keys=True) + "\n" + body
+    lock = parse_lock(text.encode("utf-8"), output or Path("<stdout>"))
+    if output is not None:
+        try:
+            atomic_write(output, text)
+        except OSError as exc:
+            raise KbootError(f"cannot write {output}: {exc.strerror}") from None
+    return LockResult(output, text, lock)
+
+
+def _merge(resolved: dict[Target, str], targets: list[Target]) -> list[Pin]:
+    """One pin per name==version; a marker names the targets when not all of them use it."""
+    users: dict[tuple[str, str], list[Target]] = {}
+    hashes: dict[tuple[str, str], set[str]] = {}
+    for target in targets:
+        for number, line in _logical_lines(resolved[target], 1):
+            pin = _parse_pin(line, f"uv's resolution for {target}, line {number}")
+            key = (pin.name, pin.version)
+            users.setdefault(key, []).append(target)
+            hashes.setdefault(key, set()).update(pin.hashes)
+    pins = []
+    for (name, version), using in sorted(users.items()):
+        marker = None
+        if len(using) != len(targets):
+            marker = " or ".join(f"({t.marker()})" for t in using)
+        pins.append(Pin(name, version, tuple(sorted(hashes[(name, version)])), marker))
+    return pins
+
+
+def _resolve(profile: Profile, target: Target) -> str:
+    from uv import find_uv_bin
+
+    requirements = lock_requirements(profile, target.python)
     with tempfile.TemporaryDirectory(prefix="kboot-lock-") as tmp:
         source = Path(tmp) / "requirements.in"
         source.write_text("".join(f"{r}\n" for r in requirements), encoding="utf-8")
@@ -287,9 +510,9 @@ def make_lock(
                     str(source),
                     "--generate-hashes",
                     "--python-version",
-                    python_version,
+                    target.python,
                     "--python-platform",
-                    platform,
+                    target.platform,
                     "--no-header",
                     "--no-annotate",
                     "--quiet",
@@ -297,35 +520,34 @@ def make_lock(
                 ],
                 cwd=Path(tmp),
                 env={**os.environ, **source_environ(profile.sources, "uv")},
-                what=f"resolving {profile.name} for Python {python_version} on {platform}",
+                what=f"resolving {profile.name} for {target}",
             )
         except CommandError as exc:
             if "invalid value" in exc.output_tail and "--python-platform" in exc.output_tail:
                 raise UsageError(
-                    f"--platform {platform!r} is not a platform uv knows",
+                    f"--platform {target.platform!r} is not a platform uv knows",
                     hint="e.g. x86_64-unknown-linux-gnu, aarch64-unknown-linux-gnu, "
                     "aarch64-apple-darwin, x86_64-pc-windows-msvc",
                 ) from None
             raise InstallError(
-                f"cannot lock {profile.name} for Python {python_version} on {platform}: "
-                "no set of versions satisfies it",
+                f"cannot lock {profile.name} for {target}: no set of versions satisfies it",
                 hint="check the profile's versions and that wheels exist for that target",
                 details=exc.output_tail,
             ) from None
-    meta = {
-        "format": LOCK_FORMAT,
-        "profile": profile.name,
-        "python": python_version,
-        "platform": platform,
-        "requirements": list(requirements),
-        "requirements_digest": requirements_digest(profile, python_version),
-        "kboot_version": __version__,
-    }
-    text = HEADER + json.dumps(meta, sort_keys=True) + "\n" + result.stdout
-    lock = parse_lock(text.encode("utf-8"), output or Path("<stdout>"))
-    if output is not None:
-        try:
-            atomic_write(output, text)
-        except OSError as exc:
-            raise KbootError(f"cannot write {output}: {exc.strerror}") from None
-    return LockResult(output, text, lock)
+    return result.stdout
+
+
+def _check_replaceable(output: Path) -> None:
+    """-o FILE replaces an older lock, never a file that is something else."""
+    try:
+        with output.open("rb") as handle:
+            first = handle.read(len(HEADER))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise LockFileError(f"cannot write {output}: {exc.strerror}") from None
+    if first != HEADER.encode():
+        raise UsageError(
+            f"-o {output}: that file exists and is not a kboot lock; kboot left it alone",
+            hint="choose another file name for the lock",
+        )

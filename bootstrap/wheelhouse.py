@@ -6,6 +6,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,14 @@ from packaging.tags import sys_tags
 
 from bootstrap.errors import CommandError, InstallError, UsageError
 from bootstrap.installers import source_args, source_environ
-from bootstrap.lockfile import WHEELHOUSE_LOCK, LockFile, host_platform, make_lock, read_lock
+from bootstrap.lockfile import (
+    WHEELHOUSE_LOCK,
+    LockFile,
+    Target,
+    host_platform,
+    make_lock,
+    read_lock,
+)
 from bootstrap.profiles import Profile
 from bootstrap.progress import Reporter
 from bootstrap.runner import run_python
@@ -58,6 +66,7 @@ class DownloadResult:
     lock: LockFile
     files: tuple[str, ...]
     bytes: int
+    targets: tuple[Target, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +74,7 @@ class DownloadResult:
             "lock": str(self.wheelhouse / WHEELHOUSE_LOCK),
             "python": self.lock.python,
             "platform": self.lock.platform,
+            "targets": [t.to_dict() for t in self.targets],
             "files": list(self.files),
             "bytes": self.bytes,
         }
@@ -74,25 +84,29 @@ def download(
     profile: Profile,
     *,
     dest: Path,
-    python_version: str,
-    platform: str | None,
+    targets: Sequence[Target],
     lock_path: Path | None,
     reporter: Reporter,
 ) -> DownloadResult:
-    platform = platform or host_platform()
+    """Every wheel of the lock (made now for `targets`, or read from `lock_path`) for each
+    of its targets, hash-checked, into `dest`, with the lock as kboot-lock.txt."""
     if lock_path is not None:
         lock = read_lock(lock_path)
-        if lock.python != python_version or lock.platform != platform:
+        wanted = tuple(dict.fromkeys(targets)) or lock.targets
+        missing = [t for t in wanted if t not in lock.targets]
+        if missing:
             raise UsageError(
-                f"{lock_path} is for Python {lock.python} on {lock.platform}, "
-                f"not Python {python_version} on {platform}",
-                hint="leave out --python-version/--platform to use the lock's own",
+                f"{lock_path} is for {lock.describe_targets()}, not "
+                + ", ".join(str(t) for t in missing),
+                hint="leave out --python-version/--platform to download for all the lock's "
+                "targets, or lock for the others too (kboot lock ... --platform P)",
             )
         text = lock_path.read_text(encoding="utf-8")
     else:
-        with reporter.step(f"resolve {profile.name} for Python {python_version} on {platform}"):
-            made = make_lock(profile, python_version=python_version, platform=platform, output=None)
-        lock, text = made.lock, made.text
+        label = ", ".join(str(t) for t in targets)
+        with reporter.step(f"resolve {profile.name} for {label}"):
+            made = make_lock(profile, targets=targets, output=None)
+        lock, text, wanted = made.lock, made.text, made.lock.targets
     _check_same_lock(dest, text)
     try:
         dest.mkdir(parents=True, exist_ok=True)
@@ -106,47 +120,61 @@ def download(
         ) from None
     try:
         (partial / WHEELHOUSE_LOCK).write_text(text, encoding="utf-8")
-        platforms = [arg for tag in pip_platform_tags(platform) for arg in ("--platform", tag)]
-        with reporter.step(f"download {len(lock.pins)} wheels (pip, hash-checked)"):
-            try:
-                run_python(  # isolated, from a private folder: no pip.py of the user's runs
-                    Path(sys.executable),
-                    [
-                        "-m",
-                        "pip",
-                        "download",
-                        "--disable-pip-version-check",
-                        "--no-deps",
-                        "--only-binary=:all:",
-                        "--require-hashes",
-                        "--python-version",
-                        python_version,
-                        "--implementation",
-                        "cp",
-                        *platforms,
-                        *source_args(profile.sources),
-                        "-r",
-                        str(partial / WHEELHOUSE_LOCK),
-                        "-d",
-                        str(partial),
-                    ],
-                    version=sys.version_info[:2],
-                    env={**os.environ, **source_environ(profile.sources, "pip")},
-                    what="downloading wheels",
-                )
-            except CommandError as exc:
-                raise InstallError(
-                    f"downloading the wheels of {profile.name} failed",
-                    hint="a package without a wheel for that Python and platform cannot go "
-                    "into a wheelhouse; the output above names it",
-                    details=exc.output_tail,
-                ) from None
+        for target in wanted:
+            _download_for(profile, lock, target, partial, reporter)
         files = []
         for item in sorted(partial.iterdir()):
+            if item.name.startswith(".requirements-"):
+                continue
             shutil.move(str(item), dest / item.name)  # over an older copy of the same file
             files.append(item.name)
     finally:
-        shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(partial, ignore_errors=True)  # kboot's own temporary folder
     wheels = tuple(f for f in files if f != WHEELHOUSE_LOCK)
     size = sum((dest / f).stat().st_size for f in wheels)
-    return DownloadResult(dest, read_lock(dest / WHEELHOUSE_LOCK), wheels, size)
+    return DownloadResult(dest, read_lock(dest / WHEELHOUSE_LOCK), wheels, size, tuple(wanted))
+
+
+def _download_for(
+    profile: Profile, lock: LockFile, target: Target, partial: Path, reporter: Reporter
+) -> None:
+    # pip download evaluates markers for the machine it runs on, not the target: give it
+    # the target's own pins, without markers
+    requirements = partial / f".requirements-{target.python}-{target.platform}.txt"
+    requirements.write_text(lock.requirements_for(target), encoding="utf-8")
+    platforms = [arg for tag in pip_platform_tags(target.platform) for arg in ("--platform", tag)]
+    count = sum(1 for pin in lock.entries if pin.applies_to(target))
+    with reporter.step(f"download {count} wheels for {target} (pip, hash-checked)"):
+        try:
+            run_python(  # isolated, from a private folder: no pip.py of the user's runs
+                Path(sys.executable),
+                [
+                    "-m",
+                    "pip",
+                    "download",
+                    "--disable-pip-version-check",
+                    "--no-deps",
+                    "--only-binary=:all:",
+                    "--require-hashes",
+                    "--python-version",
+                    target.python,
+                    "--implementation",
+                    "cp",
+                    *platforms,
+                    *source_args(profile.sources),
+                    "-r",
+                    str(requirements),
+                    "-d",
+                    str(partial),
+                ],
+                version=sys.version_info[:2],
+                env={**os.environ, **source_environ(profile.sources, "pip")},
+                what="downloading wheels",
+            )
+        except CommandError as exc:
+            raise InstallError(
+                f"downloading the wheels of {profile.name} for {target} failed",
+                hint="a package without a wheel for that Python and platform cannot go "
+                "into a wheelhouse; the output above names it",
+                details=exc.output_tail,
+            ) from None

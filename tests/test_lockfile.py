@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import sys
@@ -9,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from packaging.version import Version
 
 from bootstrap import lockfile
@@ -325,3 +328,103 @@ def test_only_what_kboot_lock_writes_is_accepted(tmp_path: Path, line: str) -> N
     with pytest.raises(LockFileError) as info:
         parse_lock((header() + body).encode(), tmp_path / "evil.txt")
     assert "evil.txt, line" in info.value.message
+
+
+# ---- one lock for a lab: several Pythons and platforms ---------------------------------
+
+LINUX, MAC = "x86_64-unknown-linux-gnu", "aarch64-apple-darwin"
+
+
+def fake_resolutions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """uv's answer per target: numpy differs by Python, a mac-only package on macOS."""
+
+    def resolve(profile: Profile, target: lockfile.Target) -> str:
+        numpy = "2.4.6" if target.python == "3.11" else "2.5.5"
+        text = f"keras==3.8.0 \\\n    --hash={HASH_A}\nnumpy=={numpy} \\\n    --hash={HASH_B}\n"
+        if "darwin" in target.platform:
+            text += f"appnope==0.1.4 \\\n    --hash={HASH_A}\n"
+        return text
+
+    monkeypatch.setattr(lockfile, "_resolve", resolve)
+
+
+def test_one_lock_for_several_targets(
+    tmp_path: Path, profile: Profile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_resolutions(monkeypatch)
+    targets = [lockfile.Target(p, pl) for p in ("3.11", "3.12") for pl in (LINUX, MAC)]
+    result = lockfile.make_lock(profile, targets=targets, output=tmp_path / "lab.lock")
+    lock = read_lock(tmp_path / "lab.lock")
+    assert lock.targets == tuple(targets)
+    text = (tmp_path / "lab.lock").read_text()
+    assert "keras==3.8.0 \\\n" in text  # shared by every target: no marker
+    linux311 = lock.requirements_for(lockfile.Target("3.11", LINUX))
+    mac312 = lock.requirements_for(lockfile.Target("3.12", MAC))
+    assert "numpy==2.4.6" in linux311 and "appnope" not in linux311 and ";" not in linux311
+    assert "numpy==2.5.5" in mac312 and "appnope==0.1.4" in mac312
+    for target in targets:  # accepted on each machine of the lab
+        check_lock(lock, profile, Version(f"{target.python}.4"), target.platform)
+    with pytest.raises(LockFileError) as info:
+        check_lock(lock, profile, Version("3.13.0"), LINUX)
+    assert "Python 3.11 on x86_64-unknown-linux-gnu" in info.value.message
+    with pytest.raises(LockFileError) as info:
+        check_lock(lock, profile, Version("3.11.2"), "x86_64-pc-windows-msvc")
+    assert info.value.hint is not None and "--platform x86_64-pc-windows-msvc" in info.value.hint
+    assert result.lock.digest == lock.digest
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        {"requirements": 5},
+        {"requirements": [1, 2]},
+        {"python": 3.11},
+        {"targets": "all"},
+        {"targets": [{"python": "3.11"}]},
+        {"targets": [{"python": "three", "platform": LINUX}], "requirements_digests": {}},
+        {"targets": [{"python": "3.11", "platform": "plan9"}], "requirements_digests": {}},
+    ],
+)
+def test_a_header_of_the_wrong_shape_is_a_lock_error(tmp_path: Path, meta: dict[str, Any]) -> None:
+    """Fuzzing found `"requirements": 5` raising TypeError: the header is parsed, typed."""
+    with pytest.raises((LockFileError, UsageError)):
+        parse_lock(lock_text(**meta).encode(), tmp_path / "odd.lock")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_any_bytes_are_a_lock_or_a_lock_error(raw: bytes) -> None:
+    with contextlib.suppress(LockFileError, UsageError):
+        parse_lock(raw, Path("/x.lock"))
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            ["profile", "python", "platform", "requirements", "requirements_digest", "targets",
+             "requirements_digests", "format"]
+        ),
+        JSON_VALUES,
+    ),
+    st.lists(st.sampled_from(["numpy==2.4.6 \\", f"    --hash={HASH_A}", "--index-url x",
+                              "scipy ; python_version < '3'", "", "# c"]), max_size=6),
+)  # fmt: skip
+def test_any_header_and_body_give_a_lock_or_a_lock_error(
+    meta: dict[str, Any], body: list[str]
+) -> None:
+    raw = ("# kboot-lock: " + json.dumps(meta) + "\n" + "\n".join(body)).encode()
+    try:
+        lock = parse_lock(raw, Path("/x.lock"))
+    except (LockFileError, UsageError):
+        return
+    assert lock.targets and lock.entries

@@ -1,0 +1,101 @@
+"""Which targets a lock or a download is for, and `kboot lock MANIFEST`.
+
+Targets are every combination of the `--python-version` and `--platform` options given
+(default: the Python kboot would pick for the profile, on this machine). A manifest is
+locked entry by entry, each into the file its `lock` key names (relative to the
+manifest), or `locks/<name>.lock` beside it.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bootstrap.interpreters import find_interpreter
+from bootstrap.lockfile import LockResult, Target, host_platform, make_lock
+from bootstrap.profiles import Profile
+from bootstrap.sync import ManifestEntry, load_manifest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def default_python(profile: Profile, requested: str | None = None) -> str:
+    """The Python X.Y kboot would build `profile` with here."""
+    if requested and re.fullmatch(r"\d+\.\d+", requested):
+        return requested
+    found = find_interpreter(profile.python_specifier, requested=requested)
+    return f"{found.version.major}.{found.version.minor}"
+
+
+def targets_for(
+    profile: Profile,
+    pythons: Sequence[str] | None,
+    platforms: Sequence[str] | None,
+    *,
+    python: str | None = None,
+) -> list[Target]:
+    versions = list(dict.fromkeys(pythons or [default_python(profile, python)]))
+    places = list(dict.fromkeys(platforms or [host_platform()]))
+    return [Target(v, p) for v in versions for p in places]
+
+
+def is_manifest(ref: str) -> bool:
+    """A path to a TOML file of [[env]] tables (a profile file has a `backend`)."""
+    path = Path(ref).expanduser()
+    if not ref.endswith(".toml") or not path.is_file():
+        return False
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
+        return False
+    return isinstance(data.get("env"), list) and "backend" not in data
+
+
+@dataclass(frozen=True)
+class EntryLock:
+    name: str
+    result: LockResult
+    named_in_manifest: bool  # the entry's `lock` key names this file (sync will use it)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "lock": str(self.result.path),
+            "used_by_sync": self.named_in_manifest,
+            "targets": [t.to_dict() for t in self.result.lock.targets],
+            "packages": len(self.result.lock.pins),
+        }
+
+
+def lock_manifest(
+    manifest: Path,
+    *,
+    pythons: Sequence[str] | None,
+    platforms: Sequence[str] | None,
+    folder: Path | None = None,
+) -> list[EntryLock]:
+    """Lock every entry of a manifest, inline profiles too."""
+    entries = load_manifest(manifest)
+    folder = folder or manifest.parent / "locks"
+    locked = []
+    for entry in entries:
+        output = entry.lock or folder / f"{entry.name}.lock"
+        output.parent.mkdir(parents=True, exist_ok=True)
+        result = make_lock(
+            _with_sources(entry),
+            targets=targets_for(entry.profile, pythons, platforms, python=entry.python),
+            output=output,
+        )
+        locked.append(EntryLock(entry.name, result, entry.lock is not None))
+    return locked
+
+
+def _with_sources(entry: ManifestEntry) -> Profile:
+    return entry.profile.with_sources(entry.sources) if entry.sources else entry.profile
