@@ -25,7 +25,7 @@ import os, json
 mine = json.loads(%s)
 try:
     inherited = json.loads(os.environ.get('_KBOOT_STARTUP') or '{}')
-except ValueError:
+except (ValueError, RecursionError):
     inherited = {}
 if not isinstance(inherited, dict):
     inherited = {}

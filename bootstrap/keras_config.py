@@ -55,6 +55,11 @@ def read_keras_json(path: Path) -> dict[str, Any] | None:
         raise ConfigError(f"{path} is not UTF-8 text") from None
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise ConfigError(
+            f"{path} is nested too deeply to be a keras.json; Keras would ignore it",
+            hint=f"fix or delete {path}; kboot left it unchanged",
+        ) from None
     except json.JSONDecodeError as exc:
         raise ConfigError(
             f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "

@@ -294,7 +294,7 @@ class Ledger:
             raise LedgerError(f"cannot read kboot's ledger entry {file}: {exc}") from None
         try:
             data = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise LedgerError(f"kboot's ledger entry {file} is not JSON") from None
         entry = parse_entry(data, file)
         if entry.path != path:
@@ -327,7 +327,7 @@ class Ledger:
         for file in sorted(self.folder.glob("*.json")):  # our own folder, our own names
             try:
                 found.append(parse_entry(json.loads(file.read_text(encoding="utf-8")), file))
-            except (OSError, ValueError, KbootError) as exc:
+            except (OSError, ValueError, RecursionError, KbootError) as exc:
                 found.append(DamagedEntry(file, getattr(exc, "message", str(exc))))
         return found
 

@@ -146,7 +146,13 @@ def probe_environment(
     )
     for line in reversed(result.stdout.splitlines()):
         if line.startswith(MARKER):
-            return json.loads(line[len(MARKER) :]), result.output_tail, result.seconds
+            try:
+                report = json.loads(line[len(MARKER) :])
+            except (ValueError, RecursionError):
+                break  # not our probe's line: as good as no report
+            if isinstance(report, dict):
+                return report, result.output_tail, result.seconds
+            break
     return None, result.output_tail, result.seconds
 
 
@@ -306,8 +312,13 @@ def _run_probe(
     )
     for line in reversed(result.stdout.splitlines()):
         if line.startswith(MARKER):
-            data: dict[str, Any] = json.loads(line[len(MARKER) :])
-            return data
+            try:
+                data = json.loads(line[len(MARKER) :])
+            except (ValueError, RecursionError):
+                break
+            if isinstance(data, dict):
+                return data
+            break
     raise SmokeError(f"{what} failed: {python} printed no report", details=result.output_tail)
 
 

@@ -99,7 +99,9 @@ class ManifestEntry:
         )
 
 
-def load_manifest(path: Path) -> list[ManifestEntry]:
+def load_manifest(path: Path, *, locks_must_exist: bool = True) -> list[ManifestEntry]:
+    """The manifest's entries, validated. `kboot lock MANIFEST` writes the locks they
+    name, so it reads them before those exist."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -127,7 +129,7 @@ def load_manifest(path: Path) -> list[ManifestEntry]:
     entries: list[ManifestEntry] = []
     seen: dict[str, int] = {}
     for index, raw in enumerate(raw_entries, start=1):
-        entry = _entry(path, index, raw)
+        entry = _entry(path, index, raw, locks_must_exist)
         if entry.name in seen:
             raise ManifestError(
                 f"{path}: environment name '{entry.name}' appears twice "
@@ -139,7 +141,9 @@ def load_manifest(path: Path) -> list[ManifestEntry]:
     return entries
 
 
-def _entry(path: Path, index: int, raw: Mapping[str, Any]) -> ManifestEntry:
+def _entry(
+    path: Path, index: int, raw: Mapping[str, Any], locks_must_exist: bool = True
+) -> ManifestEntry:
     where = f"{path}: [[env]] #{index}"
     for key in raw:
         if key not in ENTRY_KEYS:
@@ -163,10 +167,11 @@ def _entry(path: Path, index: int, raw: Mapping[str, Any]) -> ManifestEntry:
     lock = raw.get("lock")
     if lock is not None and (not isinstance(lock, str) or not _path_text(lock)):
         raise ManifestError(f"{where}: 'lock' must be a path string")
-    if lock is not None and not (path.parent / lock).is_file():
+    if lock is not None and locks_must_exist and not (path.parent / lock).is_file():
         raise ManifestError(
             f"{where}: lock file {path.parent / lock} does not exist",
-            hint="make it with `kboot lock PROFILE -o FILE`, or drop the 'lock' key",
+            hint=f"make it (and every lock the manifest names) with `kboot lock {path}`, "
+            "or drop the 'lock' key",
         )
     scope = raw.get("scope", "env")
     if scope not in SCOPES:

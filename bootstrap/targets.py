@@ -82,7 +82,7 @@ def lock_manifest(
     folder: Path | None = None,
 ) -> list[EntryLock]:
     """Lock every entry of a manifest, inline profiles too."""
-    entries = load_manifest(manifest)
+    entries = load_manifest(manifest, locks_must_exist=False)
     folder = folder or manifest.parent / "locks"
     locked = []
     for entry in entries:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +130,24 @@ def report_from_fresh_shell(
         proc = run_in_fresh_shell(env_path, tmp_path, REPORT)
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_blocks(language: str = "sh") -> list[str]:
+    """The README's fenced code blocks of one language, as the shell would read them:
+    one entry per command line (continuation lines joined); for a block whose first line
+    is `# NAME`, the whole block (a file the reader writes)."""
+    text = README.read_text(encoding="utf-8")
+    found: list[str] = []
+    for block in re.findall(r"^```" + re.escape(language) + r"\n(.*?)^```", text, re.M | re.S):
+        if language != "sh":
+            found.append(block)
+            continue
+        found += [
+            line.strip()
+            for line in block.replace("\\\n", " ").splitlines()
+            if line.strip() and not line.strip().startswith("#")
+        ]
+    return found

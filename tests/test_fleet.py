@@ -1,8 +1,9 @@
-"""The Ansible example, for real: ansible-core from the index, localhost, run twice."""
+"""The Ansible example, for real: ansible-core from the index, localhost. The README's
+command runs exactly as written, twice; check mode and a failing host show kboot's own
+answers."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 from uv import find_uv_bin
 
+from helpers import readme_blocks
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,21 +23,16 @@ EXAMPLE = ROOT / "examples" / "ansible"
 
 @pytest.fixture(scope="module")
 def ansible(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """ansible-core in a throwaway environment; returns its bin folder."""
+    """ansible-core (with pip, which the playbook builds kboot's wheel with); its bin folder."""
     venv = tmp_path_factory.mktemp("ansible") / "venv"
-    subprocess.run([find_uv_bin(), "venv", "-q", "--python", sys.executable, str(venv)], check=True)
     subprocess.run(
-        [
-            find_uv_bin(),
-            "pip",
-            "install",
-            "-q",
-            "--python",
-            str(venv / "bin" / "python"),
-            "ansible-core",
-        ],
-        check=True,
+        [find_uv_bin(), "venv", "-q", "--seed", "--python", sys.executable, str(venv)], check=True
     )
+    subprocess.run(
+        [find_uv_bin(), "pip", "install", "-q", "--python", str(venv / "bin" / "python"),
+         "ansible-core"],
+        check=True,
+    )  # fmt: skip
     return venv / "bin"
 
 
@@ -44,48 +42,59 @@ def recap(output: str) -> dict[str, int]:
     return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line.group(1))}
 
 
-def test_playbook_syncs_then_reports_ok(ansible: Path, tmp_path: Path, isolated: Path) -> None:
-    wheels = tmp_path / "wheels"  # as a lab would serve kboot: a pinned version from a folder
-    subprocess.run(
-        [find_uv_bin(), "build", "-q", "--wheel", "--out-dir", str(wheels), str(ROOT)], check=True
-    )
-    version = re.search(r"kboot-([^-]+)-", next(wheels.glob("kboot-*.whl")).name)
-    assert version
-    manifest = tmp_path / "lab.toml"
-    manifest.write_text('[[env]]\nname = "lab-numpy"\nprofile = "numpy"\n')
-    inventory = tmp_path / "inventory.ini"
-    inventory.write_text(
-        f"localhost ansible_connection=local ansible_python_interpreter={ansible / 'python'}\n"
-    )
-    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCALHOST_WARNING": "0"}
-    command = [
-        str(ansible / "ansible-playbook"),
-        "-i",
-        str(inventory),
-        str(EXAMPLE / "playbook.yml"),
-        "-e",
-        json.dumps(
-            {
-                "kboot_package": f"kboot=={version.group(1)}",
-                "kboot_pip_extra_args": f"--find-links {wheels}",
-                "kboot_manifest": str(manifest),
-                "kboot_python": sys.executable,
-            }
-        ),
-    ]
-    first = subprocess.run(
-        command, capture_output=True, text=True, env=env, timeout=1200, check=False
-    )
+def shell(command: str, ansible: Path) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "PATH": f"{ansible}{os.pathsep}{os.environ['PATH']}",
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_LOCALHOST_WARNING": "0",
+    }
+    return subprocess.run(
+        ["bash", "-c", command], cwd=ROOT, capture_output=True, text=True, env=env,
+        timeout=1800, check=False,
+    )  # fmt: skip
+
+
+def test_the_readme_command_as_written_syncs_then_reports_ok(ansible: Path) -> None:
+    (command,) = [c for c in readme_blocks("ansible-playbook") if c.startswith("ansible-playbook")]
+    first = shell(command, ansible)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
     assert recap(first.stdout)["changed"] >= 1
-    assert "lab-numpy: created" in first.stdout
-    built = Path(os.environ["KBOOT_HOME"]) / "envs" / "lab-numpy"
+    assert "keras-numpy: created" in first.stdout and "keras-jax: created" in first.stdout
+    built = Path(os.environ["KBOOT_HOME"]) / "envs" / "keras-jax"
     assert (built / "kboot-env.json").is_file()
 
-    second = subprocess.run(
-        command, capture_output=True, text=True, env=env, timeout=600, check=False
-    )
+    second = shell(command, ansible)
     assert second.returncode == 0, second.stdout[-4000:]
     counts = recap(second.stdout)
     assert counts["changed"] == 0 and counts["failed"] == 0, second.stdout
-    assert "lab-numpy: unchanged" in second.stdout
+    assert "keras-numpy: unchanged" in second.stdout
+
+    checked = shell(command + " --check", ansible)  # Ansible's check mode: kboot sync --check
+    assert checked.returncode == 0, checked.stdout[-4000:]
+    assert recap(checked.stdout)["changed"] == 0
+
+
+def test_check_mode_changes_nothing_and_a_failure_shows_kboots_error(
+    ansible: Path, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    manifest = bundle / "lab.toml"
+    manifest.write_text(
+        '[[env]]\nname = "lab-bad"\n'
+        'profile = { backend = "numpy", packages = ["numpy", "kboot-no-such-package-x"] }\n'
+    )
+    base = (
+        f"ansible-playbook -i examples/ansible/inventory.ini examples/ansible/playbook.yml "
+        f"-e kboot_manifest={manifest} -e kboot_home={tmp_path / 'shared-kboot'}"
+    )
+    checked = shell(base + " --check", ansible)
+    assert checked.returncode == 0, checked.stdout[-4000:]
+    assert recap(checked.stdout)["changed"] >= 1  # would create lab-bad
+    assert not (tmp_path / "shared-kboot" / "envs" / "lab-bad").exists()
+
+    failed = shell(base, ansible)
+    assert failed.returncode != 0
+    assert "lab-bad: installing" in failed.stdout and "kboot-no-such-package-x" in failed.stdout
+    assert (tmp_path / "shared-kboot").stat().st_mode & 0o777 == 0o755

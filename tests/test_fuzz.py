@@ -1,0 +1,149 @@
+"""Everything kboot reads from disk becomes a value or kboot's own error, never another
+exception (property-based: profiles, manifests, keras.json; locks, records and the
+ledger have theirs beside their other tests)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bootstrap.errors import KbootError
+from bootstrap.keras_config import read_keras_json
+from bootstrap.profiles import KNOWN_KEYS, Profile, load_profile, parse_profile
+from bootstrap.sync import ENTRY_KEYS, load_manifest
+
+LEAF = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**400), max_value=10**400)
+    | st.floats()
+    | st.text(max_size=20)
+    | st.sampled_from(["numpy", "jax", "float64", "==3.0.5", ">=2", "my.mod", "[/]", "\0"])
+)
+VALUES = st.recursive(
+    LEAF,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from([*KNOWN_KEYS, "flaotx"]), VALUES, max_size=8))
+def test_any_profile_table_is_a_profile_or_a_profile_error(data: dict[str, Any]) -> None:
+    try:
+        profile = parse_profile(data, path=Path("/p/x.toml"), name="x")
+    except KbootError as exc:
+        assert exc.exit_code == 2 and "/p/x.toml" in exc.message
+    else:
+        assert isinstance(profile, Profile)
+        profile.digest()  # and what kboot computes from it works too
+        profile.to_dict()
+
+
+def toml_like(tmp_path: Path, raw: bytes, name: str) -> Path:
+    path = tmp_path / name
+    path.write_bytes(raw)
+    return path
+
+
+@FUZZ
+@given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
+def test_any_profile_file_is_a_profile_or_a_profile_error(
+    tmp_path_factory: pytest.TempPathFactory, raw: bytes
+) -> None:
+    path = toml_like(tmp_path_factory.mktemp("p"), raw, "x.toml")
+    with contextlib.suppress(KbootError):
+        load_profile(path)
+
+
+ENTRY = st.dictionaries(st.sampled_from([*ENTRY_KEYS, "nmae"]), VALUES, max_size=6)
+
+
+def toml_value(value: object) -> str:
+    """A tiny TOML writer for the fuzzer (strings, numbers, booleans, arrays, tables)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value) if math.isfinite(value) else "nan"
+    if isinstance(value, str):
+        return '"' + value.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value if v is not None) + "]"
+    if isinstance(value, dict):
+        return (
+            "{"
+            + ", ".join(f'"{k}" = {toml_value(v)}' for k, v in value.items() if v is not None)
+            + "}"
+        )
+    return '""'
+
+
+@FUZZ
+@given(st.lists(ENTRY, max_size=3))
+def test_any_manifest_is_entries_or_a_manifest_error(
+    tmp_path_factory: pytest.TempPathFactory, entries: list[dict[str, Any]]
+) -> None:
+    folder = tmp_path_factory.mktemp("m")
+    text = "".join(
+        "[[env]]\n" + "".join(f'"{k}" = {toml_value(v)}\n' for k, v in e.items() if v is not None)
+        for e in entries
+    )
+    path = toml_like(folder, text.encode(), "lab.toml")
+    try:
+        load_manifest(path)
+    except KbootError as exc:
+        assert exc.exit_code == 2
+
+
+@FUZZ
+@given(st.binary(max_size=200))
+def test_any_manifest_bytes_are_entries_or_a_manifest_error(
+    tmp_path_factory: pytest.TempPathFactory, raw: bytes
+) -> None:
+    path = toml_like(tmp_path_factory.mktemp("m"), raw, "lab.toml")
+    with contextlib.suppress(KbootError):
+        load_manifest(path)
+
+
+@FUZZ
+@given(st.binary(max_size=200) | VALUES.map(lambda v: repr(v).encode()))
+def test_any_keras_json_is_a_dict_or_a_config_error(
+    tmp_path_factory: pytest.TempPathFactory, raw: bytes
+) -> None:
+    path = toml_like(tmp_path_factory.mktemp("k"), raw, "keras.json")
+    try:
+        data = read_keras_json(path)
+    except KbootError:
+        return
+    assert data is None or isinstance(data, dict)
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("deep.toml", "backend = " + "[" * 5000 + "]" * 5000 + "\n"),
+        ("eps.toml", 'backend = "numpy"\npackages = ["numpy"]\nepsilon = 1' + "0" * 400 + "\n"),
+        ("desc.toml", 'backend = "numpy"\npackages = ["numpy"]\ndescription = "[/]"\n'),
+    ],
+)
+def test_what_fuzzing_found_is_a_plain_answer(tmp_path: Path, name: str, text: str) -> None:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    with contextlib.suppress(KbootError):
+        load_profile(path)
+
+
+def test_deep_json_in_keras_json_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "keras.json"
+    path.write_text("[" * 100000 + "]" * 100000, encoding="utf-8")
+    with pytest.raises(KbootError):
+        read_keras_json(path)
