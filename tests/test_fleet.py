@@ -56,7 +56,7 @@ def shell(command: str, ansible: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_readme_command_as_written_syncs_then_reports_ok(ansible: Path) -> None:
-    (command,) = [c for c in readme_blocks("ansible-playbook") if c.startswith("ansible-playbook")]
+    (command,) = [c for c in readme_blocks("sh") if c.startswith("ansible-playbook")]
     first = shell(command, ansible)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
     assert recap(first.stdout)["changed"] >= 1
