@@ -76,8 +76,14 @@ class VirtualEnv:
         try:
             session = cli_run(args, setup_logging=False, env=env)
         except (RuntimeError, OSError, SystemExit) as exc:
+            # virtualenv may embed a whole traceback in its message: its last line says why
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
             raise EnvironmentStateError(
-                f"virtualenv could not create {root} with {interpreter.path}: {exc}"
+                f"virtualenv could not create {root} with {interpreter.path}: "
+                f"{lines[-1] if lines else type(exc).__name__}",
+                hint="free some space or fix the folder's permissions"
+                if "No space left" in str(exc) or "ermission" in str(exc)
+                else None,
             ) from None
         creator = session.creator
         version = (interpreter.version.major, interpreter.version.minor)

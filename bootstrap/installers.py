@@ -290,7 +290,7 @@ def _run_install(
         raise InstallError(
             f"installing {what} with {installer.name} failed: {reason}",
             hint=hint,
-            details=text,
+            details=None if "no space left" in reason else text,  # diagnosed: no traceback
         ) from None
 
 

@@ -31,7 +31,7 @@ class CommandResult:
 
     @property
     def output_tail(self) -> str:
-        return tail(self.stderr + self.stdout)
+        return tail(self.stdout + "\n" + self.stderr)  # the error comes last
 
 
 def tail(text: str, lines: int = TAIL_LINES) -> str:
@@ -91,7 +91,7 @@ def run(
             f"{what or shown} did not finish within {timeout:g} s",
             cmd=argv,
             returncode=-1,
-            output_tail=redact(tail(stderr + stdout)),
+            output_tail=redact(tail(stdout + "\n" + stderr)),
             hint=hint,
         ) from None
     except BaseException:  # Ctrl-C: never leave the child running behind us

@@ -14,7 +14,7 @@ from typing import Any
 from packaging.tags import sys_tags
 
 from bootstrap.errors import CommandError, InstallError, UsageError
-from bootstrap.installers import source_args, source_environ
+from bootstrap.installers import install_failure_reason, source_args, source_environ
 from bootstrap.lockfile import (
     WHEELHOUSE_LOCK,
     LockFile,
@@ -172,9 +172,14 @@ def _download_for(
                 what="downloading wheels",
             )
         except CommandError as exc:
+            reason = install_failure_reason(exc.output_tail, target.python)
             raise InstallError(
-                f"downloading the wheels of {profile.name} for {target} failed",
-                hint="a package without a wheel for that Python and platform cannot go "
+                f"downloading the wheels of {profile.name} for {target} failed"
+                + (f": {reason}" if reason else ""),
+                hint="free some space, or download elsewhere"
+                if reason and "no space" in reason
+                else "a package without a wheel for that Python and platform cannot go "
                 "into a wheelhouse; the output above names it",
-                details=exc.output_tail,
+                # diagnosed: pip's own traceback for a full disk adds nothing
+                details=None if reason and "no space" in reason else exc.output_tail,
             ) from None
