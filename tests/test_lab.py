@@ -197,3 +197,34 @@ def test_json_is_a_document_for_every_outcome(tmp_path: Path) -> None:
         assert proc.returncode == code
         doc = json.loads(proc.stdout)
         assert doc["ok"] is False and doc["exit_code"] == code and doc["error"]
+
+
+def test_overlapping_runs_wait_their_turn(tmp_path: Path) -> None:
+    """Lab item 22: cron and Ansible overlapping wait (bounded) instead of failing."""
+    import threading
+    import time
+
+    from bootstrap.locking import env_lock
+
+    target = (tmp_path / "kboot-home" / "envs").resolve() / "lab"
+    locks = tmp_path / "kboot-home" / "locks"
+    with env_lock(locks, target):
+        started = time.monotonic()
+        gave_up = kboot("create", "lab", "--no-smoke", "--wait", "1")
+        assert time.monotonic() - started >= 1
+    assert "waited 1 s" in plain(gave_up, 1)
+
+    release = threading.Event()
+
+    def hold() -> None:
+        with env_lock(locks, target):
+            release.wait(2)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    time.sleep(0.3)
+    threading.Timer(1.0, release.set).start()
+    waited = kboot("create", "lab", "--no-smoke", "--wait", "60", "--json")
+    holder.join()
+    assert created(waited)["action"] == "created"
+    assert "waiting up to 60 s for kboot pid" in waited.stderr

@@ -373,3 +373,62 @@ def test_outside_manifest() -> None:
     assert SyncEntry("x", "removed").outside_manifest
     assert not SyncEntry("x", "ok").outside_manifest
     assert not SyncEntry("x", "failed").outside_manifest
+
+
+def test_sources_for_offline_hosts_relative_to_the_manifest(tmp_path: Path) -> None:
+    """Lab item 20: a manifest describes offline hosts; its paths are its own."""
+    (tmp_path / "project" / "wheelhouse").mkdir(parents=True)
+    path = write_manifest(
+        tmp_path,
+        '[[env]]\nname = "a"\nprofile = "numpy"\nwheelhouse = "wheelhouse"\noffline = true\n'
+        '[[env]]\nname = "b"\nprofile = "numpy"\nindex_url = "https://mirror.example/simple"\n'
+        'extra_index_urls = ["https://extra.example/simple"]\nfind_links = ["wheels", '
+        '"https://links.example/"]\n',
+    )
+    a, b = load_manifest(path)
+    assert a.wheelhouse == tmp_path / "project" / "wheelhouse" and a.offline
+    request = a.request(verify=False)
+    assert request.wheelhouse == a.wheelhouse and request.offline
+    assert b.sources is not None
+    assert b.sources.index_url == "https://mirror.example/simple"
+    assert b.sources.find_links == (str(tmp_path / "project" / "wheels"), "https://links.example/")
+    assert b.request(verify=False).sources == b.sources
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('offline = true\n', "'offline = true' needs a 'wheelhouse'"),
+        ('wheelhouse = "nowhere"\n', "is not a folder"),
+        ('wheelhouse = 5\n', "'wheelhouse' must be a folder path"),
+        ('find_links = "one"\n', "'find_links' must be a list of strings"),
+        ('lock = "a\\u0000b"\n', "'lock' must be a path string"),
+    ],
+)
+def test_bad_source_keys(tmp_path: Path, text: str, message: str) -> None:
+    path = write_manifest(tmp_path, '[[env]]\nname = "a"\nprofile = "numpy"\n' + text)
+    with pytest.raises(ManifestError) as info:
+        load_manifest(path)
+    assert message in info.value.message
+
+
+def test_an_empty_manifest_cannot_prune_everything(tmp_path: Path) -> None:
+    """Lab item 23: --prune with a manifest that lists nothing is refused."""
+    from bootstrap.ledger import Entry, Ledger
+    from bootstrap.progress import RecordingReporter
+    from bootstrap.sync import sync_manifest
+
+    home = tmp_path / "kboot-home"
+    env = (home / "envs" / "kept").resolve()
+    env.mkdir(parents=True)
+    Ledger(home).put(Entry(env, token="t" * 32))  # kboot's, as far as counting goes
+    empty = write_manifest(tmp_path, "")
+    with pytest.raises(ManifestError) as info:
+        sync_manifest(
+            empty,
+            prune=True,
+            reporter_for=lambda _: RecordingReporter(),
+            environ={"KBOOT_HOME": str(home), "HOME": str(tmp_path)},
+        )
+    assert "would remove all 1" in info.value.message
+    assert env.is_dir()
