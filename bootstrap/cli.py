@@ -56,6 +56,7 @@ JobsOpt = Annotated[
     int | None, typer.Option(min=1, metavar="N", help="How many environments to build at once.")
 ]
 
+
 def _emit_json(data: Any) -> None:
     from bootstrap.redaction import redact
 
@@ -328,7 +329,7 @@ def lock_cmd(
             )
             if not item.named_in_manifest:
                 relative = os.path.relpath(item.result.path or "", manifest.parent)
-                typer.echo(f"  add to its [[env]] so that sync uses it: lock = \"{relative}\"")
+                typer.echo(f'  add to its [[env]] so that sync uses it: lock = "{relative}"')
         return
     loaded = resolve_profile(ref, user_profiles_dir(), builtin_profiles_dir())
     result = make_lock(

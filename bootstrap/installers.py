@@ -26,7 +26,7 @@ INSTALLERS = ("uv", "pip")
 class Installer(Protocol):
     @property
     def name(self) -> str:
-        """"uv" or "pip": also which variables carry credentialed sources."""
+        """ "uv" or "pip": also which variables carry credentialed sources."""
 
     @property
     def needs_pip(self) -> bool: ...

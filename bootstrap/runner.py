@@ -31,7 +31,11 @@ class CommandResult:
 
     @property
     def output_tail(self) -> str:
-        return tail(self.stdout + "\n" + self.stderr)  # the error comes last
+        return tail(joined(self.stdout, self.stderr))  # the error comes last
+
+
+def joined(stdout: str, stderr: str) -> str:
+    return "\n".join(part.strip() for part in (stdout, stderr) if part.strip())
 
 
 def tail(text: str, lines: int = TAIL_LINES) -> str:
@@ -91,7 +95,7 @@ def run(
             f"{what or shown} did not finish within {timeout:g} s",
             cmd=argv,
             returncode=-1,
-            output_tail=redact(tail(stdout + "\n" + stderr)),
+            output_tail=redact(tail(joined(stdout, stderr))),
             hint=hint,
         ) from None
     except BaseException:  # Ctrl-C: never leave the child running behind us

@@ -85,9 +85,14 @@ def check_link(given: Path) -> None:
         info = given.lstat()
     except OSError:
         return
-    if stat.S_ISLNK(info.st_mode) and hasattr(os, "geteuid") and info.st_uid not in (
-        os.geteuid(),
-        0,
+    if (
+        stat.S_ISLNK(info.st_mode)
+        and hasattr(os, "geteuid")
+        and info.st_uid
+        not in (
+            os.geteuid(),
+            0,
+        )
     ):
         raise UsageError(
             f"--dest {given} is a symlink that another user made (to {os.path.realpath(given)}); "

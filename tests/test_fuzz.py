@@ -72,7 +72,9 @@ def toml_value(value: object) -> str:
     """A tiny TOML writer for the fuzzer (strings, numbers, booleans, arrays, tables)."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int | float):
+    if isinstance(value, int):
+        return repr(value)
+    if isinstance(value, float):
         return repr(value) if math.isfinite(value) else "nan"
     if isinstance(value, str):
         return '"' + value.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'

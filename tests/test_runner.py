@@ -26,7 +26,7 @@ def test_run_captures_output(tmp_path: Path) -> None:
     assert result.stderr == "err\n"
     assert result.cmd == (sys.executable, "-c", code)
     assert result.seconds >= 0
-    assert result.output_tail == "err\nout"
+    assert result.output_tail == "out\nerr"  # what went wrong comes last
 
 
 def test_run_accepts_paths_and_passes_env_and_cwd(tmp_path: Path) -> None:

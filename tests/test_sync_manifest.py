@@ -398,9 +398,9 @@ def test_sources_for_offline_hosts_relative_to_the_manifest(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('offline = true\n', "'offline = true' needs a 'wheelhouse'"),
+        ("offline = true\n", "'offline = true' needs a 'wheelhouse'"),
         ('wheelhouse = "nowhere"\n', "is not a folder"),
-        ('wheelhouse = 5\n', "'wheelhouse' must be a folder path"),
+        ("wheelhouse = 5\n", "'wheelhouse' must be a folder path"),
         ('find_links = "one"\n', "'find_links' must be a list of strings"),
         ('lock = "a\\u0000b"\n', "'lock' must be a path string"),
     ],
