@@ -476,7 +476,7 @@ class _Build:
     ) -> tuple[VirtualEnv, Path, dict[str, str], SmokeReport | None, EnvRecord]:
         profile, reporter = self.profile, self.reporter
         installer = get_installer(self.request.installer)
-        env = self._create_env()
+        env = self._create_env(installer)
         checkpoint("build-venv-created")
         self._install(env, installer)
         checkpoint("build-installed")
@@ -557,15 +557,17 @@ class _Build:
             lock=self.target.lock,
         )
 
-    def _create_env(self) -> VirtualEnv:
+    def _create_env(self, installer: Installer) -> VirtualEnv:
         version = self.interpreter.version
         with self.reporter.step(f"create virtualenv (Python {version})"):
             env = VirtualEnv.create(
                 self.path,
                 self.interpreter,
                 system_site_packages=self.request.system_site_packages,
-                # virtualenv's bundled pip no longer supports Pythons < 3.9
-                seed_pip=legacy_pip(version) is None,
+                # pip needs itself to install; uv installs pip with the rest, in the same
+                # step (faster than virtualenv's seeder), and virtualenv's bundled pip no
+                # longer supports Pythons < 3.9 anyway
+                seed_pip=installer.needs_pip and legacy_pip(version) is None,
             )
             if (version.major, version.minor) < (3, 8):
                 env.drop_virtualenv_patch()
@@ -592,7 +594,10 @@ class _Build:
         base = None
         if self.request.system_site_packages:
             base = installed_packages(env.python, version=env.version)
-        plan = plan_install(installer, profile.requirements(), base)
+        wanted = profile.requirements()
+        if not installer.needs_pip and legacy_pip(self.interpreter.version) is None:
+            wanted = (*wanted, "pip")  # a normal virtualenv has pip (a lock has none)
+        plan = plan_install(installer, wanted, base)
         for requirement, found in plan.reused.items():
             reporter.info(f"reusing {requirement} from the base Python ({found})")
         requirements = plan.requirements
