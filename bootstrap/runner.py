@@ -118,15 +118,20 @@ def run(
     return result
 
 
-def isolation_flags(version: tuple[int, int] | None) -> list[str]:
+def isolation_flags(
+    version: tuple[int, int] | None, environ: Mapping[str, str] | None = None
+) -> list[str]:
     """Flags that keep a Python from importing the working folder, user site or PYTHON* code.
 
     `-I` from 3.4 on; older (or unknown) interpreters get its parts, `-E -s`, and the
-    caller's private working folder keeps the script folder harmless.
+    caller's private working folder keeps the script folder harmless. `-E` also drops
+    PYTHONDONTWRITEBYTECODE: a user who set it still gets no bytecode written (`-B`).
     """
-    if version is not None and version >= (3, 4):
-        return ["-I"]
-    return ["-E", "-s"]
+    environ = os.environ if environ is None else environ
+    flags = ["-I"] if version is not None and version >= (3, 4) else ["-E", "-s"]
+    if environ.get("PYTHONDONTWRITEBYTECODE"):
+        flags.append("-B")
+    return flags
 
 
 def run_python(
@@ -147,7 +152,7 @@ def run_python(
     """
     with tempfile.TemporaryDirectory(prefix="kboot-run-") as private:
         return run(
-            [python, *isolation_flags(version), *args],
+            [python, *isolation_flags(version, env), *args],
             env=env,
             cwd=Path(private),
             timeout=timeout,

@@ -74,7 +74,8 @@ def test_uv_command_default_sources(env: VirtualEnv) -> None:
     assert Path(cmd[0]).name.startswith("uv")
 
 
-def test_pip_command(env: VirtualEnv) -> None:
+def test_pip_command(env: VirtualEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
     cmd = PipInstaller().install_command(env, REQS, ALL_SOURCES)
     assert cmd == [
         str(env.python),
@@ -234,7 +235,17 @@ def test_other_failure_gets_the_generic_hint(monkeypatch, env) -> None:  # type:
     assert "could not be reached" not in info.value.hint
 
 
-def test_pip_runs_isolated_on_a_known_python(env: VirtualEnv) -> None:
+def test_pip_runs_isolated_on_a_known_python(
+    env: VirtualEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
     known = replace(env, version=(3, 11))
     cmd = PipInstaller().install_command(known, REQS, Sources())
     assert cmd[:4] == [str(env.python), "-I", "-m", "pip"]
+    # -I drops PYTHON* variables: a user who asked for no bytecode still gets none
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    assert PipInstaller().install_command(known, REQS, Sources())[:3] == [
+        str(env.python),
+        "-I",
+        "-B",
+    ]
