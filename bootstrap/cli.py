@@ -43,6 +43,15 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document o
 AllowCpuOpt = Annotated[
     bool, typer.Option(help="Let a GPU profile pass when the backend sees no GPU.")
 ]
+AcceleratorOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="auto|cpu|cuda|cuda-12|cuda-13",
+        help="Which build of TensorFlow, JAX or PyTorch: auto reads the NVIDIA driver "
+        "(default for the tf, jax and torch profiles); cuda picks the newest CUDA the driver "
+        "runs. Default: the profile's accelerator.",
+    ),
+]
 WaitOpt = Annotated[
     float,
     typer.Option(
@@ -177,6 +186,7 @@ def create(
     ] = False,
     no_smoke: Annotated[bool, typer.Option("--no-smoke", help="Skip the smoke test.")] = False,
     allow_cpu: AllowCpuOpt = False,
+    accelerator: AcceleratorOpt = None,
     jobs: JobsOpt = None,
     wait: WaitOpt = 0,
     as_json: JsonOpt = False,
@@ -234,6 +244,7 @@ def create(
             offline=offline,
             verify=verify,
             wait=wait,
+            accelerator=accelerator,
         )
 
     if len(profiles) == 1:
@@ -297,6 +308,15 @@ def lock_cmd(
     ] = None,
     python_version: PythonVersionsOpt = None,
     platform: PlatformsOpt = None,
+    accelerator: AcceleratorOpt = None,
+    base_packages: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="`pip freeze` of the base Python the environment will sit on "
+            "(--system-site-packages, e.g. a GPU node's CUDA stack): lock only what it lacks.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Resolve to exact versions with hashes, for one or several Pythons and platforms.
@@ -309,10 +329,10 @@ def lock_cmd(
     Example: kboot lock numpy --platform x86_64-unknown-linux-gnu --platform
     aarch64-apple-darwin -o numpy.lock
     """
-    from bootstrap.lockfile import make_lock
+    from bootstrap.lockfile import make_lock, parse_freeze
     from bootstrap.paths import builtin_profiles_dir, user_profiles_dir
     from bootstrap.profiles import resolve_profile
-    from bootstrap.targets import is_manifest, lock_manifest, targets_for
+    from bootstrap.targets import is_manifest, lock_manifest, targets_for, with_accelerator
 
     if is_manifest(ref):
         manifest = Path(ref).expanduser().absolute()
@@ -332,10 +352,19 @@ def lock_cmd(
                 typer.echo(f'  add to its [[env]] so that sync uses it: lock = "{relative}"')
         return
     loaded = resolve_profile(ref, user_profiles_dir(), builtin_profiles_dir())
+    targets = targets_for(loaded, python_version, platform)
+    base = None
+    if base_packages is not None:
+        path = base_packages.expanduser().absolute()
+        try:
+            base = parse_freeze(path.read_text(encoding="utf-8"), path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read --base-packages {path}: {exc}") from None
     result = make_lock(
-        loaded,
-        targets=targets_for(loaded, python_version, platform),
+        with_accelerator(loaded, accelerator, targets),
+        targets=targets,
         output=output.expanduser().absolute() if output else None,
+        base=base,
     )
     if as_json:
         _emit_json(result.to_dict())
@@ -358,6 +387,7 @@ def download(
     ] = None,
     python_version: PythonVersionsOpt = None,
     platform: PlatformsOpt = None,
+    accelerator: AcceleratorOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Fetch every wheel PROFILE needs into DEST, with a kboot-lock.txt, for offline machines.
@@ -369,7 +399,7 @@ def download(
     from bootstrap.paths import builtin_profiles_dir, user_profiles_dir
     from bootstrap.profiles import resolve_profile
     from bootstrap.render import ConsoleReporter
-    from bootstrap.targets import targets_for
+    from bootstrap.targets import targets_for, with_accelerator
     from bootstrap.wheelhouse import download as download_wheels
 
     loaded = resolve_profile(profile, user_profiles_dir(), builtin_profiles_dir())
@@ -388,7 +418,7 @@ def download(
                 hint="leave them out to download for every target of the lock",
             )
     result = download_wheels(
-        loaded,
+        with_accelerator(loaded, accelerator, wanted),
         dest=dest.expanduser().absolute(),
         targets=wanted,
         lock_path=lock.expanduser().absolute() if lock else None,

@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bootstrap import __version__, interrupts, lifecycle
-from bootstrap.environment import VirtualEnv
+from bootstrap import __version__, accelerators, interrupts, lifecycle
+from bootstrap.environment import VirtualEnv, venv_site_folders
 from bootstrap.errors import (
     AcceleratorError,
     BackendModuleError,
@@ -47,7 +47,14 @@ from bootstrap.keras_config import (
 )
 from bootstrap.keras_config import render as render_keras_json
 from bootstrap.lifecycle import Existing, Ledger, checkpoint, open_ledger
-from bootstrap.lockfile import WHEELHOUSE_LOCK, LockFile, check_lock, host_platform, read_lock
+from bootstrap.lockfile import (
+    WHEELHOUSE_LOCK,
+    LockFile,
+    base_mismatches,
+    check_lock,
+    host_platform,
+    read_lock,
+)
 from bootstrap.locking import env_lock
 from bootstrap.paths import (
     ENV_KERAS_HOME,
@@ -103,6 +110,7 @@ class CreateResult:
     changes: tuple[str, ...] = ()
     lock: LockFile | None = None
     verified: bool = False  # an unchanged environment whose smoke test ran again (--verify)
+    accelerator: accelerators.Choice | None = None
 
     @property
     def keras_version(self) -> str | None:
@@ -136,6 +144,7 @@ class CreateResult:
             else None,
             "steps": [{"step": label, "seconds": round(s, 3)} for label, s in self.steps],
             "warnings": list(self.warnings),
+            "accelerator": self.accelerator.to_dict() if self.accelerator else None,
         }
 
 
@@ -269,9 +278,11 @@ def plan_create(request: CreateRequest, *, environ: Mapping[str, str] | None = N
 
 def _prepare(request: CreateRequest, reporter: Reporter, environ: Mapping[str, str]) -> Target:
     """Validate and resolve the request; reads only, so a failure leaves the disk untouched."""
-    profile = request.profile
     if request.scope not in SCOPES:
         raise UsageError(f"--scope {request.scope!r}: expected one of {', '.join(SCOPES)}")
+    # which build of the backend this machine gets (before sources: an override of them
+    # replaces the build's index too, and the smoke test then says what was installed)
+    profile, choice = accelerators.resolve(request.profile, request.accelerator)
     if request.offline and request.wheelhouse is None:
         raise UsageError("--offline needs --wheelhouse DIR (made by `kboot download`)")
     if request.wheelhouse is not None:
@@ -303,6 +314,8 @@ def _prepare(request: CreateRequest, reporter: Reporter, environ: Mapping[str, s
     if lock_path is not None:
         lock = read_lock(lock_path)
         check_lock(lock, profile, interpreter.version, host_platform())
+        if lock.over_base:
+            _check_base(lock, interpreter, request)
     user_home = Path(user_keras_home(environ))
     if request.scope == "user":
         read_keras_json(user_home / KERAS_JSON)  # malformed: refuse before building
@@ -315,7 +328,30 @@ def _prepare(request: CreateRequest, reporter: Reporter, environ: Mapping[str, s
         user_home,
         lock,
         state_digest(profile, interpreter, request, lock),
+        choice,
     )
+
+
+def _check_base(lock: LockFile, interpreter: Interpreter, request: CreateRequest) -> None:
+    """A lock over a base Python fits only that base, seen through --system-site-packages."""
+    if not request.system_site_packages:
+        raise UsageError(
+            f"{lock.path} was made over a base Python's packages (it holds only what that "
+            "base lacks): create with --system-site-packages on that Python",
+            hint=f"kboot create {request.profile.name} --system-site-packages --python "
+            "BASE_PYTHON ...",
+        )
+    version = (interpreter.version.major, interpreter.version.minor)
+    differs = base_mismatches(lock, installed_packages(interpreter.path, version=version))
+    if differs:
+        shown = ", ".join(differs[:6]) + (
+            f" and {len(differs) - 6} more" if len(differs) > 6 else ""
+        )
+        raise UsageError(
+            f"{interpreter.path} is not the base {lock.path} was made over: {shown}",
+            hint="make the lock again over this base: python -m pip list --format=freeze "
+            "> base.txt there, then kboot lock PROFILE --base-packages base.txt",
+        )
 
 
 def _open_existing(path: Path) -> VirtualEnv | None:
@@ -527,6 +563,7 @@ class _Build:
             state_digest=self.target.state_digest,
             lock=lock.summary() if lock else None,
             allow_cpu=self.request.allow_cpu,
+            accelerator=self.target.choice.to_dict() if self.target.choice else None,
         )
 
     def _result(
@@ -555,6 +592,7 @@ class _Build:
             action=action,
             changes=self.changes,
             lock=self.target.lock,
+            accelerator=self.target.choice,
         )
 
     def _create_env(self, installer: Installer) -> VirtualEnv:
@@ -571,6 +609,10 @@ class _Build:
             )
             if (version.major, version.minor) < (3, 8):
                 env.drop_virtualenv_patch()
+            if self.request.system_site_packages:
+                base = venv_site_folders(self.interpreter)  # a base that is a venv itself
+                if env.add_base_site(base):
+                    self.reporter.info("the base Python is a virtualenv: its packages too")
         return env
 
     def _install(self, env: VirtualEnv, installer: Installer) -> None:
@@ -581,6 +623,8 @@ class _Build:
             if installer.needs_pip and legacy_pip(self.interpreter.version):
                 self._install_legacy_pip(env)
             label = f"{len(lock.pins)} locked packages from {lock.path.name}"
+            if lock.over_base:
+                label += " (the base Python has the rest)"
             with reporter.step(f"install {label}, hash-checked ({installer.name})"):
                 install(
                     installer,
@@ -589,6 +633,7 @@ class _Build:
                     profile.sources,
                     python_version=version,
                     require_hashes=True,
+                    no_deps=lock.over_base,
                 )
             return
         base = None

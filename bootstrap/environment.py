@@ -15,6 +15,27 @@ from bootstrap.interpreters import Interpreter
 from bootstrap.paths import PTH_FILE, EnvLayout, read_pyvenv_cfg
 from bootstrap.runner import CommandResult, run_python
 
+#: Adds a virtualenv base's site folders to an environment made over it.
+BASE_SITE_PTH = "_kboot_base_site.pth"
+_VENV_SITE = (
+    "import json, site, sys\n"
+    "venv = sys.prefix != getattr(sys, 'base_prefix', sys.prefix)\n"
+    "print(json.dumps(site.getsitepackages() if venv else []))"
+)
+
+
+def venv_site_folders(interpreter: Interpreter) -> list[str]:
+    """The site folders of `interpreter` when it runs in a virtualenv (else none)."""
+    import json
+
+    version = (interpreter.version.major, interpreter.version.minor)
+    result = run_python(
+        interpreter.path, ["-c", _VENV_SITE], version=version, what="asking the base Python"
+    )
+    folders = json.loads(result.stdout.strip().splitlines()[-1])
+    return [str(f) for f in folders if isinstance(f, str)]
+
+
 #: What the startup file runs, in a namespace of its own, at every start of the interpreter.
 #: A variable the user set wins. One that another kboot environment's startup set (a
 #: Jupyter server of one environment starting a kernel of another inherits it) does not:
@@ -133,6 +154,17 @@ class VirtualEnv:
             check=check,
             timeout=timeout,
         )
+
+    def add_base_site(self, folders: Sequence[str]) -> Path | None:
+        """Let the environment see a venv base's packages (`--system-site-packages` over a
+        Python that is itself a virtualenv sees the system's, not the venv's, otherwise):
+        each folder is added as a site folder, its own .pth files included."""
+        if not folders:
+            return None
+        lines = "".join(f"import site; site.addsitedir({folder!a})\n" for folder in folders)
+        path = self.site_packages / BASE_SITE_PTH
+        atomic_write(path, lines.encode("ascii"))
+        return path
 
     def drop_virtualenv_patch(self) -> None:
         """Remove virtualenv's distutils patch: it is Python 3.8+ code (`:=`), and older

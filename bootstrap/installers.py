@@ -210,12 +210,15 @@ def install(
     python_version: str,
     constraints: Mapping[str, str] | None = None,
     require_hashes: bool = False,
+    no_deps: bool = False,
 ) -> CommandResult | None:
     if not requirements:
         return None
     cmd = installer.install_command(env, requirements, sources)
     if require_hashes:
         cmd.append("--require-hashes")
+    if no_deps:  # a lock over a base Python: the base has the rest
+        cmd.append("--no-deps")
     secret = source_environ(sources, installer.name)
     with tempfile.TemporaryDirectory(prefix="kboot-") as tmp:
         if constraints:

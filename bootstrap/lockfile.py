@@ -23,8 +23,8 @@ import platform as host
 import re
 import sys
 import tempfile
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,12 @@ from packaging.version import InvalidVersion, Version
 from bootstrap import __version__
 from bootstrap.errors import CommandError, InstallError, KbootError, UsageError
 from bootstrap.files import atomic_write
-from bootstrap.installers import legacy_pip, source_args, source_environ
+from bootstrap.installers import (
+    install_failure_reason,
+    legacy_pip,
+    source_args,
+    source_environ,
+)
 from bootstrap.profiles import Profile
 from bootstrap.runner import run
 
@@ -46,6 +51,8 @@ WHEELHOUSE_LOCK = "kboot-lock.txt"
 LOCK_FORMAT = 1  # one target
 MULTI_FORMAT = 2  # several targets, with markers
 _HASH = re.compile(r"--hash=sha256:[0-9a-f]{64}")
+PYTORCH_INDEX = "download.pytorch.org/whl"
+TORCH_FAMILY = frozenset({"torch", "torchvision", "torchaudio", "pytorch-triton"})
 _PYTHON = re.compile(r"\d+\.\d+")
 HINT = "make one with `kboot lock PROFILE -o FILE`"
 
@@ -197,6 +204,11 @@ class LockFile:
         which evaluates markers for the machine it runs on, not the target)."""
         return "".join(p.text(with_marker=False) for p in self.entries if p.applies_to(target))
 
+    @property
+    def over_base(self) -> bool:
+        """Made over a base Python's packages: holds only what that base lacks."""
+        return bool(self.meta.get("base"))
+
     def describe_targets(self) -> str:
         return ", ".join(str(t) for t in self.targets)
 
@@ -279,7 +291,7 @@ def _check_meta(meta: object, path: Path) -> None:
             )
         ):
             raise fail("has 'targets' that are not a list of {python, platform}")
-        digests = meta.get("requirements_digests")
+        digests = meta.get("requirements_digests")  # (a base is for one target only)
         if not isinstance(digests, dict) or not all(isinstance(v, str) for v in digests.values()):
             raise fail("lacks requirements_digests")
         for target in targets:
@@ -291,6 +303,12 @@ def _check_meta(meta: object, path: Path) -> None:
     for key in ("python", "platform", "requirements_digest"):
         if not isinstance(meta[key], str):
             raise fail(f"has a '{key}' that is not a string")
+    base = meta.get("base")
+    if base is not None and (
+        not isinstance(base, dict)
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in base.items())
+    ):
+        raise fail("has a 'base' that is not a table of versions")
 
 
 def _logical_lines(body: str, first_line: int) -> list[tuple[int, str]]:
@@ -425,16 +443,24 @@ def make_lock(
     platform: str | None = None,
     targets: Sequence[Target] = (),
     output: Path | None,
+    base: Mapping[str, str] | None = None,
 ) -> LockResult:
-    """Resolve with uv for each target, with hashes of every file, into one lock."""
+    """Resolve with uv for each target, with hashes of every file, into one lock.
+
+    `base`: the packages of a Python the environment will sit on (`pip freeze` of a GPU
+    node's preinstalled CUDA stack): the lock then holds only what that base lacks,
+    resolved to fit the base's versions, and records the base to check it on the node.
+    """
     chosen = list(dict.fromkeys(targets)) or [
         Target(python_version or "", platform or host_platform())
     ]
     for target in chosen:
         check_target(profile, target)
+    if base is not None and len(chosen) != 1:
+        raise UsageError("a lock over a base Python is for that one Python: give one target")
     if output is not None:
         _check_replaceable(output)  # before the resolution: refuse at once
-    resolved = {target: _resolve(profile, target) for target in chosen}
+    resolved = {target: _resolve(profile, target, base) for target in chosen}
     requirements = sorted({r for t in chosen for r in lock_requirements(profile, t.python)})
     if len(chosen) == 1:
         (target,) = chosen
@@ -448,6 +474,8 @@ def make_lock(
             "kboot_version": __version__,
         }
         body = resolved[target]
+        if base is not None:
+            meta["base"] = dict(sorted(base.items()))
     else:
         meta = {
             "format": MULTI_FORMAT,
@@ -489,13 +517,33 @@ def _merge(resolved: dict[Target, str], targets: list[Target]) -> list[Pin]:
     return pins
 
 
-def _resolve(profile: Profile, target: Target) -> str:
+def _resolve(profile: Profile, target: Target, base: Mapping[str, str] | None = None) -> str:
     from uv import find_uv_bin
 
     requirements = lock_requirements(profile, target.python)
+    if base is not None:  # what the base already meets is not locked again
+        requirements = tuple(r for r in requirements if not _met_by(r, base))
+        if not requirements:
+            raise UsageError(
+                f"the base packages already meet everything {profile.name} needs: "
+                "nothing to lock (create it with --system-site-packages alone)"
+            )
+    sources = profile.sources
+    if not any(canonicalize_name(Requirement(r).name) in TORCH_FAMILY for r in requirements):
+        # a PyTorch wheel index serves torch alone: a resolution without torch (a lock over
+        # a base that has it) does not need it, nor to reach it
+        sources = replace(
+            sources,
+            extra_index_urls=tuple(u for u in sources.extra_index_urls if PYTORCH_INDEX not in u),
+        )
     with tempfile.TemporaryDirectory(prefix="kboot-lock-") as tmp:
         source = Path(tmp) / "requirements.in"
         source.write_text("".join(f"{r}\n" for r in requirements), encoding="utf-8")
+        constraint_args: list[str] = []
+        if base:
+            constraints = Path(tmp) / "base.txt"
+            constraints.write_text("".join(f"{n}=={v}\n" for n, v in sorted(base.items())))
+            constraint_args = ["--constraint", str(constraints)]
         try:
             result = run(
                 [
@@ -516,10 +564,11 @@ def _resolve(profile: Profile, target: Target) -> str:
                     "--no-header",
                     "--no-annotate",
                     "--quiet",
-                    *source_args(profile.sources),
+                    *constraint_args,
+                    *source_args(sources),
                 ],
                 cwd=Path(tmp),
-                env={**os.environ, **source_environ(profile.sources, "uv")},
+                env={**os.environ, **source_environ(sources, "uv")},
                 what=f"resolving {profile.name} for {target}",
             )
         except CommandError as exc:
@@ -529,12 +578,73 @@ def _resolve(profile: Profile, target: Target) -> str:
                     hint="e.g. x86_64-unknown-linux-gnu, aarch64-unknown-linux-gnu, "
                     "aarch64-apple-darwin, x86_64-pc-windows-msvc",
                 ) from None
+            reason = install_failure_reason(exc.output_tail, target.python)
             raise InstallError(
-                f"cannot lock {profile.name} for {target}: no set of versions satisfies it",
+                f"cannot lock {profile.name} for {target}: "
+                + (reason or "no set of versions satisfies it"),
                 hint="check the profile's versions and that wheels exist for that target",
                 details=exc.output_tail,
             ) from None
-    return result.stdout
+    if base is None:
+        return result.stdout
+    # the base's own packages are there already: keep what it lacks
+    kept = [
+        pin.text()
+        for number, line in _logical_lines(result.stdout, 1)
+        if base.get((pin := _parse_pin(line, f"uv's resolution, line {number}")).name)
+        != pin.version
+    ]
+    return "".join(kept)
+
+
+def _met_by(requirement: str, base: Mapping[str, str]) -> bool:
+    parsed = Requirement(requirement)
+    found = base.get(canonicalize_name(parsed.name))
+    return found is not None and parsed.specifier.contains(found, prereleases=True)
+
+
+def parse_freeze(text: str, where: Path) -> dict[str, str]:
+    """`pip freeze` / `pip list --format=freeze` output: canonical name -> version. Lines
+    that pin nothing exactly (editable installs, URLs) are left out; anything else that is
+    not `name==version` is an error naming the line."""
+    found: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line or line.startswith("-e ") or " @ " in line:
+            continue
+        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)", line)
+        if not match:
+            raise UsageError(
+                f"{where}, line {number}: {line!r} is not name==version (pip freeze output)",
+                hint="make it on the base Python with: python -m pip list --format=freeze",
+            )
+        try:
+            Version(match.group(2))
+        except InvalidVersion:
+            raise UsageError(f"{where}, line {number}: bad version {match.group(2)!r}") from None
+        found[canonicalize_name(match.group(1))] = match.group(2)
+    if not found:
+        raise UsageError(f"{where} lists no packages (pip freeze output expected)")
+    return found
+
+
+def base_mismatches(lock: LockFile, actual: Mapping[str, str]) -> list[str]:
+    """How the base Python differs from the one the lock was made over."""
+    recorded = lock.meta.get("base") or {}
+    return [
+        f"{name} {version} (now {actual.get(name, 'missing')})"
+        for name, version in sorted(recorded.items())
+        if not _same_version(actual.get(name), version)
+    ]
+
+
+def _same_version(found: str | None, wanted: str) -> bool:
+    if found is None:
+        return False
+    try:
+        return Version(found) == Version(wanted)  # 1.0 == 1.0.0
+    except InvalidVersion:
+        return found == wanted
 
 
 def _check_replaceable(output: Path) -> None:

@@ -36,6 +36,9 @@ KERAS3_BACKENDS = ("tensorflow", "jax", "torch", "numpy", "openvino")
 KERAS2_BACKENDS = ("tensorflow", "theano", "cntk")
 GENERATIONS = (2, 3)
 SMOKE_MODES = ("compute", "import")
+#: `accelerator`: which build of the backend kboot picks (tensorflow, jax and torch only).
+ACCELERATORS = ("auto", "cpu", "cuda", "cuda-12", "cuda-13")
+ACCELERATED_BACKENDS = ("tensorflow", "jax", "torch")
 #: Pythons that legacy backends have working wheels for (checked against PyPI and on Debian 12).
 LEGACY_PYTHON: Mapping[str, tuple[str, str]] = {
     "cntk": (">=3.5,<3.7", "cntk 2.7 ships wheels for CPython 3.5 and 3.6 only"),
@@ -90,6 +93,7 @@ DEFAULTS: Mapping[str, Any] = {
     "keras_package": "keras",
     "env": {},
     "smoke": "compute",
+    "accelerator": None,
 }
 KNOWN_KEYS = ("backend", "generation", *DEFAULTS)
 
@@ -197,6 +201,7 @@ class Profile:
     keras_package: str = "keras"
     env: Mapping[str, str] = field(default_factory=dict)
     smoke: str = "compute"
+    accelerator: str | None = None  # kboot picks the backend's build (cpu or cuda)
 
     @property
     def keras_module(self) -> str:
@@ -332,6 +337,24 @@ def parse_profile(data: Mapping[str, Any], *, path: Path, name: str) -> Profile:
     description = check.string("description", values["description"])
     env = check.env(values["env"])
     smoke = check.choice("smoke", values["smoke"], SMOKE_MODES)
+    accelerator = values["accelerator"]
+    if accelerator is not None:
+        accelerator = check.choice("accelerator", accelerator, ACCELERATORS)
+        if backend not in ACCELERATED_BACKENDS:
+            raise check.fail(
+                "accelerator",
+                accelerator,
+                "no accelerator key: kboot picks builds for "
+                + ", ".join(ACCELERATED_BACKENDS)
+                + " only",
+            )
+        if "gpu" in data:
+            raise check.fail(
+                "gpu",
+                data["gpu"],
+                "no gpu key with accelerator",
+                "the accelerator decides it: a CUDA build needs a GPU, a CPU build does not",
+            )
 
     names = {canonicalize_name(Requirement(p).name) for p in packages}
     if names & {"keras", "tf-keras"}:
@@ -340,7 +363,7 @@ def parse_profile(data: Mapping[str, Any], *, path: Path, name: str) -> Profile:
             "key (and 'keras_package') instead",
             hint='for example: keras = ">=3.8,<4"',
         )
-    if not is_module_path(backend):
+    if not is_module_path(backend) and accelerator is None:  # else kboot supplies it
         providers = BACKEND_PACKAGES[backend]
         if not names.intersection(providers):
             raise ProfileError(
@@ -370,6 +393,7 @@ def parse_profile(data: Mapping[str, Any], *, path: Path, name: str) -> Profile:
         keras_package=keras_package,
         env=env,
         smoke=smoke,
+        accelerator=accelerator,
     )
 
 

@@ -39,6 +39,7 @@ class EnvRecord:
     owner_token: str = ""  # repeats kboot's ledger entry for this path
     owned: list[str] = field(default_factory=list)  # the entries kboot's build made
     allow_cpu: bool = False
+    accelerator: dict[str, Any] | None = None  # the build chosen for the machine, and why
     format: int = RECORD_FORMAT
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,6 +87,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "owner_token": (str,),
     "owned": (list,),
     "allow_cpu": (bool,),
+    "accelerator": (dict, type(None)),
     "format": (int,),
 }
 

@@ -105,6 +105,14 @@ def render_create(result: CreateResult) -> None:
         f"keras.json: {result.keras_json} (scope {result.scope})",
         markup=False,
     )
+    if result.accelerator:
+        choice = result.accelerator
+        console.print(
+            f"  build: {choice.label} ({result.profile.packages[0]}): {choice.reason}",
+            markup=False,
+        )
+        for note in choice.notes:
+            console.print(f"  note: {note}", markup=False)
     if result.smoke:
         console.print("smoke test passed:", markup=False)
         for line in _smoke_lines(result.smoke):
@@ -151,6 +159,8 @@ def profile_toml(profile: Profile) -> str:
         data.pop("keras_package")
     if profile.smoke == "compute":
         data.pop("smoke")
+    if profile.accelerator is not None:
+        data.pop("gpu")  # follows from the accelerator
     lines = []
     for key, value in data.items():
         if value in ({}, None):

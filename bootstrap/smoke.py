@@ -38,6 +38,7 @@ class Expectation:
     allow_cpu: bool = False
     keras_module: str = "keras"
     mode: str = "compute"  # or "import": no computation (a backend that needs a device setup)
+    build: str | None = None  # "cpu" or "cuda": the build the profile's accelerator chose
 
     def to_json(self) -> str:
         return json.dumps(
@@ -231,6 +232,10 @@ def evaluate(
                 f"tf.keras resolves to {routed}, not tf_keras: TF_USE_LEGACY_KERAS=1 "
                 "is not in effect in this environment"
             )
+    build, how = build_of(report)
+    if build is not None:
+        reported["build"] = f"{build} ({how})"
+        _check_build(report.get("backend"), build, how, expected, problems, warnings)
     devices = tuple(report.get("devices") or ())
     if report.get("devices_error"):
         warnings.append(f"could not list devices: {report['devices_error']}")
@@ -274,6 +279,60 @@ def import_problem(module: str, error: str) -> str:
             "or pick another backend"
         )
     return f"`import {module}` failed: {error}"
+
+
+def _check_build(
+    backend: object,
+    build: str,
+    how: str,
+    expected: Expectation,
+    problems: list[str],
+    warnings: list[str],
+) -> None:
+    """A CPU profile must not get a CUDA build, nor the reverse."""
+    if expected.build is not None and build != expected.build:
+        if expected.build == "cpu":
+            problems.append(
+                f"a CPU profile got a CUDA build of {backend} ({how}): its sources did not "
+                "give the CPU build (an --index-url/--find-links override replaces the "
+                "profile's own index), and gigabytes of CUDA libraries were installed for nothing"
+            )
+        else:
+            problems.append(
+                f"a CUDA profile got a CPU build of {backend} ({how}): no GPU would ever be "
+                "used; check the profile's sources"
+            )
+    elif expected.build is None and build == "cuda" and not expected.gpu:
+        warnings.append(
+            f"this is a CUDA build of {backend} ({how}) in a profile that needs no GPU: "
+            'accelerator = "cpu" in the profile gets the smaller CPU build'
+        )
+
+
+def build_of(report: Mapping[str, Any]) -> tuple[str | None, str]:
+    """Which build of the backend the probe found: ("cpu" | "cuda" | None, the evidence)."""
+    backend = report.get("backend")
+    build = report.get("build") or {}
+    packages = report.get("packages") or {}
+    if backend == "torch" and "cuda" in build:
+        cuda = build["cuda"]
+        return (
+            ("cuda", f"torch.version.cuda is {cuda}")
+            if cuda
+            else (
+                "cpu",
+                "torch.version.cuda is None",
+            )
+        )
+    if backend == "tensorflow" and "cuda" in build:
+        built = bool(build["cuda"])
+        return ("cuda" if built else "cpu"), f"tf.test.is_built_with_cuda() is {built}"
+    if backend == "jax":
+        plugins = sorted(name for name in packages if name.startswith("jax-cuda"))
+        if plugins:
+            return "cuda", "jax with " + ", ".join(plugins)
+        return "cpu", "jax without a CUDA plugin"
+    return None, ""
 
 
 def gpu_diagnosis(

@@ -29,6 +29,7 @@ from bootstrap.errors import EXIT_FAILED, EXIT_OK, KbootError, ProfileError
 from bootstrap.installers import INSTALLERS
 from bootstrap.paths import builtin_profiles_dir, envs_dir, user_profiles_dir
 from bootstrap.profiles import (
+    ACCELERATORS,
     Profile,
     Sources,
     local_or_url,
@@ -58,6 +59,7 @@ ENTRY_KEYS = (
     "index_url",
     "extra_index_urls",
     "find_links",
+    "accelerator",
 )
 
 
@@ -78,6 +80,7 @@ class ManifestEntry:
     wheelhouse: Path | None = None
     offline: bool = False
     sources: Sources | None = None  # replaces the profile's sources when given
+    accelerator: str | None = None  # overrides the profile's
 
     def request(self, *, verify: bool, wait: float = 0.0) -> CreateRequest:
         return CreateRequest(
@@ -92,6 +95,7 @@ class ManifestEntry:
             wheelhouse=self.wheelhouse,
             offline=self.offline,
             sources=self.sources,
+            accelerator=self.accelerator,
             verify=verify,
             wait=wait,
             # the manifest says which profile this environment is: a change is a rebuild
@@ -209,8 +213,18 @@ def _entry(
         installer=installer,
         wheelhouse=wheelhouse,
         sources=_sources(path, where, raw),
+        accelerator=_accelerator(where, raw),
         **flags,
     )
+
+
+def _accelerator(where: str, raw: Mapping[str, Any]) -> str | None:
+    value = raw.get("accelerator")
+    if value is not None and value not in ACCELERATORS:
+        raise ManifestError(
+            f"{where}: 'accelerator' is {value!r}; expected one of {', '.join(ACCELERATORS)}"
+        )
+    return value
 
 
 def _path_text(value: str) -> bool:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bootstrap.accelerators import Choice
 from bootstrap.errors import (
     ConfigError,
     KbootError,
@@ -52,6 +53,7 @@ class CreateRequest:
     wheelhouse: Path | None = None  # a folder of wheels (from `kboot download`)
     offline: bool = False  # no network at all: only the wheelhouse
     verify: bool = False  # run the smoke test even when nothing changed
+    accelerator: str | None = None  # auto | cpu | cuda | cuda-12 | cuda-13 (else the profile's)
     wait: float = 0.0  # seconds to wait for another kboot working on the same environment
 
 
@@ -130,6 +132,7 @@ class Target:
     user_home: Path
     lock: LockFile | None
     state_digest: str
+    choice: Choice | None = None  # the accelerator build picked for this machine
 
 
 def state_digest(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bootstrap.errors import UsageError
 from bootstrap.interpreters import find_interpreter
 from bootstrap.lockfile import LockResult, Target, host_platform, make_lock
 from bootstrap.profiles import Profile
@@ -44,6 +45,41 @@ def targets_for(
     versions = list(dict.fromkeys(pythons or [default_python(profile, python)]))
     places = list(dict.fromkeys(platforms or [host_platform()]))
     return [Target(v, p) for v in versions for p in places]
+
+
+def with_accelerator(profile: Profile, requested: str | None, targets: Sequence[Target]) -> Profile:
+    """The profile with its accelerator's build for the lock's targets. This machine's
+    driver is read for a target of its own platform; another platform gets the CPU build
+    on `auto`, or the CUDA build asked for (`--accelerator cuda`: lock for GPU nodes from
+    anywhere). Targets that need different builds go in separate locks."""
+    from bootstrap import accelerators
+
+    if not (requested or profile.accelerator):
+        return profile
+    resolved = []
+    for target in targets:
+        host = None
+        if target.platform != host_platform():
+            host = accelerators.HostAccelerators(target.platform, read=False)
+        applied, choice = accelerators.resolve(
+            profile, requested, host=host, platform=target.platform
+        )
+        resolved.append((applied, choice))
+    first = resolved[0][0]
+    differ = [
+        c
+        for p, c in resolved
+        if (p.requirements(), p.sources) != (first.requirements(), first.sources)
+    ]
+    if differ:
+        labels = ", ".join(
+            f"{t}: {c.label if c else '-'}" for t, (_, c) in zip(targets, resolved, strict=True)
+        )
+        raise UsageError(
+            f"these targets need different builds of {profile.backend} ({labels})",
+            hint="lock them separately, one -o FILE each, or name the build with --accelerator",
+        )
+    return first
 
 
 def is_manifest(ref: str) -> bool:
@@ -88,9 +124,10 @@ def lock_manifest(
     for entry in entries:
         output = entry.lock or folder / f"{entry.name}.lock"
         output.parent.mkdir(parents=True, exist_ok=True)
+        targets = targets_for(entry.profile, pythons, platforms, python=entry.python)
         result = make_lock(
-            _with_sources(entry),
-            targets=targets_for(entry.profile, pythons, platforms, python=entry.python),
+            with_accelerator(_with_sources(entry), entry.accelerator, targets),
+            targets=targets,
             output=output,
         )
         locked.append(EntryLock(entry.name, result, entry.lock is not None))

@@ -30,6 +30,8 @@ def expectation(profile: Profile, *, allow_cpu: bool) -> Expectation:
         allow_cpu=allow_cpu,
         keras_module=profile.keras_module,
         mode=profile.smoke,
+        # a profile with an accelerator also says which build it must have got
+        build=("cuda" if profile.gpu else "cpu") if profile.accelerator else None,
     )
 
 

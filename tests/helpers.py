@@ -13,8 +13,11 @@ from typing import Any
 #: The built-in profiles kboot ships (the tests of each say what it must be).
 BUILTIN_NAMES = frozenset(
     {
+        "jax",
         "jax-cpu",
         "jax-gpu",
+        "tf",
+        "torch",
         "numpy",
         "openvino",
         "tf-cpu",

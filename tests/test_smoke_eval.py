@@ -65,6 +65,7 @@ def test_all_match_is_ok() -> None:
         "floatx": "float32",
         "image_data_format": "channels_last",
         "epsilon": 1e-07,
+        "build": "cpu (jax without a CUDA plugin)",
         "compute_dtype": "float32",
     }
     assert result.packages["jax"] == "0.4.35"
