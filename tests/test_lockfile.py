@@ -338,7 +338,7 @@ LINUX, MAC = "x86_64-unknown-linux-gnu", "aarch64-apple-darwin"
 def fake_resolutions(monkeypatch: pytest.MonkeyPatch) -> None:
     """uv's answer per target: numpy differs by Python, a mac-only package on macOS."""
 
-    def resolve(profile: Profile, target: lockfile.Target) -> str:
+    def resolve(profile: Profile, target: lockfile.Target, base: object = None) -> str:
         numpy = "2.4.6" if target.python == "3.11" else "2.5.5"
         text = f"keras==3.8.0 \\\n    --hash={HASH_A}\nnumpy=={numpy} \\\n    --hash={HASH_B}\n"
         if "darwin" in target.platform:
