@@ -111,7 +111,10 @@ def create(
     ] = None,
     name: Annotated[
         str | None,
-        typer.Option(metavar="NAME", help="Environment name (default: the profile's name)."),
+        # explicit: typer 0.27 names a parameter called `name` --NAME otherwise
+        typer.Option(
+            "--name", metavar="NAME", help="Environment name (default: the profile's name)."
+        ),
     ] = None,
     python: Annotated[
         str | None,
