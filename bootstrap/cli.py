@@ -577,6 +577,46 @@ def remove(
         typer.echo(f"left {result.keras_json_kept} as it is (it is your user-wide config)")
 
 
+@app.command()
+def doctor(
+    env: Annotated[
+        str | None,
+        typer.Argument(metavar="[ENV]", help="A kboot environment (name or path)."),
+    ] = None,
+    python: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PATH",
+            help="Any Python, or an environment's folder (venv, conda): kboot-made or not. "
+            "Default: the python3 on PATH.",
+        ),
+    ] = None,
+    do_import: Annotated[
+        bool,
+        typer.Option("--import", help="Also import keras there: the devices it sees."),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Explain what `import keras` will do in a Python environment, and why: which Keras,
+    which backend and where that comes from, which keras.json, package conflicts, CUDA
+    builds and drivers, numeric traps. Each finding has its evidence and a fix.
+
+    Exit code 0 when no finding is an error, 1 otherwise (2: not a Python).
+
+    Example: kboot doctor --python ~/miniconda3/envs/ml
+    """
+    from bootstrap.doctor import examine, target_python
+    from bootstrap.render import render_doctor
+
+    result = examine(target_python(env, python, os.environ), os.environ, do_import=do_import)
+    if as_json:
+        _emit_json(result.to_dict())
+    else:
+        render_doctor(result)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
+
+
 KerasHomeOpt = Annotated[
     Path | None,
     typer.Option(metavar="DIR", help="Keras home to use instead of $KERAS_HOME or ~/.keras."),

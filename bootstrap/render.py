@@ -14,6 +14,7 @@ from rich.table import Table
 
 from bootstrap.batch import BatchItem
 from bootstrap.create import CreateResult
+from bootstrap.doctor import DoctorResult, severity_rank
 from bootstrap.envs import CheckResult, EnvSummary
 from bootstrap.keras_config import ConfigView
 from bootstrap.profiles import Profile, ProfileEntry
@@ -298,3 +299,21 @@ def render_sync(result: SyncResult) -> None:
     else:
         verdict = "changed" if result.changed else "nothing to do"
     console.print(f"{result.manifest}: {verdict}", markup=False)
+
+
+_SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
+
+
+def render_doctor(result: DoctorResult) -> None:
+    console = out_console()
+    console.print(f"{result.python} (Python {result.version})", markup=False)
+    for finding in severity_rank(result.findings):
+        style = _SEVERITY_STYLE[finding.severity]
+        console.print(f"[{style}]{finding.severity:7}[/] {_escape(finding.title)}")
+        if finding.evidence:
+            console.print(f"          evidence: {finding.evidence}", markup=False)
+        if finding.fix:
+            console.print(f"          fix: {finding.fix}", markup=False)
+    errors = sum(1 for f in result.findings if f.severity == "error")
+    warnings = sum(1 for f in result.findings if f.severity == "warning")
+    console.print(f"{errors} error(s), {warnings} warning(s)", markup=False)

@@ -112,19 +112,15 @@ class HostGpuInfo:
 
 
 def host_gpu_info(environ: Mapping[str, str] | None = None) -> HostGpuInfo:
+    """The machine's NVIDIA driver, read as the accelerator choice reads it."""
+    from bootstrap.accelerators import read_host
+
     environ = os.environ if environ is None else environ
-    version = None
-    try:
-        text = Path("/proc/driver/nvidia/version").read_text(encoding="utf-8")
-        for word in text.split():
-            if word.count(".") >= 1 and word.replace(".", "").isdigit():
-                version = word
-                break
-        version = version or "unknown version"
-    except OSError:
-        pass
+    host = read_host()
     return HostGpuInfo(
-        version, shutil.which("nvidia-smi") is not None, environ.get("CUDA_VISIBLE_DEVICES")
+        host.driver or ("unknown version" if host.problem and "proc" in host.problem else None),
+        shutil.which("nvidia-smi") is not None,
+        environ.get("CUDA_VISIBLE_DEVICES"),
     )
 
 

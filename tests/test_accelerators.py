@@ -1,0 +1,291 @@
+"""Which build of TensorFlow, JAX and PyTorch a machine gets: reading (with a fake /proc and
+fake nvidia-smi), the pure decision over a table of drivers and platforms, and what the
+smoke test says when the build installed is not the one chosen."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bootstrap.accelerators import (
+    HostAccelerators,
+    build_for,
+    choose,
+    cuda_generations,
+    parse_driver_version,
+    read_host,
+    resolve,
+)
+from bootstrap.errors import UsageError
+from bootstrap.profiles import load_profile
+from bootstrap.smoke import Expectation, HostGpuInfo, evaluate
+
+LINUX, ARM, MAC, WIN = (
+    "x86_64-unknown-linux-gnu",
+    "aarch64-unknown-linux-gnu",
+    "aarch64-apple-darwin",
+    "x86_64-pc-windows-msvc",
+)
+PROPRIETARY = (
+    "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.144.03  Mon Dec 30 17:44:08 UTC 2024\n"
+    "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n"
+)
+OPEN = (
+    "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04  Release Build  "
+    "(nixbld@)\nGCC version:  gcc version 15.3.0 (GCC)\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "version"),
+    [(PROPRIETARY, "550.144.03"), (OPEN, "580.159.04"), ("garbage", None), ("", None)],
+)
+def test_parse_driver_version(text: str, version: str | None) -> None:
+    assert parse_driver_version(text) == version
+
+
+def fake_root(tmp_path: Path, version_text: str | None) -> Path:
+    root = tmp_path / "root"
+    folder = root / "proc" / "driver" / "nvidia"
+    folder.mkdir(parents=True)
+    if version_text is not None:
+        (folder / "version").write_text(version_text, encoding="utf-8")
+    return root
+
+
+def fake_smi(tmp_path: Path, body: str) -> str:
+    script = tmp_path / "nvidia-smi"
+    script.write_text(f"#!/bin/sh\n{body}\n", encoding="utf-8")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return str(script)
+
+
+def test_read_the_driver_from_proc(tmp_path: Path) -> None:
+    host = read_host(root=fake_root(tmp_path, OPEN), platform=LINUX, nvidia_smi="")
+    assert host.driver == "580.159.04" and "proc/driver/nvidia/version" in str(host.source)
+
+
+def test_an_unreadable_driver_file_is_said_not_crashed(tmp_path: Path) -> None:
+    host = read_host(root=fake_root(tmp_path, "NVRM: ???\n"), platform=LINUX, nvidia_smi="")
+    assert (
+        host.driver is None and host.problem and "no driver version kboot can read" in host.problem
+    )
+    choice = choose("auto", "jax", host)
+    assert choice.kind == "cpu" and any("can read" in n for n in choice.notes)
+
+
+def test_nvidia_smi_when_proc_says_nothing(tmp_path: Path) -> None:
+    smi = fake_smi(tmp_path, 'echo "535.104.05"')
+    host = read_host(root=fake_root(tmp_path, None), platform=LINUX, nvidia_smi=smi)
+    assert host.driver == "535.104.05" and host.source == "nvidia-smi"
+
+
+def test_an_nvidia_smi_that_hangs_is_time_boxed(tmp_path: Path) -> None:
+    smi = fake_smi(tmp_path, "sleep 30")
+    host = read_host(root=fake_root(tmp_path, None), platform=LINUX, nvidia_smi=smi, timeout=0.5)
+    assert host.driver is None and "did not answer within 0.5 s" in str(host.problem)
+    assert choose("auto", "torch", host).kind == "cpu"
+
+
+def test_an_nvidia_smi_without_a_driver(tmp_path: Path) -> None:
+    smi = fake_smi(tmp_path, 'echo "NVIDIA-SMI has failed" >&2; exit 9')
+    host = read_host(root=fake_root(tmp_path, None), platform=LINUX, nvidia_smi=smi)
+    assert host.driver is None and "NVIDIA-SMI has failed" in str(host.problem)
+
+
+def test_an_amd_gpu_gets_the_cpu_build_and_a_line_about_rocm(tmp_path: Path) -> None:
+    root = fake_root(tmp_path, None)
+    (root / "dev").mkdir()
+    (root / "dev" / "kfd").write_text("")
+    host = read_host(root=root, platform=LINUX, nvidia_smi="")
+    choice = choose("auto", "torch", host)
+    assert choice.kind == "cpu" and any("ROCm" in n for n in choice.notes)
+
+
+@pytest.mark.parametrize(
+    ("driver", "platform", "generations"),
+    [
+        ("580.159.04", LINUX, (13, 12)),
+        ("580.0", LINUX, (13, 12)),
+        ("575.51.03", LINUX, (12,)),
+        ("525.60.13", LINUX, (12,)),
+        ("525.60.12", LINUX, ()),
+        ("470.82", LINUX, ()),
+        ("528.33", WIN, (12,)),
+        ("527.41", WIN, ()),
+    ],
+)
+def test_cuda_generations_of_a_driver(
+    driver: str, platform: str, generations: tuple[int, ...]
+) -> None:
+    assert cuda_generations(driver, platform) == generations
+
+
+def host(driver: str | None, platform: str = LINUX) -> HostAccelerators:
+    return HostAccelerators(platform, driver, "test" if driver else None)
+
+
+@pytest.mark.parametrize(
+    ("requested", "framework", "machine", "label"),
+    [
+        ("auto", "jax", host("580.159.04"), "cuda-13"),
+        ("auto", "torch", host("550.144.03"), "cuda-12"),
+        ("auto", "tensorflow", host("550.144.03"), "cuda-12"),
+        ("auto", "jax", host(None), "cpu"),
+        ("auto", "jax", host("470.82"), "cpu"),  # too old for every current CUDA build
+        ("auto", "jax", host("580.1", ARM), "cuda-13"),
+        ("auto", "tensorflow", host("580.1", ARM), "cpu"),  # TF ships CUDA for x86_64 only
+        ("auto", "torch", host(None, MAC), "cpu"),
+        ("auto", "jax", host("580.1", WIN), "cpu"),  # no Windows CUDA JAX
+        ("auto", "torch", host("580.1", WIN), "cuda-13"),
+        ("cpu", "torch", host("580.1"), "cpu"),
+        ("cuda", "torch", host(None), "cuda-12"),  # a lock for GPU nodes, from anywhere
+        ("cuda", "jax", host("580.1"), "cuda-13"),
+        ("cuda-12", "jax", host("580.1"), "cuda-12"),
+        ("cuda-13", "jax", host(None), "cuda-13"),
+    ],
+)
+def test_the_choice_over_drivers_and_platforms(
+    requested: str, framework: str, machine: HostAccelerators, label: str
+) -> None:
+    choice = choose(requested, framework, machine)
+    assert choice.label == label
+    assert choice.reason
+
+
+def test_a_cuda_version_the_driver_does_not_run_gets_a_note() -> None:
+    choice = choose("cuda-13", "torch", host("550.1"))
+    assert choice.label == "cuda-13"
+    assert any("update the driver" in note and "580" in note for note in choice.notes)
+
+
+def test_cuda_where_the_framework_ships_none_is_refused() -> None:
+    with pytest.raises(UsageError) as info:
+        choose("cuda", "tensorflow", host("580.1", MAC))
+    assert "no CUDA build" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("framework", "label", "platform", "requirement", "index"),
+    [
+        ("jax", "cuda-13", LINUX, "jax[cuda13]>=0.5", None),
+        ("jax", "cuda-12", LINUX, "jax[cuda12]>=0.5", None),
+        ("jax", "cpu", LINUX, "jax>=0.5", None),
+        ("torch", "cuda-13", LINUX, "torch>=0.5", "https://download.pytorch.org/whl/cu130"),
+        ("torch", "cuda-12", LINUX, "torch>=0.5", "https://download.pytorch.org/whl/cu128"),
+        ("torch", "cpu", LINUX, "torch>=0.5", "https://download.pytorch.org/whl/cpu"),
+        ("torch", "cpu", MAC, "torch>=0.5", None),
+        ("tensorflow", "cuda-12", LINUX, "tensorflow[and-cuda]>=0.5", None),
+        ("tensorflow", "cpu", LINUX, "tensorflow-cpu>=0.5", None),
+        ("tensorflow", "cpu", MAC, "tensorflow>=0.5", None),
+        ("tensorflow", "cpu", ARM, "tensorflow>=0.5", None),
+    ],
+)
+def test_what_each_framework_ships(
+    framework: str, label: str, platform: str, requirement: str, index: str | None
+) -> None:
+    cuda = int(label.split("-")[1]) if label != "cpu" else None
+    choice = choose(f"cuda-{cuda}" if cuda else "cpu", framework, host("580.1", platform))
+    build = build_for(framework, choice, ">=0.5", platform)
+    assert build.requirement == requirement
+    assert build.extra_index_urls == ((index,) if index else ())
+
+
+def test_a_profile_takes_the_build_and_keeps_its_versions(write_profile: Any) -> None:
+    profile = load_profile(
+        write_profile(
+            "mine",
+            'backend = "torch"\naccelerator = "auto"\npackages = ["torch>=2.7", "pandas"]\n',
+        )
+    )
+    applied, choice = resolve(profile, None, host=host("580.159.04"))
+    assert choice is not None and choice.label == "cuda-13"
+    assert applied.packages == ("torch>=2.7", "pandas")
+    assert applied.sources.extra_index_urls == ("https://download.pytorch.org/whl/cu130",)
+    assert applied.gpu is True
+    cpu, _ = resolve(profile, "cpu", host=host("580.159.04"))
+    assert cpu.gpu is False and cpu.sources.extra_index_urls == (
+        "https://download.pytorch.org/whl/cpu",
+    )
+
+
+def test_accelerator_is_for_three_backends_and_decides_gpu(write_profile: Any) -> None:
+    from bootstrap.errors import ProfileError
+
+    with pytest.raises(ProfileError) as info:
+        load_profile(
+            write_profile("n", 'backend = "numpy"\npackages = ["numpy"]\naccelerator = "auto"\n')
+        )
+    assert "accelerator" in info.value.message
+    with pytest.raises(ProfileError) as info:
+        load_profile(write_profile("g", 'backend = "jax"\naccelerator = "cuda"\ngpu = true\n'))
+    assert "gpu" in info.value.message
+    with pytest.raises(ProfileError):
+        load_profile(write_profile("b", 'backend = "jax"\naccelerator = "rocm"\n'))
+
+
+def test_every_accelerated_builtin_resolves_on_every_machine_kind() -> None:
+    from bootstrap.paths import builtin_profiles_dir
+
+    for name in ("tf", "jax", "torch", "tf-cpu", "jax-cpu", "torch-cpu"):
+        profile = load_profile(builtin_profiles_dir() / f"{name}.toml")
+        for machine in (host(None), host("580.1"), host("550.1"), host(None, MAC), host(None, WIN)):
+            applied, choice = resolve(profile, None, host=machine)
+            assert choice is not None
+            assert applied.gpu == (choice.kind == "cuda")
+
+
+# --- the smoke test checks the build it got ------------------------------------------------
+
+NO_DRIVER = HostGpuInfo(None, False, None)
+
+
+def probe_report(backend: str, build: dict[str, Any], packages: dict[str, str]) -> dict[str, Any]:
+    return {
+        "backend": backend,
+        "floatx": "float32",
+        "image_data_format": "channels_last",
+        "epsilon": 1e-07,
+        "devices": [{"kind": "cpu", "name": "cpu"}],
+        "build": build,
+        "compute": {"dtype": "float32", "values": [2.0, 2.0, 2.0, 2.0]},
+        "packages": packages,
+    }
+
+
+def expect(backend: str, build: str | None, *, gpu: bool = False) -> Expectation:
+    return Expectation(
+        backend, "float32", "channels_last", 1e-07, gpu=gpu, allow_cpu=True, build=build
+    )
+
+
+def test_a_cpu_profile_that_got_a_cuda_torch_is_reported() -> None:
+    """`kboot create torch-cpu --find-links DIR` replaced the CPU index: 5 GB of CUDA."""
+    report = probe_report("torch", {"cuda": "13.0"}, {"torch": "2.11.0"})
+    result = evaluate(report, expect("torch", "cpu"), host=NO_DRIVER)
+    assert not result.ok
+    assert any("a CPU profile got a CUDA build of torch" in p for p in result.problems)
+    assert "torch.version.cuda is 13.0" in result.reported["build"]
+
+
+def test_a_cuda_profile_that_got_a_cpu_jax_is_reported() -> None:
+    report = probe_report("jax", {"default_backend": "cpu"}, {"jax": "0.11.2", "jaxlib": "0.11.2"})
+    result = evaluate(report, expect("jax", "cuda", gpu=True), host=NO_DRIVER)
+    assert any("a CUDA profile got a CPU build of jax" in p for p in result.problems)
+
+
+def test_the_right_builds_pass() -> None:
+    jax = probe_report("jax", {}, {"jax": "0.11.2", "jax-cuda13-plugin": "0.11.2"})
+    assert evaluate(jax, expect("jax", "cuda", gpu=True), host=NO_DRIVER).ok
+    tf = probe_report("tensorflow", {"cuda": False}, {"tensorflow-cpu": "2.21.0"})
+    assert evaluate(tf, expect("tensorflow", "cpu"), host=NO_DRIVER).ok
+
+
+def test_a_cuda_build_in_a_profile_without_accelerator_is_a_warning() -> None:
+    report = probe_report("torch", {"cuda": "12.8"}, {"torch": "2.11.0"})
+    result = evaluate(report, expect("torch", None), host=NO_DRIVER)
+    assert result.ok
+    assert any('accelerator = "cpu"' in w for w in result.warnings)
