@@ -219,11 +219,11 @@ def diagnose(  # one check after another, in the order users meet them
     else:
         findings.append(
             Finding(
-                INFO,
+                ERROR,
                 "tf-keras",
-                f"only tf-keras {tf_keras_v} (the Keras 2 API) is here",
-                "tf-keras in the packages",
-                "import tf_keras, or tf.keras with TF_USE_LEGACY_KERAS=1",
+                f"`import keras` will fail: only tf-keras {tf_keras_v} (the Keras 2 API) is here",
+                "tf-keras in the packages, no keras",
+                "import tf_keras (or tf.keras with TF_USE_LEGACY_KERAS=1), or install keras",
             )
         )
 

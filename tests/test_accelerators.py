@@ -5,6 +5,8 @@ smoke test says when the build installed is not the one chosen."""
 from __future__ import annotations
 
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,9 @@ from bootstrap.accelerators import (
 from bootstrap.errors import UsageError
 from bootstrap.profiles import load_profile
 from bootstrap.smoke import Expectation, HostGpuInfo, evaluate
+from helpers import created, kboot, kboot_offline
+
+ROOT = Path(__file__).resolve().parent.parent
 
 LINUX, ARM, MAC, WIN = (
     "x86_64-unknown-linux-gnu",
@@ -289,3 +294,97 @@ def test_a_cuda_build_in_a_profile_without_accelerator_is_a_warning() -> None:
     result = evaluate(report, expect("torch", None), host=NO_DRIVER)
     assert result.ok
     assert any('accelerator = "cpu"' in w for w in result.warnings)
+
+
+# --- real runs on this (GPU-less) machine -------------------------------------------------
+
+
+def test_create_jax_here_gets_the_cpu_build_and_says_why() -> None:
+    assert read_host().driver is None, "this test needs a machine without an NVIDIA driver"
+    data = created(kboot("create", "jax", "--json"))
+    assert data["accelerator"]["requested"] == "auto"
+    assert data["accelerator"]["chosen"] == "cpu"
+    assert "no NVIDIA driver" in data["accelerator"]["reason"]
+    assert [d["name"].split(":")[0].lower() for d in data["smoke"]["devices"]] == ["cpu"]
+    text = kboot("list")
+    assert "jax" in text.stdout and text.returncode == 0
+
+
+def test_lock_the_cuda_build_for_gpu_nodes_from_a_cpu_machine(tmp_path: Path) -> None:
+    lock = tmp_path / "tf.lock"
+    proc = kboot(
+        "lock", "tf", "--accelerator", "cuda", "--platform", "x86_64-unknown-linux-gnu",
+        "--python-version", "3.12", "-o", str(lock),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    text = lock.read_text()
+    assert "tensorflow[and-cuda]" in text  # what was asked, in the lock's header
+    pinned = {line.split("==")[0] for line in text.splitlines() if "==" in line}
+    assert {"tensorflow", "keras", "nvidia-cudnn-cu12", "nvidia-cublas-cu12"} <= pinned
+    # and the CPU build for the same target has no CUDA libraries
+    cpu = tmp_path / "tf-cpu.lock"
+    proc = kboot(
+        "lock", "tf", "--accelerator", "cpu", "--platform", "x86_64-unknown-linux-gnu",
+        "--python-version", "3.12", "-o", str(cpu),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "nvidia-" not in cpu.read_text() and "tensorflow-cpu==" in cpu.read_text()
+
+
+def test_cuda_asked_here_is_refused_before_any_download(tmp_path: Path) -> None:
+    proc = kboot("create", "jax", "--accelerator", "cuda-13", "--json")
+    assert proc.returncode == 1
+    assert "no NVIDIA driver" in proc.stderr and "--allow-cpu" in proc.stderr
+    assert not (tmp_path / "kboot-home" / "envs" / "jax").exists()
+
+
+def test_the_gpu_proof_script_stops_clearly_without_a_gpu(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gpu_proof.py"), "--steps", "2"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "no NVIDIA driver" in proc.stderr and "nothing was built" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_an_environment_over_a_base_python_from_a_small_offline_wheelhouse(
+    tmp_path: Path,
+) -> None:
+    """The GPU-node workflow on this machine: a base Python that already has the backend
+    (here jax, CPU build), a lock over its packages made elsewhere, a wheelhouse of what it
+    lacks, and an offline create that sits on the base."""
+    base = tmp_path / "base"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(base)], check=True)
+    subprocess.run(
+        ["uv", "pip", "install", "--python", str(base / "bin" / "python"), "jax", "pip"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    freeze = tmp_path / "base.txt"
+    listed = subprocess.run(
+        [str(base / "bin" / "python"), "-m", "pip", "list", "--format=freeze"],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    freeze.write_text(listed.stdout)
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    lock, house = tmp_path / "jax.lock", tmp_path / "wheels"
+    proc = kboot(
+        "lock", "jax-cpu", "--python-version", version, "--base-packages", str(freeze),
+        "-o", str(lock),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    pinned = {line.split("==")[0] for line in lock.read_text().splitlines() if "==" in line}
+    assert "keras" in pinned and not {"jax", "jaxlib", "numpy"} & pinned
+    proc = kboot("download", "jax-cpu", "--lock", str(lock), "--dest", str(house))
+    assert proc.returncode == 0, proc.stderr
+    size = sum(f.stat().st_size for f in house.iterdir())
+    assert size < 20 * 2**20, f"the wheelhouse should be small, it is {size} bytes"
+    made = kboot_offline(
+        tmp_path, "create", "jax-cpu", "--python", str(base / "bin" / "python"),
+        "--system-site-packages", "--offline", "--wheelhouse", str(house), "--json",
+    )  # fmt: skip
+    data = created(made)
+    assert data["smoke"]["ok"] and data["smoke"]["reported"]["backend"] == "jax"
+    env_site = next(Path(data["path"]).glob("lib/python*/site-packages"))
+    names = {p.name.split("-")[0].lower() for p in env_site.glob("*.dist-info")}
+    assert "keras" in names and "jax" not in names and "jaxlib" not in names

@@ -247,3 +247,29 @@ def test_import_on_a_real_handmade_environment(tmp_path: Path) -> None:
     assert "jax-float64" in found
     assert found["imported"].title == "`import keras` gives backend jax, floatx float64"
     assert "cpu" in found["imported"].evidence.lower()
+
+
+@pytest.mark.parametrize(
+    ("packages", "code", "severity"),
+    [
+        ({"tf-keras": "2.21.0", "tensorflow": "2.21.0"}, "tf-keras", "error"),
+        ({"keras": "3.15.1", "tf-keras": "2.21.0", "tensorflow": "2.21.0"}, "two-kerases", None),
+        ({"keras": "2.15.0", "tensorflow": "2.15.0"}, "keras", "info"),
+    ],
+)
+def test_which_keras(
+    venv: Path, tmp_path: Path, packages: dict[str, str], code: str, severity: str | None
+) -> None:
+    plant(venv, **packages)
+    user_keras_json(tmp_path, "{}")
+    _, data = doctor(venv, tmp_path)
+    assert code in codes(data, severity), data["findings"]
+    if code == "keras":
+        assert "Keras 2" in finding(data, "keras")["title"]
+
+
+def test_an_unusable_home_falls_back_to_tmp_as_keras_does(venv: Path, tmp_path: Path) -> None:
+    plant(venv, keras="3.15.1", numpy="2.4.6")
+    _, data = doctor(venv, tmp_path, HOME=str(tmp_path / "no-such-home"))
+    assert data["keras_json"]["path"] == "/tmp/.keras/keras.json"
+    assert "/tmp fallback" in data["keras_json"]["source"]
