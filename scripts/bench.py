@@ -13,8 +13,9 @@ rest (start-up, ledger and record writes).
 
 Then, for fleets: a no-op `kboot create` on an environment that already matches, a
 no-op `kboot sync` and a `kboot list` of ten environments, three CPU profiles built in
-one call against the same three built by three calls in a row, and an offline create
-from a wheelhouse with an empty installer cache against a warm online create.
+one call against the same three built by three calls in a row, an offline create
+from a wheelhouse with an empty installer cache against a warm online create, the
+accelerator detection and `kboot doctor` without --import.
 
 Nothing touches ~/.keras: KERAS_HOME points into a temporary folder.
 Usage: python scripts/bench.py [--runs 3] [--profiles numpy jax-cpu]
@@ -42,11 +43,11 @@ from bootstrap.paths import builtin_profiles_dir  # noqa: E402
 from bootstrap.profiles import load_profile  # noqa: E402
 
 
-def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> float:
+def timed(cmd: list[str], env: dict[str, str], cwd: Path, ok: tuple[int, ...] = (0,)) -> float:
     started = time.perf_counter()
     proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - started
-    if proc.returncode != 0:
+    if proc.returncode not in ok:
         sys.exit(f"benchmark step failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
     return elapsed
 
@@ -183,6 +184,24 @@ def offline(work: Path, env: dict[str, str], runs: int, profile: str) -> None:
           f"ratio {c / w:.2f} (target <= 1.2)")  # fmt: skip
 
 
+def diagnostics(work: Path, env: dict[str, str], runs: int) -> None:
+    """Accelerator detection in-process (what every create of tf/jax/torch pays) and
+    `kboot doctor` without --import on a Python with keras (a kboot environment)."""
+    from bootstrap.accelerators import read_host
+
+    read_host()  # warm the imports; then the reads themselves
+    detect = []
+    for _ in range(max(runs, 20)):
+        started = time.perf_counter()
+        read_host()
+        detect.append(time.perf_counter() - started)
+    kenv = {**env, "KBOOT_HOME": str(work / "noop-home")}
+    doctor = [timed(kboot_cmd("doctor", "lab-0"), kenv, work, ok=(0, 1))
+              for _ in range(max(runs, 5))]  # fmt: skip
+    print(f"accelerator detection: {statistics.median(detect) * 1000:.1f} ms (target < 50 ms)")
+    print(f"kboot doctor (no --import): {statistics.median(doctor):.3f} s (target < 1 s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -220,6 +239,7 @@ def main() -> None:
         if not args.skip_baselines:
             baselines(args, scratch, env, overheads)
         fleet(scratch, env, args.runs, args.batch, args.fleet_size)
+        diagnostics(scratch, env, args.runs)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
