@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+import typer.core
 
 from bootstrap import __version__
 from bootstrap.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, KbootError, UsageError
@@ -23,8 +26,38 @@ EXIT_CODES_HELP = (
     "2 bad usage or a bad profile; 130 interrupted (Ctrl-C), everything rolled back."
 )
 
+# typer's help shows the Python type after each argument (`PROFILE <str>`), braces
+# around required ones in the usage line (`{PROFILE}`) and click's ranges (`[x>=1]`):
+# noise to a reader. The help text is cleaned of them once it is formatted.
+_TYPE_AFTER_NAME = re.compile(r" <(?:str|int|float|path|bool|list\[(?:str|path|int)\])>")
+_BRACED_METAVAR = re.compile(r"\{([A-Z][A-Z0-9_|=.\[\]]*)\}")
+_RANGE = re.compile(r"\s*\[(?:x[<>]=?-?[\d.]+|-?[\d.]+<=?x(?:<=?-?[\d.]+)?)\]")
+
+
+def clean_help(text: str) -> str:
+    lines = []
+    for line in text.splitlines():
+        # the type gives way to spaces: the help column stays where click put it
+        typeless = _TYPE_AFTER_NAME.sub(lambda found: " " * len(found.group()), line)
+        cleaned = _RANGE.sub("", _BRACED_METAVAR.sub(r"\1", typeless))
+        if cleaned.strip() or not line.strip():  # drop a line that held only a range
+            lines.append(cleaned.rstrip())
+    return "\n".join(lines)
+
+
+class _Command(typer.core.TyperCommand):
+    def get_help(self, ctx: Any) -> str:  # click's Context (typer >= 0.29 vendors click)
+        return clean_help(super().get_help(ctx))
+
+
+class _Group(typer.core.TyperGroup):
+    def get_help(self, ctx: Any) -> str:  # click's Context (typer >= 0.29 vendors click)
+        return clean_help(super().get_help(ctx))
+
+
 app = typer.Typer(
     name="kboot",
+    cls=_Group,
     help="Create verified Keras environments from declarative profiles.\n\n"
     "Example: kboot create numpy   (virtualenv + backend + keras.json + smoke test)\n\n"
     + EXIT_CODES_HELP,
@@ -34,10 +67,33 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 config_app = typer.Typer(
+    cls=_Group,
     help="Show or safely edit a keras.json (validate, merge, atomic write, backup).",
     no_args_is_help=True,
 )
 app.add_typer(config_app, name="config")
+
+
+def _complete_profiles(incomplete: str) -> list[str]:
+    """Shell completion: the profile names this folder sees."""
+    from bootstrap.project import catalog
+
+    try:
+        return [name for name in catalog().names() if name.startswith(incomplete)]
+    except KbootError:
+        return []
+
+
+def _complete_envs(incomplete: str) -> list[str]:
+    """Shell completion: the environments in kboot's home."""
+    from bootstrap.paths import envs_dir
+
+    try:
+        found = sorted(p.name for p in envs_dir().iterdir() if (p / "kboot-env.json").is_file())
+    except OSError:
+        return []
+    return [name for name in found if name.startswith(incomplete)]
+
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 AllowCpuOpt = Annotated[
@@ -93,16 +149,18 @@ def _root(
         logging.basicConfig(level=logging.DEBUG, format="kboot: %(message)s", stream=sys.stderr)
 
 
-@app.command()
+@app.command(cls=_Command)
 def create(
     profiles: Annotated[
-        list[str],
+        list[str] | None,
         typer.Argument(
-            help="One or more profiles: built-in names, names in your profile folder, "
-            "or .toml paths. Several are built concurrently.",
+            help="One or more profiles: names (the project's, yours, the built-ins) or .toml "
+            "paths; several are built concurrently. None: the project's default.",
             metavar="PROFILE",
+            show_default=False,
+            autocompletion=_complete_profiles,
         ),
-    ],
+    ] = None,
     dest: Annotated[
         Path | None,
         typer.Option(
@@ -188,6 +246,25 @@ def create(
         bool, typer.Option(help="Run the smoke test even when the environment is unchanged.")
     ] = False,
     no_smoke: Annotated[bool, typer.Option("--no-smoke", help="Skip the smoke test.")] = False,
+    editable: Annotated[
+        bool,
+        typer.Option(
+            "--editable",
+            "-e",
+            help="Also install the project (the folder of its pyproject.toml) into the "
+            "environment, editable, as `pip install -e .` would.",
+        ),
+    ] = False,
+    kernel: Annotated[
+        bool,
+        typer.Option(
+            "--kernel",
+            help="Also install ipykernel and register the environment as a Jupyter kernel "
+            "(\"Keras · NAME · FLOATX\" in JupyterLab's launcher) that keeps the environment's "
+            "own Keras config whatever the shell or ~/.keras say. Kept by later creates; "
+            "`kboot kernel ENV --remove` drops it. Example: kboot create jax-cpu --kernel",
+        ),
+    ] = False,
     allow_cpu: AllowCpuOpt = False,
     accelerator: AcceleratorOpt = None,
     jobs: JobsOpt = None,
@@ -205,14 +282,24 @@ def create(
     replaces all the profile's own package sources. On any failure nothing half-built is
     left: a new environment is removed, one being replaced is restored, and your
     keras.json is put back.
+
+    In a project folder (a pyproject.toml with [tool.kboot], or a kboot.toml), names are
+    looked up in the project first, and no PROFILE builds the project's default.
+
+    Examples: kboot create jax-cpu;  kboot create numpy jax-cpu --jobs 2;  kboot create -e
     """
     from bootstrap.batch import create_many, exit_code
     from bootstrap.create import create_environment
     from bootstrap.installers import INSTALLERS
-    from bootstrap.paths import builtin_profiles_dir, user_profiles_dir
-    from bootstrap.profiles import Sources, local_or_url, resolve_profile
+    from bootstrap.profiles import Sources, local_or_url
+    from bootstrap.project import catalog, editable_root
     from bootstrap.render import ConsoleReporter, render_batch, render_create
     from bootstrap.target import CreateRequest
+
+    profiles_here = catalog()
+    if not profiles:
+        profiles = [profiles_here.default()]
+    project_root = editable_root(profiles_here.project, Path.cwd()) if editable else None
 
     if installer not in INSTALLERS:
         raise UsageError(f"--installer {installer!r}: expected one of {', '.join(INSTALLERS)}")
@@ -227,8 +314,11 @@ def create(
         sources = Sources(index_url, tuple(extra_index_url or ()), links)
 
     def request_for(ref: str) -> CreateRequest:
+        profile = profiles_here.resolve(ref)
+        if project_root is not None:
+            profile = replace(profile, editable=str(project_root))
         return CreateRequest(
-            profile=resolve_profile(ref, user_profiles_dir(), builtin_profiles_dir()),
+            profile=profile,
             dest=dest,
             name=name,
             python=python,
@@ -248,6 +338,7 @@ def create(
             verify=verify,
             wait=wait,
             accelerator=accelerator,
+            kernel=kernel,
         )
 
     if len(profiles) == 1:
@@ -290,12 +381,13 @@ PlatformsOpt = Annotated[
 ]
 
 
-@app.command("lock")
+@app.command("lock", cls=_Command)
 def lock_cmd(
     ref: Annotated[
         str,
         typer.Argument(
             metavar="PROFILE|MANIFEST",
+            autocompletion=_complete_profiles,
             help="Profile name or .toml path, or a sync manifest (locks every entry).",
         ),
     ],
@@ -333,8 +425,7 @@ def lock_cmd(
     aarch64-apple-darwin -o numpy.lock
     """
     from bootstrap.lockfile import make_lock, parse_freeze
-    from bootstrap.paths import builtin_profiles_dir, user_profiles_dir
-    from bootstrap.profiles import resolve_profile
+    from bootstrap.project import catalog
     from bootstrap.targets import is_manifest, lock_manifest, targets_for, with_accelerator
 
     if is_manifest(ref):
@@ -354,7 +445,7 @@ def lock_cmd(
                 relative = os.path.relpath(item.result.path or "", manifest.parent)
                 typer.echo(f'  add to its [[env]] so that sync uses it: lock = "{relative}"')
         return
-    loaded = resolve_profile(ref, user_profiles_dir(), builtin_profiles_dir())
+    loaded = catalog().resolve(ref)
     targets = targets_for(loaded, python_version, platform)
     base = None
     if base_packages is not None:
@@ -380,9 +471,14 @@ def lock_cmd(
         )
 
 
-@app.command()
+@app.command(cls=_Command)
 def download(
-    profile: Annotated[str, typer.Argument(metavar="PROFILE", help="Profile name or .toml path.")],
+    profile: Annotated[
+        str,
+        typer.Argument(
+            metavar="PROFILE", autocompletion=_complete_profiles, help="Profile name or .toml path."
+        ),
+    ],
     dest: Annotated[Path, typer.Option(metavar="DIR", help="The wheelhouse folder to fill.")],
     lock: Annotated[
         Path | None,
@@ -397,15 +493,16 @@ def download(
 
     With --lock, for each of the lock's targets (or those you name). Then, with no
     network: kboot create PROFILE --offline --wheelhouse DEST
+
+    Example: kboot download numpy --lock numpy.lock --dest wheelhouse
     """
     from bootstrap.lockfile import read_lock
-    from bootstrap.paths import builtin_profiles_dir, user_profiles_dir
-    from bootstrap.profiles import resolve_profile
+    from bootstrap.project import catalog
     from bootstrap.render import ConsoleReporter
     from bootstrap.targets import targets_for, with_accelerator
     from bootstrap.wheelhouse import download as download_wheels
 
-    loaded = resolve_profile(profile, user_profiles_dir(), builtin_profiles_dir())
+    loaded = catalog().resolve(profile)
     if lock is None:
         wanted = targets_for(loaded, python_version, platform)
     else:  # the lock's targets, or those of them that the options name
@@ -440,7 +537,7 @@ def download(
     )
 
 
-@app.command()
+@app.command(cls=_Command)
 def sync(
     manifest: Annotated[
         Path, typer.Argument(metavar="MANIFEST", help="The machine manifest (TOML).")
@@ -472,6 +569,8 @@ def sync(
 
     Safe to run again and again: an interrupted sync leaves each environment either as
     it was or fully updated, and the next sync finishes the job.
+
+    Example: kboot sync lab.toml --check   (exit 1 when the machine differs)
     """
     from bootstrap.render import ConsoleReporter, render_sync
     from bootstrap.sync import sync_manifest
@@ -493,41 +592,172 @@ def sync(
         raise typer.Exit(result.exit_code)
 
 
-@app.command("profiles")
+class _RunCommand(_Command):
+    """`kboot run PROFILE... -- COMMAND`: what follows the first `--` is the command, as given."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if "--" in args:
+            split = args.index("--")
+            ctx.meta["kboot_command"] = args[split + 1 :]
+            args = args[:split]
+        elif not {"-h", "--help"} & set(args):
+            from bootstrap.run import EXAMPLE
+
+            raise UsageError("kboot run needs `-- COMMAND` after the profiles", hint=EXAMPLE)
+        return list(super().parse_args(ctx, args))
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        # PROFILE is optional to typer only so that its absence gets the example
+        pieces = super().collect_usage_pieces(ctx)
+        return [*(p.replace("[PROFILE]...", "PROFILE...") for p in pieces), "-- COMMAND [ARGS]..."]
+
+
+@app.command("run", cls=_RunCommand)
+def run_cmd(
+    ctx: typer.Context,
+    profiles: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="PROFILE",
+            autocompletion=_complete_profiles,
+            help="Environments to run in: a kboot environment's name, or a profile (its "
+            "environment is created first when missing).",
+            show_default=False,
+        ),
+    ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            metavar="N",
+            help="How many environments to build and run in at once (default: up to 4). "
+            "With 1 the output is shown live; runs that share the CPU take longer.",
+        ),
+    ] = None,
+    logs: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="Keep each run's output (ENV.log) and metrics (ENV.metrics.json) here "
+            "(default: a new temporary folder; its path is printed).",
+        ),
+    ] = None,
+    markdown: Annotated[
+        bool,
+        typer.Option(
+            "--markdown", help="Print the table as markdown, e.g. >> $GITHUB_STEP_SUMMARY."
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run one command in several environments, side by side: Keras 3's "one script on
+    every backend", checked in one call.
+
+    Missing environments are created (as kboot create does); existing ones are used as
+    they are. COMMAND runs in the current folder with the environment's bin first on PATH
+    and VIRTUAL_ENV set, as `uv run` does, and with the environment's own Keras config:
+    KERAS_BACKEND is set to its backend even when your shell sets another (a warning says
+    so). stdin is empty; the output goes to a log file per run. One table follows:
+    environment, backend, exit status, wall time, peak memory, and the metrics the
+    command reported: it may write one JSON object of scalar values, such as
+    {"loss": 0.12}, to the file named by $KBOOT_METRICS; each key becomes a column. A
+    failed run's last lines of output are shown under the table.
+
+    Exit code: the worst run's, i.e. the highest: 0 when every run exited 0; else the
+    command's own exit code, 128+N for a run killed by signal N, 127 when COMMAND was not
+    found in an environment, 126 when it is not executable, 1 (or 2 for a bad profile)
+    when an environment could not be created. 2 also for bad usage, 130 when interrupted
+    (Ctrl-C stops every run).
+
+    Examples:
+
+    \b
+      kboot run numpy jax-cpu tf-cpu torch-cpu -- python train.py
+      kboot run jax-cpu torch-cpu --jobs 1 -- python -m pytest
+      kboot run jax-cpu torch-cpu --markdown -- python -m pytest >> $GITHUB_STEP_SUMMARY
+    """
+    from bootstrap.run import run_command
+    from bootstrap.run_table import RunProgress, render_run, run_markdown
+
+    if as_json and markdown:
+        raise UsageError("--json and --markdown: choose one")
+
+    def echo(chunk: bytes) -> None:  # the output of a single run, live, beside the table
+        sys.stderr.buffer.write(chunk)
+        sys.stderr.flush()
+
+    report = run_command(
+        profiles or [],
+        ctx.meta.get("kboot_command") or [],
+        os.environ,
+        jobs=jobs,
+        logs=logs,
+        reporter_for=RunProgress,
+        echo=echo,
+    )
+    if not (as_json or markdown):
+        render_run(report)  # the table, failures under it, warnings on stderr
+    else:
+        if as_json:
+            _emit_json(report.to_dict())
+        else:
+            sys.stdout.write(run_markdown(report))
+        for warning in report.warnings:
+            typer.echo(f"warning: {warning}", err=True)
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
+
+
+@app.command("profiles", cls=_Command)
 def profiles_cmd(as_json: JsonOpt = False) -> None:
-    """List the built-in profiles and yours (yours shadow built-ins of the same name)."""
-    from bootstrap.paths import builtin_profiles_dir, user_profiles_dir
-    from bootstrap.profiles import list_profiles
+    """List the profiles a name can mean here: the project's (in a folder with a
+    pyproject.toml [tool.kboot] or a kboot.toml), yours, and the built-ins, each with
+    where it comes from and what it shadows.
+
+    Example: kboot profiles --json
+    """
+    from bootstrap.project import catalog
     from bootstrap.render import render_profiles
 
-    user_dir = user_profiles_dir()
-    entries = list_profiles(user_dir, builtin_profiles_dir())
+    found = catalog()
+    entries = found.entries()
     if as_json:
         _emit_json([e.to_dict() for e in entries])
     else:
-        render_profiles(entries, user_dir)
+        render_profiles(entries, found)
 
 
-@app.command()
+@app.command(cls=_Command)
 def show(
-    profile: Annotated[str, typer.Argument(metavar="PROFILE", help="Profile name or .toml path.")],
+    profile: Annotated[
+        str,
+        typer.Argument(
+            metavar="PROFILE", autocompletion=_complete_profiles, help="Profile name or .toml path."
+        ),
+    ],
     as_json: JsonOpt = False,
 ) -> None:
-    """Show one profile's validated values and where it comes from."""
-    from bootstrap.paths import builtin_profiles_dir, user_profiles_dir
-    from bootstrap.profiles import resolve_profile
+    """Show one profile's validated values and where it comes from (every field of
+    --json; the text is a valid profile to start your own from).
+
+    Example: kboot show jax-cpu > ~/.config/kboot/profiles/mine.toml
+    """
+    from bootstrap.project import catalog
     from bootstrap.render import render_profile
 
-    loaded = resolve_profile(profile, user_profiles_dir(), builtin_profiles_dir())
+    loaded = catalog().resolve(profile)
     if as_json:
         _emit_json(loaded.to_dict())
     else:
         render_profile(loaded)
 
 
-@app.command("list")
+@app.command("list", cls=_Command)
 def list_cmd(as_json: JsonOpt = False) -> None:
-    """List the environments kboot made, with backend and health."""
+    """List the environments kboot made, with backend and health.
+
+    Example: kboot list --json
+    """
     from bootstrap.envs import list_envs
     from bootstrap.render import render_envs
 
@@ -538,13 +768,21 @@ def list_cmd(as_json: JsonOpt = False) -> None:
         render_envs(envs)
 
 
-@app.command()
+@app.command(cls=_Command)
 def check(
-    env: Annotated[str, typer.Argument(metavar="ENV", help="Environment name or path.")],
+    env: Annotated[
+        str,
+        typer.Argument(
+            metavar="ENV", autocompletion=_complete_envs, help="Environment name or path."
+        ),
+    ],
     allow_cpu: AllowCpuOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Re-run the smoke test of an environment; exit 1 when it no longer matches its profile."""
+    """Re-run the smoke test of an environment; exit 1 when it no longer matches its profile.
+
+    Example: kboot check jax-cpu
+    """
     from bootstrap.envs import check_env
     from bootstrap.render import render_check
 
@@ -557,13 +795,21 @@ def check(
         raise typer.Exit(EXIT_FAILED)
 
 
-@app.command()
+@app.command(cls=_Command)
 def remove(
-    env: Annotated[str, typer.Argument(metavar="ENV", help="Environment name or path.")],
+    env: Annotated[
+        str,
+        typer.Argument(
+            metavar="ENV", autocompletion=_complete_envs, help="Environment name or path."
+        ),
+    ],
     as_json: JsonOpt = False,
 ) -> None:
     """Delete an environment kboot made (anything else is refused); files you added to its
-    folder stay where they are."""
+    folder stay where they are.
+
+    Example: kboot remove jax-cpu
+    """
     from bootstrap.envs import remove_env
 
     result = remove_env(env, os.environ)
@@ -575,13 +821,111 @@ def remove(
         typer.echo(f"kept your files in {result.path}: {', '.join(result.kept)}")
     if result.keras_json_kept:
         typer.echo(f"left {result.keras_json_kept} as it is (it is your user-wide config)")
+    if result.kernel is not None:
+        from bootstrap.render import render_unregistered
+
+        render_unregistered(result.kernel)
 
 
-@app.command()
+@app.command(cls=_Command)
+def kernel(
+    env: Annotated[
+        str,
+        typer.Argument(
+            metavar="ENV", autocompletion=_complete_envs, help="Environment name or path."
+        ),
+    ],
+    remove: Annotated[
+        bool,
+        typer.Option(
+            "--remove",
+            help="Unregister the kernel only (ipykernel stays installed; later creates no "
+            "longer register it).",
+        ),
+    ] = False,
+    installer: Annotated[
+        str,
+        typer.Option(
+            metavar="uv|pip", help="Install ipykernel with uv (default) or the environment's pip."
+        ),
+    ] = "uv",
+    index_url: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="Package index for ipykernel (default: the sources the environment was "
+            "built from).",
+        ),
+    ] = None,
+    extra_index_url: Annotated[
+        list[str] | None, typer.Option(metavar="URL", help="Extra package index (repeatable).")
+    ] = None,
+    find_links: Annotated[
+        list[str] | None,
+        typer.Option(metavar="PATH|URL", help="Local wheel folder or URL (repeatable)."),
+    ] = None,
+    offline: Annotated[
+        bool,
+        typer.Option(help="No network: ipykernel and its dependencies come from --find-links."),
+    ] = False,
+    wait: WaitOpt = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make a kboot environment a Jupyter kernel: install ipykernel into it (if missing) and
+    register a user kernelspec kboot-ENV, shown as "Keras · ENV · FLOATX".
+
+    The kernel runs the environment's python with its Keras config pinned (backend,
+    Keras home, the profile's variables), so a KERAS_BACKEND in the shell that starts
+    Jupyter, or your ~/.keras/keras.json, cannot change it. ipykernel is installed so that
+    the environment's packages stay as they are. The kernelspec goes to Jupyter's data
+    folder ($JUPYTER_DATA_DIR, else e.g. ~/.local/share/jupyter/kernels); a folder there
+    that kboot did not make for this environment is refused and left untouched. kboot
+    remove ENV unregisters it too.
+
+    Examples: kboot kernel jax-cpu;  kboot kernel jax-cpu --remove;  kboot create numpy
+    --kernel
+    """
+    from bootstrap.installers import INSTALLERS
+    from bootstrap.kernel_setup import InstallOptions, kernel_env
+    from bootstrap.profiles import Sources, local_or_url
+    from bootstrap.render import ConsoleReporter, render_kernel
+
+    if installer not in INSTALLERS:
+        raise UsageError(f"--installer {installer!r}: expected one of {', '.join(INSTALLERS)}")
+    sources = None
+    if index_url or extra_index_url or find_links or offline:
+        if offline and (index_url or extra_index_url):
+            raise UsageError("--offline uses no index: give --find-links DIR only")
+        if offline and not find_links:
+            raise UsageError(
+                "--offline needs --find-links DIR: a folder with wheels of ipykernel and its "
+                "dependencies (pip download ipykernel -d DIR, where there is a network)"
+            )
+        links = tuple(local_or_url(link, Path.cwd()) for link in find_links or ())
+        sources = Sources(index_url, tuple(extra_index_url or ()), links, offline=offline)
+    result = kernel_env(
+        env,
+        os.environ,
+        remove=remove,
+        source=InstallOptions(installer, sources),
+        wait=wait,
+        reporter=ConsoleReporter(),
+    )
+    if as_json:
+        _emit_json(result.to_dict())
+    else:
+        render_kernel(result)
+
+
+@app.command(cls=_Command)
 def doctor(
     env: Annotated[
         str | None,
-        typer.Argument(metavar="[ENV]", help="A kboot environment (name or path)."),
+        typer.Argument(
+            metavar="[ENV]",
+            autocompletion=_complete_envs,
+            help="A kboot environment (name or path).",
+        ),
     ] = None,
     python: Annotated[
         str | None,
@@ -632,9 +976,13 @@ def _keras_home(option: Path | None) -> tuple[Path, str]:
     return Path(user_keras_home()), source
 
 
-@config_app.command("show")
+@config_app.command("show", cls=_Command)
 def config_show(keras_home: KerasHomeOpt = None, as_json: JsonOpt = False) -> None:
-    """Show the effective keras.json, its values, and what overrides them."""
+    """Show the effective keras.json, its values, and what overrides them; a value Keras
+    would reject is flagged.
+
+    Example: kboot config show --keras-home ~/.keras
+    """
     from bootstrap.keras_config import describe_config
     from bootstrap.render import render_config
 
@@ -646,7 +994,7 @@ def config_show(keras_home: KerasHomeOpt = None, as_json: JsonOpt = False) -> No
         render_config(view)
 
 
-@config_app.command("set")
+@config_app.command("set", cls=_Command)
 def config_set(
     assignments: Annotated[
         list[str],
@@ -666,7 +1014,10 @@ def config_set(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Set keys in keras.json: validated, merged (other keys kept), atomic, with a .bak backup."""
+    """Set keys in keras.json: validated, merged (other keys kept), atomic, with a .bak backup.
+
+    Example: kboot config set backend=jax floatx=float32
+    """
     from bootstrap.configure import set_keras_config
 
     home, _ = _keras_home(keras_home)
@@ -706,8 +1057,9 @@ def _cli_exception_types() -> tuple[tuple[type[Exception], ...], tuple[type[Base
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI, turn every KbootError into one line and an exit code."""
-    args = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in args or os.environ.get("KBOOT_DEBUG") == "1"
+    args = _debug_first(sys.argv[1:] if argv is None else argv)
+    own = args[: args.index("--")] if "--" in args else args  # not a command's own args
+    debug = "--debug" in own or os.environ.get("KBOOT_DEBUG") == "1"
     usage_errors, aborts = _cli_exception_types()
     from bootstrap import interrupts
 
@@ -715,7 +1067,7 @@ def main(argv: list[str] | None = None) -> None:
     # child at once and roll back like Ctrl-C
     interrupts.install_handlers()
     command = typer.main.get_command(app)
-    as_json = "--json" in args
+    as_json = "--json" in own
 
     def fail(exc: KbootError) -> NoReturn:
         if debug:
@@ -771,14 +1123,26 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
+def _debug_first(args: list[str]) -> list[str]:
+    """`kboot create numpy --debug` as `kboot --debug create numpy`: the flag belongs to
+    kboot itself, wherever it is typed (but not after `--`, where it is a command's)."""
+    own = args[: args.index("--")] if "--" in args else args
+    if "--debug" not in own[1:]:
+        return list(args)
+    where = own.index("--debug", 1) if own[0] != "--debug" else None
+    if where is None:
+        return list(args)
+    return ["--debug", *args[:where], *args[where + 1 :]]
+
+
 def _error_document(message: str, kind: str, hint: str | None, exit_code: int) -> dict[str, Any]:
     return {"ok": False, "error": message, "kind": kind, "hint": hint, "exit_code": exit_code}
 
 
 def _print_error(exc: KbootError, *, debug: bool) -> None:
+    from bootstrap.consoles import error_console
     from bootstrap.errors import CommandError, InstallError
     from bootstrap.redaction import redact
-    from bootstrap.render import error_console
 
     exc.message = redact(exc.message)
     exc.hint = redact(exc.hint) if exc.hint else exc.hint

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bootstrap import __version__, accelerators, interrupts, lifecycle
+from bootstrap import __version__, accelerators, interrupts, kernel_setup, lifecycle
 from bootstrap.environment import VirtualEnv, venv_site_folders
 from bootstrap.errors import (
     AcceleratorError,
@@ -25,6 +25,7 @@ from bootstrap.errors import (
     EnvironmentStateError,
     Interrupted,
     KbootError,
+    KernelError,
     UsageError,
 )
 from bootstrap.files import atomic_write
@@ -46,6 +47,7 @@ from bootstrap.keras_config import (
     shell_overrides,
 )
 from bootstrap.keras_config import render as render_keras_json
+from bootstrap.kernels import Kernel
 from bootstrap.lifecycle import Existing, Ledger, checkpoint, open_ledger
 from bootstrap.lockfile import (
     WHEELHOUSE_LOCK,
@@ -66,7 +68,7 @@ from bootstrap.paths import (
 )
 from bootstrap.profiles import Profile, Sources
 from bootstrap.progress import RecordingReporter, Reporter
-from bootstrap.record import EnvRecord, record_path
+from bootstrap.record import EnvRecord, read_record, record_path
 from bootstrap.smoke import (
     REQUIRED_ENTRIES,
     SmokeReport,
@@ -111,6 +113,7 @@ class CreateResult:
     lock: LockFile | None = None
     verified: bool = False  # an unchanged environment whose smoke test ran again (--verify)
     accelerator: accelerators.Choice | None = None
+    kernel: Kernel | None = None  # --kernel: the Jupyter kernel registered
 
     @property
     def keras_version(self) -> str | None:
@@ -145,6 +148,7 @@ class CreateResult:
             "steps": [{"step": label, "seconds": round(s, 3)} for label, s in self.steps],
             "warnings": list(self.warnings),
             "accelerator": self.accelerator.to_dict() if self.accelerator else None,
+            "kernel": self.kernel.to_dict() if self.kernel else None,
         }
 
 
@@ -175,6 +179,7 @@ def create_environment(
             reporter.info(note)
         existing = lifecycle.inspect(ledger, target.path)
         build = _Build(request, target, reporter, environ, ledger)
+        build.plan_kernel(existing)
         for warning in early:
             build.warn(warning)
         if existing.kind == "foreign":
@@ -380,6 +385,7 @@ class _Build:
         self.warnings: list[str] = []
         self.changes: tuple[str, ...] = ()
         self.rebuilt = False
+        self.kernel: kernel_setup.KernelPlan | None = None  # set by plan_kernel
 
     def run(self, existing: Existing) -> CreateResult:
         """Build from scratch; a kboot environment's old entries wait aside until we succeed."""
@@ -482,6 +488,56 @@ class _Build:
         """--allow-cpu now, or remembered from the build that accepted the CPU fallback."""
         return self.request.allow_cpu or bool(record and record.allow_cpu)
 
+    def plan_kernel(self, existing: Existing) -> None:
+        """--kernel, or an environment that has a kernel: before anything is built, refuse a
+        kernelspec folder that is not kboot's, and a lock that lacks ipykernel."""
+        record = existing.record if existing.kind == "kboot" else None
+        if not (self.request.kernel or (record is not None and record.kernel)):
+            return
+        try:
+            kernel_setup.check_lock(self.target.lock, self.profile.name)
+            self.kernel = kernel_setup.plan_kernel(self.path, self.name, self.environ)
+        except UsageError as exc:
+            if self.request.kernel:
+                raise
+            # kept from an earlier --kernel, and now a lock without ipykernel, or someone
+            # made the folder theirs: a re-create (a sync) goes on without it
+            self.warn(f"not keeping its Jupyter kernel: {exc.message}")
+
+    def _kernel_entry(self) -> dict[str, Any] | None:
+        if self.kernel is None:
+            return None
+        return kernel_setup.planned_entry(
+            self.name, self.profile.name, self.profile.floatx, self.kernel.folder
+        )
+
+    def _register_kernel(self, env: VirtualEnv) -> tuple[Kernel, dict[str, str]]:
+        assert self.kernel is not None
+        record = read_record(self.path)  # as committed, or as it was when unchanged
+        assert record is not None
+        options = kernel_setup.InstallOptions(self.request.installer, self.profile.sources)
+        try:
+            kernel, record, _ = kernel_setup.ensure_kernel(
+                env,
+                record,
+                self.kernel.ledger,
+                self.kernel.folder,
+                env_ledger=self.ledger,
+                source=options,
+                reporter=self.reporter,
+                probe=False,
+            )
+        except KbootError as exc:
+            raise KernelError(
+                f"{self.name} is ready at {self.path}, but its Jupyter kernel is not: "
+                f"{exc.message}",
+                hint=exc.hint or f"fix that, then: kboot kernel {self.name}",
+                details=exc.details,
+            ) from None
+        if kernel.action == "kept":
+            self.warn(kernel_setup.kept_warning(kernel, self.name))
+        return kernel, dict(record.packages)
+
     def update_in_place(
         self, existing: Existing, record: EnvRecord, env: VirtualEnv, changes: list[str]
     ) -> CreateResult:
@@ -564,6 +620,7 @@ class _Build:
             lock=lock.summary() if lock else None,
             allow_cpu=self.request.allow_cpu,
             accelerator=self.target.choice.to_dict() if self.target.choice else None,
+            kernel=self._kernel_entry(),
         )
 
     def _result(
@@ -575,6 +632,11 @@ class _Build:
         *,
         action: str,
     ) -> CreateResult:
+        """The finished create. The Jupyter kernel, when there is one, is registered here:
+        once the environment is complete."""
+        kernel = None
+        if self.kernel is not None:
+            kernel, packages = self._register_kernel(env)
         return CreateResult(
             name=self.name,
             path=self.path,
@@ -585,7 +647,7 @@ class _Build:
             installer=self.request.installer,
             packages=packages,
             smoke=smoke,
-            changed=action != "unchanged",
+            changed=action != "unchanged" or bool(kernel and kernel.changed),
             replaced=self.rebuilt,
             steps=tuple(getattr(self.reporter, "steps", ())),
             warnings=tuple(self.warnings),
@@ -593,6 +655,7 @@ class _Build:
             changes=self.changes,
             lock=self.target.lock,
             accelerator=self.target.choice,
+            kernel=kernel,
         )
 
     def _create_env(self, installer: Installer) -> VirtualEnv:
@@ -635,11 +698,14 @@ class _Build:
                     require_hashes=True,
                     no_deps=lock.over_base,
                 )
+            self._install_project(env, installer)
             return
         base = None
         if self.request.system_site_packages:
             base = installed_packages(env.python, version=env.version)
         wanted = profile.requirements()
+        if self.kernel is not None:
+            wanted = (*wanted, kernel_setup.REQUIREMENT)
         if not installer.needs_pip and legacy_pip(self.interpreter.version) is None:
             wanted = (*wanted, "pip")  # a normal virtualenv has pip (a lock has none)
         plan = plan_install(installer, wanted, base)
@@ -661,6 +727,25 @@ class _Build:
                 profile.sources,
                 python_version=version,
                 constraints=plan.constraints,
+            )
+        self._install_project(env, installer)
+
+    def _install_project(self, env: VirtualEnv, installer: Installer) -> None:
+        """`create --editable`: the project itself, as `pip install -e ROOT` would. Over a
+        lock, without dependencies: the lock is the whole truth (list the project's
+        dependencies in the profile's packages, and lock them)."""
+        root = self.profile.editable
+        if root is None:
+            return
+        locked = self.target.lock is not None
+        with self.reporter.step(f"install the project {root} (editable, {installer.name})"):
+            install(
+                installer,
+                env,
+                ["-e", root],
+                self.profile.sources,
+                python_version=str(self.interpreter.version),
+                no_deps=locked,
             )
 
     def _install_legacy_pip(self, env: VirtualEnv) -> None:
@@ -714,12 +799,16 @@ class _Build:
         return keras_json, startup_env
 
     def _share_caches(self, home: Path) -> None:
+        """datasets/ and models/ linked to the user's own, where those exist (kboot creates
+        nothing in the user's home: else the environment keeps its own)."""
         for cache in SHARED_CACHES:
             shared = self.user_home / cache
+            if not shared.is_dir():
+                (home / cache).mkdir(exist_ok=True)
+                continue
             try:
-                shared.mkdir(parents=True, exist_ok=True)
                 (home / cache).symlink_to(shared, target_is_directory=True)
-            except OSError as exc:  # read-only home, or Windows without symlink rights
+            except OSError as exc:  # Windows without symlink rights
                 (home / cache).mkdir(exist_ok=True)
                 self.warn(f"not sharing Keras {cache}/ with {shared}: {exc.strerror}")
 

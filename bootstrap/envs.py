@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bootstrap import lifecycle
+from bootstrap import kernels, lifecycle
 from bootstrap.environment import VirtualEnv
 from bootstrap.errors import EnvironmentStateError, KbootError, UsageError
 from bootstrap.keras_config import shell_overrides
@@ -28,6 +28,7 @@ class EnvSummary:
     record: EnvRecord | None
     health: str  # "ok", or what is wrong
     kboot: bool = True  # False: a folder in kboot's envs folder that kboot did not make
+    kernel: kernels.KernelStatus | None = None  # its Jupyter kernel, if it has one
 
     def to_dict(self) -> dict[str, Any]:
         profile = self.record.profile if self.record else {}
@@ -45,6 +46,7 @@ class EnvSummary:
             else None,
             "created_at": self.record.created_at if self.record else None,
             "health": self.health,
+            "kernel": self.kernel.to_dict() if self.kernel else None,
         }
 
 
@@ -137,7 +139,9 @@ def _health(path: Path, entry: Entry, environ: Mapping[str, str]) -> tuple[EnvRe
 
 def summarize(entry: Entry, environ: Mapping[str, str]) -> EnvSummary:
     record, health = _health(entry.path, entry, environ)
-    return EnvSummary(record.name if record else entry.path.name, entry.path, record, health)
+    kernel = kernels.kernel_status(kernels.KernelLedger(kboot_home(environ)), entry.path, record)
+    name = record.name if record else entry.path.name
+    return EnvSummary(name, entry.path, record, health, kernel=kernel)
 
 
 def list_envs(environ: Mapping[str, str]) -> list[EnvSummary]:
@@ -228,6 +232,7 @@ class RemoveResult:
     keras_json_kept: str | None
     kept: tuple[str, ...] = ()  # the user's files, left in place
     folder_removed: bool = True
+    kernel: kernels.Unregistered | None = None  # the Jupyter kernel that went with it
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -237,6 +242,7 @@ class RemoveResult:
             "folder_removed": self.folder_removed,
             "kept": list(self.kept),
             "keras_json_kept": self.keras_json_kept,
+            "kernel": self.kernel.to_dict() if self.kernel else None,
         }
 
 
@@ -249,12 +255,15 @@ def remove_env(ref: str, environ: Mapping[str, str]) -> RemoveResult:
         entry = ledger.get(path)
         if entry is None or entry.token is None:  # recovery finished a killed removal (or
             kept = entry.kept if entry else ()  # undid a killed first build): nothing is left
-            return RemoveResult(path.name, path, "env", None, kept, not os.path.lexists(path))
+            gone = not os.path.lexists(path)
+            kernel = _unregister_kernel(path, environ)
+            return RemoveResult(path.name, path, "env", None, kept, gone, kernel=kernel)
         existing = lifecycle.inspect(ledger, path)
         if existing.kind != "kboot":
             if not os.path.lexists(path):
                 ledger.drop(path)  # deleted by hand: forget it
-                return RemoveResult(path.name, path, "env", None, (), True)
+                kernel = _unregister_kernel(path, environ)
+                return RemoveResult(path.name, path, "env", None, (), True, kernel=kernel)
             raise EnvironmentStateError(
                 f"{path} is no longer the environment kboot made ({existing.reason}); "
                 "kboot left it untouched",
@@ -262,9 +271,22 @@ def remove_env(ref: str, environ: Mapping[str, str]) -> RemoveResult:
             )
         record = existing.record
         removed = lifecycle.remove(ledger, existing)
+        kernel = _unregister_kernel(path, environ)
     if record is None:
-        return RemoveResult(path.name, path, "env", None, removed.kept, removed.folder_removed)
+        return RemoveResult(
+            path.name, path, "env", None, removed.kept, removed.folder_removed, kernel=kernel
+        )
     kept_json = str(Path(record.keras_home) / "keras.json") if record.scope == "user" else None
     return RemoveResult(
-        record.name, path, record.scope, kept_json, removed.kept, removed.folder_removed
+        record.name, path, record.scope, kept_json, removed.kept, removed.folder_removed, kernel
     )
+
+
+def _unregister_kernel(path: Path, environ: Mapping[str, str]) -> kernels.Unregistered | None:
+    """The environment is gone, and so goes the Jupyter kernel kboot registered for it. The
+    removal is done either way: a kernel that cannot be unregistered is said, not raised."""
+    ledger = kernels.KernelLedger(kboot_home(environ))
+    try:
+        return kernels.unregister(ledger, path)
+    except KbootError as exc:
+        return kernels.Unregistered("", None, False, f"could not unregister it: {exc.message}")

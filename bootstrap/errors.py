@@ -109,6 +109,18 @@ class AcceleratorError(KbootError):
     exit_code = EXIT_FAILED
 
 
+class MetricsError(KbootError):
+    """A metrics file (`kboot run`, $KBOOT_METRICS) that is not one JSON object of scalars."""
+
+    exit_code = EXIT_FAILED
+
+
+class KernelError(KbootError):
+    """A Jupyter kernel kboot cannot register or unregister (the environment itself is fine)."""
+
+    exit_code = EXIT_FAILED
+
+
 class Interrupted(KbootError):
     """The user pressed Ctrl-C; everything was rolled back."""
 

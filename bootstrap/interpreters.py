@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -170,9 +171,24 @@ def find_interpreter(
     listing = ", ".join(f"{v} ({src})" for v, src in sorted(unique)) or "none"
     raise InterpreterError(
         f"no Python interpreter satisfies python {wanted}; found: {listing}",
-        hint=f"install one with `uv python install '{wanted}'` or `pyenv install <version>`, "
-        "or pass --python /path/to/python",
+        hint=f"install one with `{uv_python_install(wanted)}` (kboot finds it there) or "
+        "`pyenv install <version>`, or pass --python /path/to/python",
     )
+
+
+def uv_python_install(wanted: SpecifierSet) -> str:
+    """A command that installs a matching Python with the uv kboot itself uses (it lives in
+    kboot's own environment, seldom on PATH)."""
+    try:
+        from uv import find_uv_bin
+
+        uv = find_uv_bin()
+    except (ImportError, FileNotFoundError):
+        uv = "uv"
+    minors = [f"3.{minor}" for minor in range(14, 4, -1)]
+    version = next((v for v in minors if wanted.contains(f"{v}.0") or wanted.contains(f"{v}.99")),
+                   str(wanted))  # fmt: skip
+    return f"{shlex.quote(uv)} python install {shlex.quote(version)}"
 
 
 def discover(environ: Mapping[str, str]) -> Iterator[Candidate]:

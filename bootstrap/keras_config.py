@@ -13,7 +13,7 @@ import json
 import math
 import stat
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -234,6 +234,7 @@ class ConfigView:
     file_values: Mapping[str, Any]
     effective: Mapping[str, Any]
     overrides: tuple[str, ...]
+    problems: Mapping[str, str] = field(default_factory=dict)  # key -> what Keras does
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -244,7 +245,29 @@ class ConfigView:
             "file_values": dict(self.file_values),
             "effective": dict(self.effective),
             "overrides": list(self.overrides),
+            "problems": dict(self.problems),
         }
+
+
+def value_problem(key: str, value: Any) -> str | None:  # noqa: PLR0911  # one per rule
+    """What is wrong with one keras.json value, as Keras would take it; None if fine."""
+    if key == "epsilon":
+        if isinstance(value, bool) or not isinstance(value, float):
+            return f"{value!r} is not a float: `import keras` fails (write 1e-07, not 1)"
+        if not math.isfinite(value) or value <= 0:
+            return f"{value!r} is not a positive number"
+        return None
+    if key == "nnx_enabled":
+        return None if isinstance(value, bool) else f"{value!r} is not true or false"
+    if key not in ("floatx", "image_data_format", "backend"):
+        return None
+    if not isinstance(value, str):
+        return f"{value!r} is not a string"
+    try:
+        validate_value(key, value)
+    except UsageError as exc:
+        return exc.message + (f" ({exc.hint})" if exc.hint else "")
+    return None
 
 
 def describe_config(keras_home: Path, source: str, environ: Mapping[str, str]) -> ConfigView:
@@ -266,6 +289,11 @@ def describe_config(keras_home: Path, source: str, environ: Mapping[str, str]) -
         file_values=values or {},
         effective=effective,
         overrides=tuple(overrides),
+        problems={
+            key: problem
+            for key, value in (values or {}).items()
+            if (problem := value_problem(key, value)) is not None
+        },
     )
 
 
@@ -285,5 +313,11 @@ def shell_overrides(
         warnings.append(
             f"your shell sets KERAS_HOME={home}, so this environment's keras.json "
             f"({keras_home}) is not used: unset KERAS_HOME"
+        )
+    if environ.get("PYTHONPATH"):
+        warnings.append(
+            f"your shell sets PYTHONPATH={environ['PYTHONPATH']}: the environment's Python "
+            "imports from there first (another keras or backend can shadow its own; the smoke "
+            "test ran without it): unset PYTHONPATH"
         )
     return warnings

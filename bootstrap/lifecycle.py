@@ -169,12 +169,23 @@ def is_scratch(name: str) -> bool:
 
 
 def keras_home_user_entries(home: Path) -> tuple[str, ...]:
-    """What in an environment's Keras home is the user's: all but keras.json and the
-    cache *links* (a real `datasets/` folder holds downloads: the user's)."""
+    """What in an environment's Keras home is the user's: all but keras.json, the cache
+    links, and cache folders that are still empty (kboot makes `datasets/` and `models/`
+    real folders where the user has none to link to; once a download lands in one it
+    holds the user's data)."""
     if home.is_symlink() or not home.is_dir():
         return ()
-    kboot_s = {"keras.json"} | {name for name in CACHE_LINKS if (home / name).is_symlink()}
+    kboot_s = {"keras.json"} | {
+        name for name in CACHE_LINKS if (home / name).is_symlink() or _empty_folder(home / name)
+    }
     return tuple(sorted(entries_of(home) - kboot_s))
+
+
+def _empty_folder(path: Path) -> bool:
+    try:
+        return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+    except OSError:
+        return False
 
 
 # --- what is at a path --------------------------------------------------------
@@ -634,6 +645,20 @@ def _undo_update(ledger: Ledger, entry: Entry) -> list[str]:
     notes = restore_edits(entry.edits)
     ledger.put(replace(entry, state=READY, saved={}, edits=(), pid=0))
     return notes
+
+
+def claim_installed(ledger: Ledger, path: Path, before: Iterable[str]) -> tuple[str, ...]:
+    """After kboot installed more into a finished environment (ipykernel for a Jupyter
+    kernel): the names a build makes that the install added (its `share/`) are kboot's part,
+    as if the build had made them. Returns kboot's part, for the record to repeat."""
+    entry = ledger.get(path)
+    if entry is None or entry.token is None or entry.state != READY:
+        raise EnvironmentStateError(f"{path} is not a finished kboot environment")
+    new = {n for n in entries_of(path) - set(before) if n in BUILD_ENTRIES}
+    owned = tuple(sorted(set(entry.owned) | new))
+    if new:
+        ledger.put(replace(entry, owned=owned))
+    return owned
 
 
 # --- removal --------------------------------------------------------------------

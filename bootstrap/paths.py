@@ -90,6 +90,67 @@ def _pure(platform: str) -> type[PurePath]:
     return PureWindowsPath if platform == "win32" else PurePosixPath
 
 
+def jupyter_data_dir(
+    environ: Mapping[str, str] | None = None,
+    *,
+    platform: str = sys.platform,
+    home: PurePath | None = None,
+) -> PurePath:
+    """Jupyter's user data folder, as jupyter_core.paths.jupyter_data_dir computes it.
+
+    (kboot does not depend on jupyter_core; the tests compare the two.) $JUPYTER_DATA_DIR
+    when set; with $JUPYTER_PLATFORM_DIRS on, platformdirs' user data folder; else
+    `~/Library/Jupyter` on macOS, `%APPDATA%\\jupyter` on Windows (without APPDATA:
+    `$JUPYTER_CONFIG_DIR\\data` or `~\\.jupyter\\data`), and `$XDG_DATA_HOME/jupyter` or
+    `~/.local/share/jupyter` elsewhere. Like Jupyter, the home folder's symlinks are
+    resolved (on this machine's own platform).
+    """
+    environ = os.environ if environ is None else environ
+    pure = _pure(platform)
+    if environ.get("JUPYTER_DATA_DIR"):
+        return pure(environ["JUPYTER_DATA_DIR"])
+    if home is None:
+        variable = "USERPROFILE" if platform == "win32" else "HOME"
+        home = pure(environ[variable]) if environ.get(variable) else Path.home()
+        if platform == sys.platform:
+            home = Path(os.path.realpath(home))
+    home = pure(home)
+    if environ.get("JUPYTER_PLATFORM_DIRS", "").lower() not in ("", *_FALSE):
+        return _platformdirs_data(environ, platform, home) / "jupyter"
+    if platform == "darwin":
+        return home / "Library" / "Jupyter"
+    if platform == "win32":
+        if environ.get("APPDATA"):
+            appdata = pure(environ["APPDATA"]) / "jupyter"
+            # jupyter resolves this one
+            return Path(os.path.realpath(appdata)) if platform == sys.platform else appdata
+        config = environ.get("JUPYTER_CONFIG_DIR")
+        return (pure(config) if config else home / ".jupyter") / "data"
+    return pure(environ.get("XDG_DATA_HOME") or home / ".local" / "share") / "jupyter"
+
+
+#: Values of a Jupyter boolean variable that mean off (jupyter_core's `envset`).
+_FALSE = ("no", "n", "false", "off", "0", "0.0")
+
+
+def _platformdirs_data(environ: Mapping[str, str], platform: str, home: PurePath) -> PurePath:
+    """platformdirs' user data folder (what $JUPYTER_PLATFORM_DIRS asks Jupyter to use)."""
+    pure = _pure(platform)
+    if platform == "darwin":
+        return home / "Library" / "Application Support"
+    if platform == "win32":
+        local = environ.get("LOCALAPPDATA")
+        return pure(local) if local else home / "AppData" / "Local"
+    return pure((environ.get("XDG_DATA_HOME") or "").strip() or home / ".local" / "share")
+
+
+def jupyter_kernels_dir(
+    environ: Mapping[str, str] | None = None, *, platform: str = sys.platform
+) -> PurePath:
+    """Where Jupyter looks for the user's kernelspecs: `<data dir>/kernels/<name>`."""
+    return jupyter_data_dir(environ, platform=platform) / "kernels"
+
+
 @dataclass(frozen=True)
 class EnvLayout:
     """Where things live inside a virtual environment, for one platform.

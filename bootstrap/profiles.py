@@ -96,6 +96,8 @@ DEFAULTS: Mapping[str, Any] = {
     "accelerator": None,
 }
 KNOWN_KEYS = ("backend", "generation", *DEFAULTS)
+#: How a profile builds on another (folded in before validation: bootstrap/project.py).
+EXTENDS_KEYS = ("extends", "remove_packages")
 
 
 def local_or_url(link: str, base: Path) -> str:
@@ -202,6 +204,17 @@ class Profile:
     env: Mapping[str, str] = field(default_factory=dict)
     smoke: str = "compute"
     accelerator: str | None = None  # kboot picks the backend's build (cpu or cuda)
+    #: a project profile: its project's name (its environments' name prefix) and table
+    project: str | None = None
+    table: str | None = None
+    #: `create --editable`: the project folder installed into the environment
+    editable: str | None = None
+
+    @property
+    def default_env_name(self) -> str:
+        """`<project>-<profile>` for a project's profile, so two projects' `dev` never
+        meet; the profile's name otherwise."""
+        return f"{self.project}-{self.name}" if self.project else self.name
 
     @property
     def keras_module(self) -> str:
@@ -234,7 +247,9 @@ class Profile:
         credentials of index URLs masked: they say how to fetch, not what is built, and
         this is what records, `--json` and `show` carry."""
         data = asdict(self)
-        del data["name"], data["path"]
+        del data["name"], data["path"], data["project"], data["table"]
+        if data["editable"] is None:  # kept out unless used: older records' digests stay
+            del data["editable"]
         # offline is how this run installs, not what the profile is
         data["sources"] = self.sources.redacted()
         data["packages"] = [redact(package) for package in self.packages]  # `x @ https://...`
@@ -246,7 +261,8 @@ class Profile:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "path": str(self.path), **self.content()}
+        where = {"table": self.table} if self.table else {}
+        return {"name": self.name, "path": str(self.path), **where, **self.content()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Profile:
@@ -267,8 +283,8 @@ class Profile:
         return replace(self, sources=sources)
 
 
-def load_profile(path: Path, *, name: str | None = None) -> Profile:
-    """Read and validate one profile file."""
+def read_profile_data(path: Path) -> dict[str, Any]:
+    """One profile file's table, or kboot's own error naming the file."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -278,7 +294,7 @@ def load_profile(path: Path, *, name: str | None = None) -> Profile:
     except OSError as exc:
         raise ProfileError(f"cannot read profile {path}: {exc.strerror}") from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ProfileError(f"{path}: not UTF-8 text ({exc.reason})") from None
     except tomllib.TOMLDecodeError as exc:
@@ -288,22 +304,38 @@ def load_profile(path: Path, *, name: str | None = None) -> Profile:
         ) from None
     except RecursionError:
         raise ProfileError(f"{path}: nested too deeply to be a profile") from None
+
+
+def load_profile(path: Path, *, name: str | None = None) -> Profile:
+    """Read and validate one profile file (one that `extends` another finds it as the
+    command line would: project, user, built-in)."""
+    data = read_profile_data(path)
+    if "extends" in data or "remove_packages" in data:
+        from bootstrap.project import catalog
+
+        return catalog().load(path, name=name)
     return parse_profile(data, path=path, name=name or path.stem)
 
 
-def parse_profile(data: Mapping[str, Any], *, path: Path, name: str) -> Profile:
-    check = _Checker(path)
+def parse_profile(
+    data: Mapping[str, Any], *, path: Path, name: str, where: str | None = None
+) -> Profile:
+    """Validate `data` (a profile file's table, or a project's `[tool.kboot.profiles.X]`:
+    `where` then names the file and the table in every error)."""
+    where = where or str(path)
+    check = _Checker(where)
     unknown = [key for key in data if key not in KNOWN_KEYS]
     if unknown:
         key = unknown[0]
-        close = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
+        close = difflib.get_close_matches(key, (*KNOWN_KEYS, *EXTENDS_KEYS), n=1)
         hint = f"did you mean '{close[0]}'?" if close else None
         raise ProfileError(
-            f"{path}: unknown key '{key}'; known keys: {', '.join(KNOWN_KEYS)}", hint=hint
+            f"{where}: unknown key '{key}'; known keys: {', '.join((*KNOWN_KEYS, *EXTENDS_KEYS))}",
+            hint=hint,
         )
     if "backend" not in data:
         raise ProfileError(
-            f"{path}: missing required key 'backend'; allowed: {', '.join(KERAS3_BACKENDS)} "
+            f"{where}: missing required key 'backend'; allowed: {', '.join(KERAS3_BACKENDS)} "
             f"(Keras 3), or {', '.join(KERAS2_BACKENDS)} or a dotted module path (Keras 2)"
         )
     values = {**DEFAULTS, **data}
@@ -359,7 +391,7 @@ def parse_profile(data: Mapping[str, Any], *, path: Path, name: str) -> Profile:
     names = {canonicalize_name(Requirement(p).name) for p in packages}
     if names & {"keras", "tf-keras"}:
         raise ProfileError(
-            f"{path}: key 'packages' lists {keras_package}; give its version with the 'keras' "
+            f"{where}: key 'packages' lists {keras_package}; give its version with the 'keras' "
             "key (and 'keras_package') instead",
             hint='for example: keras = ">=3.8,<4"',
         )
@@ -367,7 +399,7 @@ def parse_profile(data: Mapping[str, Any], *, path: Path, name: str) -> Profile:
         providers = BACKEND_PACKAGES[backend]
         if not names.intersection(providers):
             raise ProfileError(
-                f"{path}: backend '{backend}' needs one of {', '.join(providers)} in 'packages'",
+                f"{where}: backend '{backend}' needs one of {', '.join(providers)} in 'packages'",
                 hint=f'add it, for example: packages = ["{providers[0]}"]',
             )
     if backend in LEGACY_PYTHON:
@@ -465,11 +497,11 @@ def _overlaps(a: SpecifierSet, b: SpecifierSet) -> bool:
 
 @dataclass(frozen=True)
 class _Checker:
-    path: Path
+    where: str  # the file (and table) being checked, for every message
 
     def fail(self, key: str, value: object, expected: str, hint: str | None = None) -> ProfileError:
         return ProfileError(
-            f"{self.path}: key '{key}' has invalid value {value!r}; expected {expected}", hint=hint
+            f"{self.where}: key '{key}' has invalid value {value!r}; expected {expected}", hint=hint
         )
 
     def choice(self, key: str, value: object, allowed: Sequence[str]) -> str:
@@ -552,17 +584,21 @@ class ProfileEntry:
     """One line of `kboot profiles`."""
 
     name: str
-    origin: str  # "user" or "builtin"
+    origin: str  # "project", "user" or "builtin"
     path: Path
     shadows_builtin: bool
     profile: Profile | None
     error: str | None
+    where: str = ""  # the file, and the table of a project profile
+    shadows: tuple[str, ...] = ()  # the lower layers that have this name too
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "origin": self.origin,
             "path": str(self.path),
+            "where": self.where or str(self.path),
+            "shadows": list(self.shadows),
             "shadows_builtin": self.shadows_builtin,
             "backend": self.profile.backend if self.profile else None,
             "description": self.profile.description if self.profile else None,
@@ -570,27 +606,11 @@ class ProfileEntry:
         }
 
 
-def _profile_files(folder: Path) -> dict[str, Path]:
-    if not folder.is_dir():
-        return {}
-    return {p.stem: p for p in sorted(folder.glob("*.toml")) if p.is_file()}
-
-
 def list_profiles(user_dir: Path, builtin_dir: Path) -> list[ProfileEntry]:
-    builtin = _profile_files(builtin_dir)
-    user = _profile_files(user_dir)
-    entries = []
-    for name in sorted(set(builtin) | set(user)):
-        origin, path = ("user", user[name]) if name in user else ("builtin", builtin[name])
-        try:
-            profile: Profile | None = load_profile(path)
-            error = None
-        except ProfileError as exc:
-            profile, error = None, exc.message
-        entries.append(
-            ProfileEntry(name, origin, path, origin == "user" and name in builtin, profile, error)
-        )
-    return entries
+    """User and built-in profiles (no project): see `bootstrap.project.Catalog`."""
+    from bootstrap.project import Catalog
+
+    return Catalog(user_dir, builtin_dir).entries()
 
 
 def looks_like_path(ref: str) -> bool:
@@ -598,16 +618,8 @@ def looks_like_path(ref: str) -> bool:
 
 
 def resolve_profile(ref: str, user_dir: Path, builtin_dir: Path) -> Profile:
-    """A profile by built-in name, user-profile name, or path to a .toml file."""
-    if looks_like_path(ref):
-        return load_profile(Path(ref).expanduser())
-    for folder in (user_dir, builtin_dir):
-        candidate = folder / f"{ref}.toml"
-        if candidate.is_file():
-            return load_profile(candidate)
-    known = sorted(set(_profile_files(user_dir)) | set(_profile_files(builtin_dir)))
-    close = difflib.get_close_matches(ref, known, n=3, cutoff=0.5)
-    hint = f"did you mean {' or '.join(close)}?" if close else "`kboot profiles` lists them"
-    raise ProfileError(
-        f"unknown profile '{ref}'; known profiles: {', '.join(known) or 'none'}", hint=hint
-    )
+    """A profile by built-in name, user-profile name, or path to a .toml file (no
+    project: see `bootstrap.project.Catalog`)."""
+    from bootstrap.project import Catalog
+
+    return Catalog(user_dir, builtin_dir).resolve(ref)

@@ -40,6 +40,7 @@ class EnvRecord:
     owned: list[str] = field(default_factory=list)  # the entries kboot's build made
     allow_cpu: bool = False
     accelerator: dict[str, Any] | None = None  # the build chosen for the machine, and why
+    kernel: dict[str, Any] | None = None  # the Jupyter kernel it should have (kernels.py)
     format: int = RECORD_FORMAT
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,6 +89,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "owned": (list,),
     "allow_cpu": (bool,),
     "accelerator": (dict, type(None)),
+    "kernel": (dict, type(None)),
     "format": (int,),
 }
 

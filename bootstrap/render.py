@@ -13,24 +13,18 @@ from rich.console import Console
 from rich.table import Table
 
 from bootstrap.batch import BatchItem
+from bootstrap.consoles import error_console, out_console, print_table
 from bootstrap.create import CreateResult
 from bootstrap.doctor import DoctorResult, severity_rank
 from bootstrap.envs import CheckResult, EnvSummary
 from bootstrap.keras_config import ConfigView
+from bootstrap.kernel_setup import KernelResult
+from bootstrap.kernels import Kernel, KernelStatus, Unregistered
 from bootstrap.profiles import Profile, ProfileEntry
 from bootstrap.progress import RecordingReporter
+from bootstrap.project import Catalog
 from bootstrap.smoke import SmokeReport
 from bootstrap.sync import SyncResult
-
-
-def out_console() -> Console:
-    # piped output is read by scripts and pasted into issues: never cut or fold it
-    width = None if sys.stdout.isatty() else 4096
-    return Console(highlight=False, soft_wrap=True, width=width)
-
-
-def error_console() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class ConsoleReporter(RecordingReporter):
@@ -53,11 +47,10 @@ class ConsoleReporter(RecordingReporter):
             if self.prefix:
                 with super().step(label):
                     yield
-            elif self.console.is_terminal:
-                with self.console.status(label), super().step(label):
+            elif self.console.is_terminal:  # a spinner and the time so far, then one line
+                with _live_step(self.console, label), super().step(label):
                     yield
-            else:
-                self.console.print(f"… {label}", markup=False)
+            else:  # piped (a log, CI): one line per step, once it is done
                 with super().step(label):
                     yield
             ok = True
@@ -73,6 +66,16 @@ class ConsoleReporter(RecordingReporter):
     def warn(self, message: str) -> None:
         super().warn(message)
         self.console.print(f"{self.prefix}[yellow]warning:[/] {_escape(message)}")
+
+
+@contextmanager
+def _live_step(console: Console, label: str) -> Iterator[None]:
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        progress.add_task(_escape(label), total=None)
+        yield
 
 
 def _escape(text: str) -> str:
@@ -96,7 +99,10 @@ def render_create(result: CreateResult) -> None:
     console = out_console()
     if result.action == "unchanged":
         state = "smoke test passed again" if result.verified else "nothing to do"
+        if result.kernel is not None and result.kernel.changed:
+            state = f"only its Jupyter kernel was {result.kernel.action}"
         console.print(f"{result.name} is up to date at {result.path} ({state})", markup=False)
+        _kernel_lines(console, result.kernel)
         return
     console.print(f"{result.action} {result.name} at {result.path}", markup=False)
     for change in result.changes:
@@ -122,14 +128,61 @@ def render_create(result: CreateResult) -> None:
         console.print("smoke test skipped (--no-smoke)", markup=False)
     bin_dir = "Scripts" if sys.platform == "win32" else "bin"
     console.print(f"use it: {Path(result.path) / bin_dir / 'python'} your_script.py", markup=False)
+    _kernel_lines(console, result.kernel)
 
 
-def render_profiles(entries: Sequence[ProfileEntry], user_dir: Path) -> None:
+def _kernel_lines(console: Console, kernel: Kernel | None) -> None:
+    if kernel is None:
+        return
+    state = {"unchanged": "up to date", "kept": "left as someone changed it"}.get(
+        kernel.action, kernel.action
+    )
+    console.print(
+        f'Jupyter kernel {kernel.name} ({state}): pick "{kernel.display_name}" in Jupyter; '
+        f"kernelspec {kernel.kernelspec}",
+        markup=False,
+    )
+
+
+def render_kernel(result: KernelResult) -> None:
+    """`kboot kernel ENV [--remove]`."""
+    console = out_console()
+    if result.removed is not None:
+        render_unregistered(result.removed)
+        console.print(f"ipykernel stays installed in {result.name} ({result.path})", markup=False)
+        return
+    if result.kernel is None:
+        console.print(f"{result.name} has no Jupyter kernel that kboot registered", markup=False)
+        return
+    if result.installed:
+        added = ", ".join(f"{name} {version}" for name, version in sorted(result.installed.items()))
+        console.print(f"installed into {result.name}: {added}", markup=False)
+    _kernel_lines(console, result.kernel)
+    if result.kernel.action == "kept":
+        return  # what kboot would write is not what is there
+    console.print(f"  runs: {' '.join(result.kernel.spec.argv)}", markup=False)
+    pinned = ", ".join(f"{k}={v}" for k, v in sorted(result.kernel.spec.env.items()))
+    console.print(f"  pinned: {pinned}", markup=False)
+
+
+def render_unregistered(removed: Unregistered) -> None:
+    """What became of an environment's kernel when it was unregistered (or why not)."""
+    console = out_console()
+    if removed.removed:
+        console.print(
+            f"unregistered the Jupyter kernel {removed.name} ({removed.kernelspec})", markup=False
+        )
+    if removed.note:
+        name = removed.name or "of the environment"
+        console.print(f"Jupyter kernel {name}: {removed.note}", markup=False)
+
+
+def render_profiles(entries: Sequence[ProfileEntry], found: Catalog) -> None:
     table = Table(box=None, pad_edge=False)
     for column in ("NAME", "BACKEND", "ORIGIN", "DESCRIPTION"):
         table.add_column(column, overflow="fold")
     for entry in entries:
-        origin = entry.origin + (" (shadows built-in)" if entry.shadows_builtin else "")
+        origin = entry.origin + (f" (shadows {', '.join(entry.shadows)})" if entry.shadows else "")
         if entry.profile is None:
             table.add_row(entry.name, "-", origin, f"[red]invalid:[/] {_escape(entry.error or '')}")
         else:
@@ -140,33 +193,41 @@ def render_profiles(entries: Sequence[ProfileEntry], user_dir: Path) -> None:
                 _escape(entry.profile.description),
             )
     console = out_console()
-    console.print(table)
+    print_table(console, table)
+    if found.project is not None:
+        console.print(
+            f"\nproject profiles: {found.project.file} (its environments: "
+            f"{found.project.name}-<profile>"
+            + (f"; default {found.project.default}" if found.project.default else "")
+            + ")",
+            markup=False,
+        )
+    missing = "" if found.user_dir.is_dir() else " (does not exist: no profiles of yours)"
     console.print(
-        f"\nyour profiles: {user_dir} (a profile there shadows a built-in of that name)",
+        f"{'' if found.project else chr(10)}your profiles: {found.user_dir}{missing} "
+        "(a profile there shadows a built-in of that name)",
         markup=False,
     )
 
 
 def render_profile(profile: Profile) -> None:
     """The validated profile as TOML, so `kboot show X > mine.toml` is a valid start."""
-    sys.stdout.write(f"# {profile.name}: {profile.path}\n{profile_toml(profile)}")
+    where = f"{profile.path} [{profile.table}]" if profile.table else str(profile.path)
+    sys.stdout.write(f"# {profile.name}: {where}\n{profile_toml(profile)}")
 
 
 def profile_toml(profile: Profile) -> str:
     data = profile.content()
     sources = data.pop("sources")
-    data.update({k: v for k, v in sources.items() if v})
-    if profile.keras_package == "keras":
-        data.pop("keras_package")
-    if profile.smoke == "compute":
-        data.pop("smoke")
-    if profile.accelerator is not None:
-        data.pop("gpu")  # follows from the accelerator
+    data.update(sources)
     lines = []
-    for key, value in data.items():
-        if value in ({}, None):
-            continue
-        lines.append(f"{key} = {_toml_value(value)}")
+    for key, value in data.items():  # every field `show --json` has, in the same order
+        if key == "gpu" and profile.accelerator is not None:
+            lines.append(f"# gpu = {_toml_value(value)}  (follows from the accelerator)")
+        elif value is None:
+            lines.append(f"# {key}: not set")
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"
 
 
@@ -180,6 +241,8 @@ def _toml_value(value: object) -> str:
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
+        if not value:
+            return "{}"
         return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
     raise TypeError(f"no TOML form for {value!r}")
 
@@ -190,7 +253,10 @@ def render_envs(envs: Sequence[EnvSummary]) -> None:
         console.print("no environments yet; try: kboot create numpy", markup=False)
         return
     table = Table(box=None, pad_edge=False)
-    for column in ("NAME", "BACKEND", "FLOATX", "PYTHON", "KERAS", "HEALTH", "PATH"):
+    with_kernels = any(env.kernel for env in envs)  # a column only where there are kernels
+    kernel_column = ("KERNEL",) if with_kernels else ()
+    columns = ("NAME", "BACKEND", "FLOATX", "PYTHON", "KERAS", "HEALTH", *kernel_column, "PATH")
+    for column in columns:
         table.add_column(column, overflow="fold")
     for env in envs:
         data = env.to_dict()
@@ -209,9 +275,18 @@ def render_envs(envs: Sequence[EnvSummary]) -> None:
             data["python"] or "-",
             data["keras_version"] or "-",
             f"[{style}]{_escape(health)}[/]",
+            *((_kernel_cell(env.kernel),) if with_kernels else ()),
             _escape(str(env.path)),
         )
-    console.print(table)
+    print_table(console, table)
+
+
+def _kernel_cell(kernel: KernelStatus | None) -> str:
+    if kernel is None:
+        return "-"
+    if kernel.state == "ok":
+        return _escape(kernel.name)
+    return f"{_escape(kernel.name)} [yellow]{_escape(kernel.state)}[/]"
 
 
 def render_check(result: CheckResult) -> None:
@@ -239,9 +314,16 @@ def render_config(view: ConfigView) -> None:
         origin = "file" if key in view.file_values else "default"
         if any(o.startswith("KERAS_BACKEND=") for o in view.overrides) and key == "backend":
             origin = "KERAS_BACKEND"
-        console.print(f"  {key} = {value!r}  [{origin}]", markup=False)
+        problem = view.problems.get(key) if origin == "file" else None
+        flag = f"  INVALID: {problem}" if problem else ""
+        console.print(f"  {key} = {value!r}  [{origin}]{flag}", markup=False)
     for override in view.overrides:
         console.print(f"  note: {override}", markup=False)
+    if view.problems:
+        console.print(
+            "  fix: kboot config set KEY=VALUE writes a valid value (the rest is kept)",
+            markup=False,
+        )
 
 
 _STATUS_STYLE = {
@@ -278,7 +360,7 @@ def render_batch(items: Sequence[BatchItem]) -> None:
             assert item.error is not None
             rows.append((item.label, "failed", f"{item.seconds:.1f}", item.error.message))
     console = out_console()
-    console.print(_status_table(rows))
+    print_table(console, _status_table(rows))
     failed = sum(1 for item in items if not item.ok)
     console.print(f"{len(items) - failed} ok, {failed} failed", markup=False)
 
@@ -289,7 +371,7 @@ def render_sync(result: SyncResult) -> None:
         for entry in result.entries
     ]
     console = out_console()
-    console.print(_status_table(rows))
+    print_table(console, _status_table(rows))
     if result.check_only:
         verdict = "in sync" if result.in_sync else "NOT in sync"
     elif result.failed:

@@ -27,17 +27,16 @@ from bootstrap.create import plan_create
 from bootstrap.envs import list_envs, remove_env
 from bootstrap.errors import EXIT_FAILED, EXIT_OK, KbootError, ProfileError
 from bootstrap.installers import INSTALLERS
-from bootstrap.paths import builtin_profiles_dir, envs_dir, user_profiles_dir
+from bootstrap.paths import envs_dir
 from bootstrap.profiles import (
     ACCELERATORS,
     Profile,
     Sources,
     local_or_url,
     looks_like_path,
-    parse_profile,
-    resolve_profile,
 )
 from bootstrap.progress import Reporter
+from bootstrap.project import catalog
 from bootstrap.target import SCOPES, CreateRequest, validate_name
 
 if sys.version_info >= (3, 11):
@@ -255,16 +254,19 @@ def _sources(path: Path, where: str, raw: Mapping[str, Any]) -> Sources | None:
 
 
 def _profile(path: Path, where: str, name: str, value: object) -> Profile:
+    # names as `kboot create` in the manifest's folder means them: its project first
+    profiles = catalog(path.parent)
     if isinstance(value, dict):
         try:
-            return parse_profile(value, path=Path(f"{path}#{name}"), name=name)
+            inline = Path(f"{path}#{name}")
+            return profiles.parse_table(value, path=inline, name=name, where=str(inline))
         except ProfileError as exc:
             raise ManifestError(exc.message, hint=exc.hint) from None
     if not isinstance(value, str) or not _path_text(value):
         raise ManifestError(f"{where}: 'profile' must be a profile name, a path or a table")
     ref = str((path.parent / value).absolute()) if looks_like_path(value) else value
     try:
-        return resolve_profile(ref, user_profiles_dir(), builtin_profiles_dir())
+        return profiles.resolve(ref)
     except ProfileError as exc:
         raise ManifestError(f"{where}: {exc.message}", hint=exc.hint) from None
 

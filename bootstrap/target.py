@@ -55,6 +55,7 @@ class CreateRequest:
     verify: bool = False  # run the smoke test even when nothing changed
     accelerator: str | None = None  # auto | cpu | cuda | cuda-12 | cuda-13 (else the profile's)
     wait: float = 0.0  # seconds to wait for another kboot working on the same environment
+    kernel: bool = False  # also install ipykernel and register a Jupyter kernel
 
 
 def validate_name(name: str) -> str:
@@ -77,7 +78,7 @@ def resolve_target(request: CreateRequest, environ: Mapping[str, str]) -> tuple[
         check_dest(dest, kboot_home(environ))
         name = validate_name(dest.name if request.name is None else request.name)
         return name, dest
-    name = validate_name(request.profile.name if request.name is None else request.name)
+    name = validate_name(request.profile.default_env_name if request.name is None else request.name)
     return name, Path(os.path.realpath(envs_dir(environ))) / name
 
 

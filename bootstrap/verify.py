@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Mapping
 
 from bootstrap.environment import VirtualEnv
 from bootstrap.errors import (
     SmokeError,
 )
+from bootstrap.paths import user_keras_home
 from bootstrap.profiles import Profile
 from bootstrap.smoke import (
     Expectation,
@@ -38,12 +40,16 @@ def expectation(profile: Profile, *, allow_cpu: bool) -> Expectation:
 def run_smoke(
     env: VirtualEnv, expected: Expectation, *, scope: str, environ: Mapping[str, str]
 ) -> SmokeReport:
-    report, tail, seconds = probe_environment(
-        env.python,
-        expected,
-        environ=probe_environ(environ, keep_keras_home=scope == "user"),
-        version=env.version,
-    )
+    probe_env = probe_environ(environ, keep_keras_home=scope == "user")
+    if scope == "user":  # the keras.json Keras finds from the real home, named outright
+        probe_env["KERAS_HOME"] = str(user_keras_home(environ))
+    # a home of its own: what backends write at import (openvino's ~/intel, caches) lands
+    # there and goes, not in the user's home
+    with tempfile.TemporaryDirectory(prefix="kboot-smoke-home-") as home:
+        probe_env.update(HOME=home, USERPROFILE=home)
+        report, tail, seconds = probe_environment(
+            env.python, expected, environ=probe_env, version=env.version
+        )
     return evaluate(
         report, expected, host=host_gpu_info(environ), output_tail=tail, seconds=seconds
     )

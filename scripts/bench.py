@@ -15,7 +15,8 @@ Then, for fleets: a no-op `kboot create` on an environment that already matches,
 no-op `kboot sync` and a `kboot list` of ten environments, three CPU profiles built in
 one call against the same three built by three calls in a row, an offline create
 from a wheelhouse with an empty installer cache against a warm online create, the
-accelerator detection and `kboot doctor` without --import.
+accelerator detection and `kboot doctor` without --import; `kboot run` on existing
+environments against the command run directly.
 
 Nothing touches ~/.keras: KERAS_HOME points into a temporary folder.
 Usage: python scripts/bench.py [--runs 3] [--profiles numpy jax-cpu]
@@ -138,6 +139,16 @@ def fleet(work: Path, env: dict[str, str], runs: int, batch: list[str], size: in
           "(target < 1 s)")  # fmt: skip
     print(f"kboot list ({size} environments): {statistics.median(listing):.3f} s "
           "(target < 0.5 s)")  # fmt: skip
+    project = work / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        f'[tool.kboot]\ndefault = "dev"\n[tool.kboot.profiles.dev]\nextends = "{batch[0]}"\n'
+    )
+    timed(kboot_cmd("create"), kenv, project)  # build it once
+    noop_project = [timed(kboot_cmd("create"), kenv, project) for _ in range(repeat)]
+    a, b = statistics.median(noop_project), statistics.median(noop_create)
+    print(f"no-op kboot create in a project folder (its default): {a:.3f} s, "
+          f"no-op kboot create NAME {b:.3f} s, ratio {a / b:.2f} (target: the same)")  # fmt: skip
 
     together, in_a_row = [], []
     for run in range(runs + 1):  # run 0 warms the caches
@@ -202,6 +213,29 @@ def diagnostics(work: Path, env: dict[str, str], runs: int) -> None:
     print(f"kboot doctor (no --import): {statistics.median(doctor):.3f} s (target < 1 s)")
 
 
+def run_overhead(work: Path, env: dict[str, str], runs: int, size: int) -> None:
+    """What `kboot run` adds per environment to the command itself (start-up, finding and
+    checking each environment, the table): `kboot run ENV... --jobs 1 -- python -c pass`
+    on the fleet's existing environments against that Python run directly."""
+    kenv = {**env, "KBOOT_HOME": str(work / "noop-home")}
+    names = [f"lab-{i}" for i in range(min(3, size))]
+    python = str(work / "noop-home" / "envs" / names[0] / "bin" / "python")
+    direct: list[float] = []
+    through: dict[int, list[float]] = {1: [], len(names): []}
+    for _ in range(max(runs, 5)):  # alternating, so that load hits both alike
+        direct.append(timed([python, "-c", "pass"], env, work))
+        for count, samples in through.items():
+            run = kboot_cmd("run", *names[:count], "--jobs", "1", "--logs", str(work / "logs"),
+                            "--", "python", "-c", "pass")  # fmt: skip
+            samples.append(timed(run, kenv, work))
+    alone = statistics.median(direct)
+    for count, samples in through.items():
+        total = statistics.median(samples)
+        print(f"kboot run on {count} existing environment(s): {total:.3f} s, the command alone "
+              f"{alone:.3f} s: {(total - count * alone) / count:.3f} s added per environment "
+              "(target < 0.3 s)")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -240,6 +274,7 @@ def main() -> None:
             baselines(args, scratch, env, overheads)
         fleet(scratch, env, args.runs, args.batch, args.fleet_size)
         diagnostics(scratch, env, args.runs)
+        run_overhead(scratch, env, args.runs, args.fleet_size)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

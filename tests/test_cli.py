@@ -87,7 +87,6 @@ def test_unknown_option_is_usage_error(capsys) -> None:  # type: ignore[no-untyp
     ("args", "missing"),
     [
         (["show"], "profile"),
-        (["create"], "profile"),
         (["check"], "env"),
         (["config", "set"], "KEY=VALUE"),
     ],
@@ -97,6 +96,13 @@ def test_missing_argument_is_usage_error(capsys, args: list[str], missing: str) 
     assert code == 2
     assert "Missing" in err and missing.upper() in err.upper()
     assert "Traceback" not in err
+
+
+def test_create_without_a_profile_outside_a_project(capsys, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    code, _, err = kboot(capsys, "create")
+    assert code == 2
+    assert "no profile given, and no project here" in err and "kboot create numpy" in err
 
 
 def test_no_arguments_shows_help(capsys) -> None:  # type: ignore[no-untyped-def]

@@ -40,9 +40,10 @@ def test_create_numpy_end_to_end(tmp_path: Path, isolated: Path) -> None:
         "epsilon": 1e-07,
         "dtype": "float32",
     }
-    # the user's Keras home only gained the shared download caches, no keras.json
-    assert sorted(p.name for p in (isolated / ".keras").iterdir()) == ["datasets", "models"]
-    assert (path / "keras-home" / "datasets").resolve() == (isolated / ".keras" / "datasets")
+    # nothing was written into the user's home: no ~/.keras, nothing a backend made at import
+    assert sorted(p.name for p in isolated.iterdir() if p.name != ".cache") == []
+    assert (path / "keras-home" / "datasets").is_dir()  # the environment's own, not a link
+    assert not (path / "keras-home" / "datasets").is_symlink()
 
     listed = json.loads(kboot("list", "--json").stdout)
     assert [(e["name"], e["backend"], e["health"]) for e in listed] == [("numpy", "numpy", "ok")]
@@ -92,6 +93,19 @@ def test_jax_float64_computes_in_float64(tmp_path: Path, write_profile: Any) -> 
     data = created(kboot("create", str(profile), "--json"))
     assert data["smoke"]["reported"]["compute_dtype"] == "float64"
     assert report_from_fresh_shell(Path(data["path"]), tmp_path)["dtype"] == "float64"
+
+
+def test_existing_user_download_folders_are_shared_and_openvino_writes_nothing_home(
+    tmp_path: Path, isolated: Path
+) -> None:
+    (isolated / ".keras" / "datasets").mkdir(parents=True)
+    data = created(kboot("create", "openvino", "--json"))
+    path = Path(data["path"])
+    assert (path / "keras-home" / "datasets").resolve() == isolated / ".keras" / "datasets"
+    assert not (path / "keras-home" / "models").is_symlink()  # the user has none: its own
+    # openvino's telemetry writes ~/intel at import: the smoke test ran in a home of its own
+    assert sorted(p.name for p in isolated.iterdir() if p.name != ".cache") == [".keras"]
+    assert sorted(p.name for p in (isolated / ".keras").iterdir()) == ["datasets"]
 
 
 def test_tf_cpu_real_create(tmp_path: Path) -> None:
@@ -275,8 +289,11 @@ def test_concurrent_create_is_refused_by_the_lock(tmp_path: Path) -> None:
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupt_during_install_rolls_back(tmp_path: Path, signum: int) -> None:
     """Ctrl-C, and SIGTERM from kill, timeouts or a CI cancel, roll back alike."""
-    proc = start_kboot("create", "tf-cpu", "--name", "interrupted", "--no-smoke", until="… install")
-    time.sleep(0.3)
+    # piped, a step is printed once it ends: the install starts right after this line
+    proc = start_kboot(
+        "create", "tf-cpu", "--name", "interrupted", "--no-smoke", until="✓ create virtualenv"
+    )
+    time.sleep(0.5)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
@@ -288,7 +305,9 @@ def test_a_killed_rebuild_is_repaired_by_the_next_create(tmp_path: Path) -> None
     """SIGKILL leaves no chance to roll back: the next run finds the leftovers and repairs."""
     first = created(kboot("create", "numpy", "--json"))
     path = Path(first["path"])
-    proc = start_kboot("create", "numpy", "--force", "--installer", "pip", until="… install")
+    proc = start_kboot(
+        "create", "numpy", "--force", "--installer", "pip", until="✓ create virtualenv"
+    )
     proc.kill()
     proc.wait(timeout=60)
     aside = [p for p in path.iterdir() if p.name.startswith(".kboot-old-")]

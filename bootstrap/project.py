@@ -1,0 +1,441 @@
+"""Project profiles, and where every profile name is looked up.
+
+A repository declares its environments in `pyproject.toml`:
+
+    [tool.kboot]
+    default = "dev"                      # what `kboot create` with no argument builds
+    [tool.kboot.profiles.dev]
+    extends = "jax-cpu"                  # a project, user or built-in profile, or a path
+    packages = ["pandas"]                # added to what it extends
+    remove_packages = ["scipy"]          # taken away from what it extends
+    image_data_format = "channels_first"
+
+or in a `kboot.toml` beside it (the same tables without the `tool.kboot` prefix). kboot
+finds the nearest such file from the current folder upwards. A name is looked up in the
+project first, then in the user's profile folder, then among the built-ins; `extends`
+works in every profile (project, user, or a .toml path). The environment of a project
+profile is named `<project>-<profile>`, so two projects' `dev` never meet.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from bootstrap.errors import ProfileError
+from bootstrap.profiles import (
+    Profile,
+    ProfileEntry,
+    local_or_url,
+    looks_like_path,
+    parse_profile,
+    read_profile_data,
+)
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+PROJECT_FILES = ("kboot.toml", "pyproject.toml")
+PROJECT_KEYS = ("default", "profiles")
+MAX_DEPTH = 16
+_NOT_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class Project:
+    """The `[tool.kboot]` (or kboot.toml) tables of one repository."""
+
+    root: Path
+    file: Path
+    prefix: str  # "tool.kboot." in pyproject.toml, "" in kboot.toml
+    name: str  # the prefix of its environments' names
+    default: str | None
+    profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def where(self, name: str) -> str:
+        return f"{self.file} [{self.prefix}profiles.{name}]"
+
+    @property
+    def installable(self) -> bool:
+        """Whether `pip install -e ROOT` can build it."""
+        return (self.root / "pyproject.toml").is_file() or (self.root / "setup.py").is_file()
+
+
+def find_project(start: Path) -> Project | None:
+    """The nearest project from `start` upwards: a kboot.toml, or a pyproject.toml with a
+    [tool.kboot] table (a pyproject.toml without one is passed over)."""
+    folder = start.absolute()
+    for candidate in (folder, *folder.parents):
+        for filename in PROJECT_FILES:
+            path = candidate / filename
+            try:
+                if not path.is_file():
+                    continue
+            except OSError:
+                continue
+            project = _read_project(path)
+            if project is not None:
+                return project
+    return None
+
+
+def _read_project(path: Path) -> Project | None:
+    pyproject = path.name == "pyproject.toml"
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        if not pyproject:
+            raise ProfileError(f"cannot read {path}: {exc}") from None
+        return None
+    if pyproject and "[tool.kboot" not in text and "tool.kboot" not in text:
+        return None  # not ours: not even a broken one of ours
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(
+            f"{path}: invalid TOML: {exc}", hint="fix the syntax, or run kboot elsewhere"
+        ) from None
+    except RecursionError:
+        raise ProfileError(f"{path}: nested too deeply") from None
+    prefix = "tool.kboot." if pyproject else ""
+    if pyproject:
+        tool = data.get("tool")
+        table = tool.get("kboot") if isinstance(tool, dict) else None
+        if table is None:
+            return None
+    elif "env" in data and "profiles" not in data:
+        return None  # a `kboot sync` manifest that happens to be called kboot.toml
+    else:
+        table = data
+    where = f"{path} [{prefix.rstrip('.') or 'top level'}]"
+    if not isinstance(table, dict):
+        raise ProfileError(f"{where}: expected a table, found {type(table).__name__}")
+    unknown = [key for key in table if key not in PROJECT_KEYS]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], PROJECT_KEYS, n=1)
+        raise ProfileError(
+            f"{where}: unknown key '{unknown[0]}'; known keys: {', '.join(PROJECT_KEYS)}",
+            hint=f"did you mean '{close[0]}'?"
+            if close
+            else f"profiles go in [{prefix}profiles.NAME]",
+        )
+    profiles = table.get("profiles", {})
+    if not isinstance(profiles, dict) or not all(isinstance(v, dict) for v in profiles.values()):
+        raise ProfileError(
+            f"{where}: 'profiles' must hold tables: [{prefix}profiles.NAME]",
+            hint=f'for example:\n[{prefix}profiles.dev]\nextends = "jax-cpu"',
+        )
+    for name in profiles:
+        if not name or _NOT_NAME.search(name):
+            raise ProfileError(
+                f"{path} [{prefix}profiles.{name}]: a profile name uses letters, digits, "
+                "'.', '_' and '-' only"
+            )
+    default = table.get("default")
+    if default is not None and (not isinstance(default, str) or default not in profiles):
+        raise ProfileError(
+            f"{where}: key 'default' has invalid value {default!r}; expected one of this "
+            f"file's profiles: {', '.join(profiles) or 'none yet'}"
+        )
+    return Project(
+        root=path.parent,
+        file=path,
+        prefix=prefix,
+        name=_project_name(data if pyproject else {}, path.parent),
+        default=default,
+        profiles=profiles,
+    )
+
+
+def _project_name(pyproject: Mapping[str, Any], root: Path) -> str:
+    """[project].name, else the folder's name, as an environment name allows it."""
+    project = pyproject.get("project")
+    name = project.get("name") if isinstance(project, dict) else None
+    if not isinstance(name, str) or not name.strip():
+        name = root.name or "project"
+    return _NOT_NAME.sub("-", name).strip("-._") or "project"
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where one profile's table comes from."""
+
+    name: str
+    path: Path
+    origin: str  # "project", "user", "builtin" or "file"
+    where: str
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Every profile a name can mean, in lookup order: project, user, built-in."""
+
+    user_dir: Path
+    builtin_dir: Path
+    project: Project | None = None
+
+    # -- lookup -----------------------------------------------------------------------
+
+    def resolve(self, ref: str) -> Profile:
+        """A profile by name (project, user, built-in) or by path to a .toml file."""
+        return self._build(self._find(ref))
+
+    def default(self) -> str:
+        """The project's default profile: what `kboot create` with no argument builds."""
+        if self.project is None:
+            raise ProfileError(
+                "no profile given, and no project here: no kboot.toml, and no pyproject.toml "
+                "with [tool.kboot], in this folder or above",
+                hint="name one (`kboot profiles` lists them), e.g. kboot create numpy",
+            )
+        if self.project.default is None:
+            names = ", ".join(self.project.profiles) or "none"
+            raise ProfileError(
+                f"{self.project.file} has no default profile (profiles: {names})",
+                hint=f'add default = "NAME" to [{self.project.prefix.rstrip(".")}]'
+                if self.project.prefix
+                else 'add default = "NAME" at the top of kboot.toml',
+            )
+        return self.project.default
+
+    def names(self) -> list[str]:
+        """Every profile name, once, sorted."""
+        return sorted({name for layer in self._layers().values() for name in layer})
+
+    def entries(self) -> list[ProfileEntry]:
+        """Every named profile, for `kboot profiles`: the one a name means, and what it
+        shadows."""
+        layers = self._layers()
+        entries = []
+        for name in sorted({n for layer in layers.values() for n in layer}):
+            origin = next(o for o in ("project", "user", "builtin") if name in layers[o])
+            source = self._source(name, origin)
+            try:
+                profile: Profile | None = self._build(source)
+                error = None
+            except ProfileError as exc:
+                profile, error = None, exc.message
+            shadows = [o for o in ("user", "builtin") if o != origin and name in layers[o]]
+            entries.append(
+                ProfileEntry(
+                    name,
+                    origin,
+                    source.path,
+                    "builtin" in shadows,
+                    profile,
+                    error,
+                    where=source.where,
+                    shadows=tuple(shadows),
+                )
+            )
+        return entries
+
+    def load(self, path: Path, *, name: str | None = None) -> Profile:
+        """A profile file, read and built like any other."""
+        source = _Source(name or path.stem, path, "file", str(path), read_profile_data(path))
+        return self._build(source)
+
+    def parse_table(self, data: Mapping[str, Any], *, path: Path, name: str, where: str) -> Profile:
+        """An inline profile table (a manifest's), with `extends` like any other."""
+        return self._build(_Source(name, path, "file", where, data))
+
+    # -- internals --------------------------------------------------------------------
+
+    def _layers(self) -> dict[str, dict[str, Path]]:
+        return {
+            "project": dict.fromkeys(self.project.profiles, self.project.file)
+            if self.project
+            else {},
+            "user": _profile_files(self.user_dir),
+            "builtin": _profile_files(self.builtin_dir),
+        }
+
+    def _source(self, name: str, origin: str) -> _Source:
+        if origin == "project":
+            assert self.project is not None
+            return _Source(
+                name,
+                self.project.file,
+                "project",
+                self.project.where(name),
+                self.project.profiles[name],
+            )
+        path = (self.user_dir if origin == "user" else self.builtin_dir) / f"{name}.toml"
+        return _Source(name, path, origin, str(path), read_profile_data(path))
+
+    def _find(self, ref: str, *, below: str | None = None, base: Path | None = None) -> _Source:
+        """The profile `ref` means. A path is relative to `base` (a profile's file) or the
+        current folder; `below` skips the layers down to and including that origin (a
+        profile that extends its own name means the next one down)."""
+        if looks_like_path(ref):
+            path = Path(ref).expanduser()
+            if base is not None and not path.is_absolute():
+                path = base.parent / path
+            return _Source(path.stem, path, "file", str(path), read_profile_data(path))
+        layers = self._layers()
+        order = ["project", "user", "builtin"]
+        if below is not None:
+            order = order[order.index(below) + 1 :] if below in order else order
+        for origin in order:
+            if ref in layers[origin]:
+                return self._source(ref, origin)
+        known = sorted({n for layer in layers.values() for n in layer})
+        close = difflib.get_close_matches(ref, known, n=3, cutoff=0.5)
+        hint = f"did you mean {' or '.join(close)}?" if close else "`kboot profiles` lists them"
+        raise ProfileError(
+            f"unknown profile '{ref}'; known profiles: {', '.join(known) or 'none'}", hint=hint
+        )
+
+    def _build(self, source: _Source) -> Profile:
+        data = self._expand(source, chain=())
+        profile = parse_profile(data, path=source.path, name=source.name, where=source.where)
+        if source.origin == "project" and self.project is not None:
+            profile = replace(
+                profile,
+                project=self.project.name,
+                table=f"{self.project.prefix}profiles.{source.name}",
+            )
+        return profile
+
+    def _expand(self, source: _Source, chain: tuple[str, ...]) -> dict[str, Any]:
+        """The source's table with everything it extends folded in."""
+        data = dict(source.data)
+        ref = data.pop("extends", None)
+        remove = data.pop("remove_packages", None)
+        if ref is None:
+            if remove is not None:
+                raise ProfileError(
+                    f"{source.where}: key 'remove_packages' needs 'extends': it removes "
+                    "packages from the profile this one extends",
+                    hint="list only the packages you want in 'packages' instead",
+                )
+            return data
+        if not isinstance(ref, str) or not ref.strip():
+            raise ProfileError(
+                f"{source.where}: key 'extends' has invalid value {ref!r}; expected a "
+                "profile name or a path to a .toml file"
+            )
+        if len(chain) >= MAX_DEPTH or source.where in chain:
+            trail = " -> ".join((*chain, source.where))
+            raise ProfileError(f"{source.where}: 'extends' goes round in a circle: {trail}")
+        same_name = ref == source.name and source.origin in ("project", "user", "builtin")
+        try:
+            parent = self._find(
+                ref,
+                below=source.origin if same_name else None,
+                base=source.path,
+            )
+        except ProfileError as exc:
+            raise ProfileError(
+                f"{source.where}: extends '{ref}': {exc.message}", hint=exc.hint
+            ) from None
+        inherited = self._expand(parent, (*chain, source.where))
+        # the parent's local find_links are relative to the parent's own file
+        links = inherited.get("find_links")
+        if isinstance(links, list):
+            inherited["find_links"] = [
+                local_or_url(link, parent.path.parent) if isinstance(link, str) else link
+                for link in links
+            ]
+        return _merge(inherited, data, remove, source.where, parent.where)
+
+
+def _merge(
+    base: Mapping[str, Any],
+    child: Mapping[str, Any],
+    remove: object,
+    where: str,
+    parent: str,
+) -> dict[str, Any]:
+    """`child` over `base`: every key replaces, `packages` adds (a package of the same
+    name replaces the parent's), `env` merges, `remove_packages` takes away."""
+    merged = {k: v for k, v in base.items() if k != "description"}
+    merged.update({k: v for k, v in child.items() if k not in ("packages", "env")})
+    if "description" in base and "description" not in child:
+        merged["description"] = base["description"]
+    packages = list(base.get("packages", []))
+    if remove is not None:
+        if not isinstance(remove, list) or not all(isinstance(n, str) for n in remove):
+            raise ProfileError(
+                f"{where}: key 'remove_packages' has invalid value {remove!r}; expected a "
+                "list of package names"
+            )
+        wanted = {canonicalize_name(n) for n in remove}
+        present = {_name(p) for p in packages}
+        missing = sorted(wanted - present)
+        if missing:
+            raise ProfileError(
+                f"{where}: remove_packages names {', '.join(missing)}, which {parent} does "
+                f"not list; it lists: {', '.join(str(p) for p in packages) or 'nothing'}"
+            )
+        packages = [p for p in packages if _name(p) not in wanted]
+    if "packages" in child:
+        added = child["packages"]
+        if not isinstance(added, list):
+            merged["packages"] = added  # parse_profile names the problem
+        else:
+            names = {_name(p) for p in added}
+            packages = [p for p in packages if _name(p) not in names or _name(p) is None]
+            packages += added
+            merged["packages"] = packages
+    else:
+        merged["packages"] = packages
+    if isinstance(base.get("env"), dict) and isinstance(child.get("env"), dict):
+        merged["env"] = {**base["env"], **child["env"]}
+    elif "env" in child or "env" in base:
+        merged["env"] = child.get("env", base.get("env"))
+    if "gpu" in merged and "accelerator" in child and "gpu" not in child:
+        del merged["gpu"]  # the child chose a build: that decides the GPU question
+    return merged
+
+
+def _name(requirement: object) -> str | None:
+    if not isinstance(requirement, str):
+        return None
+    try:
+        return canonicalize_name(Requirement(requirement).name)
+    except InvalidRequirement:
+        return None
+
+
+def _profile_files(folder: Path) -> dict[str, Path]:
+    try:
+        if not folder.is_dir():
+            return {}
+        return {p.stem: p for p in sorted(folder.glob("*.toml")) if p.is_file()}
+    except OSError:
+        return {}
+
+
+def catalog(cwd: Path | None = None, environ: Mapping[str, str] | None = None) -> Catalog:
+    """The profiles a name means from `cwd` (default: the current folder)."""
+    from bootstrap.paths import builtin_profiles_dir, user_profiles_dir
+
+    return Catalog(
+        user_profiles_dir(environ),
+        builtin_profiles_dir(),
+        find_project(cwd if cwd is not None else Path.cwd()),
+    )
+
+
+def editable_root(project: Project | None, cwd: Path) -> Path:
+    """The folder `create --editable` installs: the project's, else the current folder,
+    when there is something to build there."""
+    root = project.root if project is not None else cwd.absolute()
+    if not ((root / "pyproject.toml").is_file() or (root / "setup.py").is_file()):
+        raise ProfileError(
+            f"--editable: {root} has no pyproject.toml or setup.py to install",
+            hint="run it in the project's folder, or leave --editable out",
+        )
+    return root

@@ -1,0 +1,720 @@
+"""`kboot run PROFILE... -- COMMAND`: one command in several environments, side by side.
+
+What is missing is created through `create`'s own machinery (the batch); an existing
+kboot environment of that name is used as it is. Each run gets what `uv run` gives: the
+environment's `bin` first on PATH and VIRTUAL_ENV; and the environment's own Keras
+settings win over the shell's (KERAS_BACKEND, and whatever its startup file sets, such as
+KERAS_HOME), with a warning when one was overridden. A run's output goes to a log file;
+its exit status, wall time and peak memory are measured by `runner.run_logged`, and the
+command may report metrics: one JSON object of scalar values, written to the file that
+$KBOOT_METRICS names. A metrics file is data from the user's code: anything but such an
+object is a warning, never a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import shutil
+import signal
+import stat
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from bootstrap import interrupts, runner
+from bootstrap.errors import (
+    EXIT_OK,
+    CommandError,
+    EnvironmentStateError,
+    Interrupted,
+    KbootError,
+    MetricsError,
+    UsageError,
+)
+from bootstrap.progress import RecordingReporter, Reporter
+
+if TYPE_CHECKING:
+    from bootstrap.ledger import Ledger
+    from bootstrap.profiles import Profile
+
+#: The variable that names the file a command may write its metrics into.
+METRICS_VARIABLE = "KBOOT_METRICS"
+MAX_METRICS_BYTES = 64 * 1024
+MAX_METRICS = 32  # keys kept of one metrics file: each becomes a column
+MAX_TEXT = 200  # characters kept of a metric's name or text value
+TAIL_LINES = 20  # of a failed run's output, shown under the table
+_TAIL_BYTES = 64 * 1024
+
+Scalar: TypeAlias = str | int | float | bool | None
+
+
+# --- results -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunTarget:
+    """An environment ready to run a command in."""
+
+    name: str
+    path: Path
+    bin_dir: Path
+    backend: str
+    scope: str  # env | user: where its keras.json lives
+    keras_home: Path
+    startup_env: Mapping[str, str] = field(default_factory=dict)  # what its startup file sets
+    action: str = "existing"  # existing | created (by this run)
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """An environment that could not be made ready (a bad profile, a failed create...)."""
+
+    label: str
+    error: KbootError
+
+
+Prepared: TypeAlias = RunTarget | Unavailable
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    name: str
+    status: str  # ok | failed | killed | not found | not executable | not run
+    exit_code: int  # as a shell reports it: 128+N for signal N; 127, 126; kboot's own code
+    backend: str | None = None
+    path: Path | None = None
+    action: str | None = None  # existing | created; None when it could not be made ready
+    seconds: float | None = None
+    max_rss: int | None = None  # peak resident memory in bytes
+    metrics: Mapping[str, Scalar] = field(default_factory=dict)
+    log: Path | None = None
+    output_tail: str = ""  # the last lines of a failed run's output
+    message: str | None = None  # why it did not run, or did not start
+    hint: str | None = None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def exit_text(self) -> str:
+        """The exit status for a table cell: `0`, `1`, `killed (SIGKILL)`, `not found`."""
+        if self.status in ("ok", "failed"):
+            return str(self.exit_code)
+        if self.status == "killed":
+            return f"killed ({_signal_name(self.exit_code - 128)})"
+        return self.status
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "ok": self.ok,
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "backend": self.backend,
+            "path": str(self.path) if self.path else None,
+            "action": self.action,
+            "seconds": None if self.seconds is None else round(self.seconds, 3),
+            "peak_memory_bytes": self.max_rss,
+            "metrics": {key: json_value(value) for key, value in self.metrics.items()},
+            "log": str(self.log) if self.log else None,
+            "output_tail": self.output_tail if not self.ok else None,
+            "error": self.message,
+            "hint": self.hint,
+            "warnings": list(self.warnings),
+        }
+
+
+@dataclass(frozen=True)
+class RunReport:
+    command: tuple[str, ...]
+    outcomes: tuple[RunOutcome, ...]
+    log_dir: Path
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def exit_code(self) -> int:
+        """The worst run's: the highest exit code among them (0 when every run passed)."""
+        return max((outcome.exit_code for outcome in self.outcomes), default=EXIT_OK)
+
+    @property
+    def metric_names(self) -> list[str]:
+        """Every metric any run reported, in the order they first appear."""
+        names: dict[str, None] = {}
+        for outcome in self.outcomes:
+            names.update(dict.fromkeys(outcome.metrics))
+        return list(names)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.exit_code == EXIT_OK,
+            "exit_code": self.exit_code,
+            "command": list(self.command),
+            "log_dir": str(self.log_dir),
+            "metrics": self.metric_names,
+            "runs": [outcome.to_dict() for outcome in self.outcomes],
+            "warnings": list(self.warnings),
+        }
+
+
+def json_value(value: Scalar) -> Scalar:
+    """JSON has no NaN or infinity: those (a diverged loss) become the strings nan, inf."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+# --- metrics -------------------------------------------------------------------------------
+
+
+def parse_metrics(data: bytes) -> tuple[dict[str, Scalar], list[str]]:
+    """One JSON object of scalar values -> (the values, warnings about what was left out).
+
+    Raises MetricsError, and nothing else, for anything that is not such an object.
+    Names and text are cut to MAX_TEXT printable characters (a metrics file may hold
+    terminal escapes or lone surrogates); at most MAX_METRICS keys are kept.
+    """
+    if len(data) > MAX_METRICS_BYTES:
+        raise MetricsError(f"it is over {MAX_METRICS_BYTES // 1024} KiB: ignored")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise MetricsError(f"it is not UTF-8 text (byte {exc.start})") from None
+    try:
+        document = json.loads(text)
+    except RecursionError:
+        raise MetricsError("it is not JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, and integers of over 4300 digits
+        raise MetricsError(f"it is not JSON: {_clean(str(exc))}") from None
+    if not isinstance(document, dict):
+        raise MetricsError(
+            f"it holds a JSON {_json_type(document)}, not one object of scalar values "
+            '(e.g. {"loss": 0.12, "backend": "jax"})'
+        )
+    values: dict[str, Scalar] = {}
+    nested, extra = [], 0
+    for key, value in document.items():
+        name = _clean(key) or "?"
+        if isinstance(value, dict | list):
+            nested.append(name)
+        elif len(values) >= MAX_METRICS:
+            extra += 1
+        else:
+            values[name] = _clean(value) if isinstance(value, str) else value
+    warnings = []
+    if nested:
+        warnings.append(
+            f"left out {', '.join(nested[:5])}{'...' if len(nested) > 5 else ''}: "
+            "not a scalar (a number, text, true/false or null)"
+        )
+    if extra:
+        warnings.append(f"left out {extra} more keys: {MAX_METRICS} at most")
+    return values, warnings
+
+
+def _clean(text: str) -> str:
+    """Printable, encodable, and not too long."""
+    text = text.encode("utf-8", "replace").decode("utf-8")  # lone surrogates from \\ud800
+    text = "".join(char if char.isprintable() else "?" for char in text)
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
+
+
+def _json_type(value: object) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if value is None:
+        return "null"
+    return "true/false" if isinstance(value, bool) else "number"
+
+
+def read_metrics(path: Path) -> tuple[dict[str, Scalar], list[str]]:
+    """What a run wrote to its metrics file, and warnings; never raises. No file: none."""
+    try:
+        # O_NONBLOCK: a FIFO put there must not hold kboot up; only a regular file is read
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        return {}, []
+    except OSError as exc:
+        return {}, [f"metrics file {path}: cannot read it: {exc.strerror}"]
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return {}, [f"metrics file {path}: not a regular file, ignored"]
+        data = os.read(fd, MAX_METRICS_BYTES + 1)
+        values, notes = parse_metrics(data)
+    except OSError as exc:
+        return {}, [f"metrics file {path}: cannot read it: {exc.strerror}"]
+    except MetricsError as exc:
+        return {}, [f"metrics file {path}: {exc.message}"]
+    finally:
+        os.close(fd)
+    return values, [f"metrics file {path}: {note}" for note in notes]
+
+
+# --- one run -------------------------------------------------------------------------------
+
+
+def run_environ(
+    base: Mapping[str, str], target: RunTarget, metrics: Path
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The command's environment, and the shell's values it overrides (name -> value).
+
+    As `uv run` does: the environment's bin first on PATH, VIRTUAL_ENV, no PYTHONHOME.
+    The environment's config wins: KERAS_BACKEND is always its backend, and a variable
+    its startup file would set (KERAS_HOME, JAX_ENABLE_X64...) but that the shell sets
+    otherwise (the startup file defers to the shell) is set to the environment's value.
+    """
+    env = dict(base)
+    env.pop("PYTHONHOME", None)
+    env["VIRTUAL_ENV"] = str(target.path)
+    env["PATH"] = os.pathsep.join(
+        [str(target.bin_dir), *([base["PATH"]] if base.get("PATH") else [])]
+    )
+    wanted = {**target.startup_env, "KERAS_BACKEND": target.backend}
+    if target.scope == "user":  # its keras.json is in the user's Keras home of the time
+        from bootstrap.paths import user_keras_home
+
+        if Path(user_keras_home(base)) != target.keras_home:
+            wanted["KERAS_HOME"] = str(target.keras_home)
+    overridden = {}
+    for name, value in wanted.items():
+        current = base.get(name) or None  # an empty one counts as unset, as in the startup file
+        if current is not None and not _same(name, current, value):
+            overridden[name] = current
+        if name == "KERAS_BACKEND" or current is not None or name not in target.startup_env:
+            env[name] = value  # else its startup file sets it
+    env[METRICS_VARIABLE] = str(metrics)
+    return env, overridden
+
+
+def _same(name: str, current: str, value: str) -> bool:
+    if name == "KERAS_HOME":
+        return Path(current).expanduser().absolute() == Path(value).absolute()
+    return current == value
+
+
+def find_command(name: str, search_path: str) -> str | None:
+    """The program `name` stands for: a path as given, else the first on `search_path`."""
+    if os.sep in name or (os.altsep and os.altsep in name):
+        return name if os.path.lexists(name) else None
+    return shutil.which(name, path=search_path)
+
+
+def run_one(
+    target: RunTarget,
+    command: Sequence[str],
+    environ: Mapping[str, str],
+    *,
+    log: Path,
+    metrics: Path,
+    reporter: Reporter,
+    echo: Callable[[bytes], None] | None = None,
+) -> RunOutcome:
+    """Run `command` in one environment; its output goes to `log`."""
+    env, overridden = run_environ(environ, target, metrics)
+    warnings = [*target.warnings]
+    warnings += [
+        f"your shell's {name}={value} was overridden with the environment's "
+        f"{name}={env.get(name, target.startup_env.get(name))}"
+        for name, value in overridden.items()
+        if name != "KERAS_BACKEND"  # one warning for all runs, see run_all
+    ]
+    for warning in warnings:
+        reporter.warn(warning)
+    base = RunOutcome(
+        name=target.name,
+        status="not run",
+        exit_code=EXIT_OK,
+        backend=target.backend,
+        path=target.path,
+        action=target.action,
+        log=log,
+        warnings=tuple(warnings),
+    )
+    with log.open("wb"):  # a fresh log, and no metrics from an earlier run in this folder
+        pass
+    metrics.unlink(missing_ok=True)
+    program = find_command(command[0], env["PATH"])
+    if program is None:
+        return replace(
+            base,
+            status="not found",
+            exit_code=runner.EXIT_NOT_FOUND,
+            message=f"{command[0]!r} was not found in {target.name} ({target.bin_dir}) "
+            "or on your PATH",
+            hint="install it into the environment (add it to the profile's packages)",
+        )
+    if echo is not None:
+        env.setdefault("PYTHONUNBUFFERED", "1")  # shown live: Python would buffer a file
+    reporter.info(f"running {shlex.join(command)}")
+    if program != command[0] and Path(program).parent != target.bin_dir:
+        # fine for make or bash; for a Python tool (pytest) it means another interpreter
+        reporter.info(f"{command[0]} is not in this environment: {program} runs")
+    try:
+        done = runner.run_logged(command, output=log, env=env, executable=program, echo=echo)
+    except CommandError as exc:
+        missing = exc.returncode == runner.EXIT_NOT_FOUND
+        return replace(
+            base,
+            status="not found" if missing else "not executable",
+            exit_code=exc.returncode,
+            message=exc.message,
+        )
+    values, metric_warnings = read_metrics(metrics)
+    for warning in metric_warnings:
+        reporter.warn(warning)
+    if done.returncode < 0:
+        status, code = "killed", 128 - done.returncode
+        reporter.info(f"killed by {_signal_name(-done.returncode)} after {done.seconds:.1f} s")
+    else:
+        status, code = ("ok" if done.returncode == 0 else "failed"), done.returncode
+        reporter.info(f"exit {code} after {done.seconds:.1f} s")
+    return replace(
+        base,
+        status=status,
+        exit_code=code,
+        seconds=done.seconds,
+        max_rss=done.max_rss,
+        metrics=values,
+        output_tail="" if status == "ok" else output_tail(log),
+        warnings=(*base.warnings, *metric_warnings),
+    )
+
+
+def output_tail(log: Path, lines: int = TAIL_LINES) -> str:
+    """The last lines of a log, read from its end (a log may be large)."""
+    try:
+        with log.open("rb") as source:
+            size = source.seek(0, os.SEEK_END)
+            source.seek(max(0, size - _TAIL_BYTES))
+            data = source.read()
+    except OSError:
+        return ""
+    return runner.tail(data.decode("utf-8", "replace"), lines)
+
+
+# --- several -------------------------------------------------------------------------------
+
+
+def run_all(
+    prepared: Sequence[Prepared],
+    command: Sequence[str],
+    environ: Mapping[str, str],
+    *,
+    log_dir: Path,
+    workers: int = 1,
+    reporter_for: Callable[[str], Reporter] | None = None,
+    echo: Callable[[bytes], None] | None = None,
+) -> RunReport:
+    """Run `command` in every prepared environment; outcomes in the order given.
+
+    One at a time (`workers` 1, or a single environment) the output is also handed to
+    `echo` as it comes; several at once, only the log files have it.
+    """
+    if not command:
+        raise UsageError("no COMMAND to run", hint=EXAMPLE)
+    reporter_for = reporter_for or (lambda label: RecordingReporter())
+    stems = _log_stems([item.name if isinstance(item, RunTarget) else item.label
+                        for item in prepared])  # fmt: skip
+    one_at_a_time = workers <= 1 or len(prepared) <= 1
+
+    def one(index: int) -> RunOutcome:
+        item = prepared[index]
+        if isinstance(item, Unavailable):
+            return RunOutcome(
+                name=item.label,
+                status="not run",
+                exit_code=item.error.exit_code,
+                message=item.error.message,
+                hint=item.error.hint,
+            )
+        return run_one(
+            item,
+            command,
+            environ,
+            log=log_dir / f"{stems[index]}.log",
+            metrics=log_dir / f"{stems[index]}.metrics.json",
+            reporter=reporter_for(item.name),
+            echo=echo if one_at_a_time else None,
+        )
+
+    pool = None if one_at_a_time else ThreadPoolExecutor(max_workers=workers)
+    try:
+        if pool is None:
+            outcomes = [one(index) for index in range(len(prepared))]
+        else:
+            outcomes = list(pool.map(one, range(len(prepared))))
+    except KeyboardInterrupt:
+        interrupts.cancel()  # the signal handler did already; a bare KeyboardInterrupt not
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        raise Interrupted(f"interrupted; every run was stopped (logs in {log_dir})") from None
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+    return RunReport(tuple(command), tuple(outcomes), log_dir, _shell_backend(prepared, environ))
+
+
+def _shell_backend(prepared: Sequence[Prepared], environ: Mapping[str, str]) -> tuple[str, ...]:
+    shell = environ.get("KERAS_BACKEND")
+    backends = sorted({item.backend for item in prepared if isinstance(item, RunTarget)})
+    if not shell or backends in ([], [shell]):
+        return ()
+    return (
+        f"your shell's KERAS_BACKEND={shell} was overridden: each run uses its "
+        f"environment's backend ({', '.join(backends)})",
+    )
+
+
+def _log_stems(names: Sequence[str]) -> list[str]:
+    """File names for each run's log: the environment's name, made unique."""
+    stems: list[str] = []
+    for name in names:
+        stem = "".join(c if c.isalnum() or c in "._-" else "_" for c in name).lstrip(".") or "env"
+        candidate, n = stem, 1
+        while candidate in stems:
+            n += 1
+            candidate = f"{stem}-{n}"
+        stems.append(candidate)
+    return stems
+
+
+def log_folder(logs: Path | None) -> Path:
+    """Where the logs go: the folder asked for (made if needed), else a new private one."""
+    if logs is None:
+        return Path(tempfile.mkdtemp(prefix="kboot-run-logs-"))
+    folder = logs.expanduser().absolute()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--logs {folder}: cannot make the folder: {exc.strerror}") from None
+    return folder
+
+
+# --- preparing the environments ------------------------------------------------------------
+
+EXAMPLE = "for example: kboot run numpy jax-cpu -- python train.py"
+
+
+def prepare(
+    refs: Sequence[str],
+    environ: Mapping[str, str],
+    *,
+    reporter_for: Callable[[str], Reporter],
+    workers: int | None = None,
+) -> list[Prepared]:
+    """Each PROFILE as an environment to run in, in the order given.
+
+    A name (or path) of an environment kboot made is used as it is; otherwise the profile
+    is resolved and the environment it names is used if it exists, else created (all
+    missing ones together, as `kboot create A B` does). One that cannot be made ready
+    becomes Unavailable, and the others still run.
+    """
+    from bootstrap.lifecycle import open_ledger
+    from bootstrap.paths import envs_dir, kboot_home
+    from bootstrap.project import catalog
+
+    profiles_here = catalog(environ=environ)
+    project_names = set(profiles_here.project.profiles) if profiles_here.project else set()
+
+    repeated = sorted({ref for ref in refs if refs.count(ref) > 1})
+    if repeated:
+        raise UsageError(f"{', '.join(repeated)} given more than once")
+    ledger = open_ledger(kboot_home(environ), envs_dir(environ))
+    paths: dict[int, Path] = {}
+    missing: dict[int, Profile] = {}  # index -> the profile to create
+    failed: dict[int, Unavailable] = {}
+    for index, ref in enumerate(refs):
+        try:
+            # in a project, its profile names mean its profiles (their environments are
+            # called <project>-<profile>), before any environment of that bare name
+            path = None if ref in project_names else _existing(ref, ledger, environ)
+            if path is None:
+                profile = profiles_here.resolve(ref)
+                path = _existing(profile.default_env_name, ledger, environ, by_name_only=True)
+                if path is None:
+                    missing[index] = profile
+                    continue
+            paths[index] = path
+        except KbootError as exc:
+            failed[index] = Unavailable(ref, exc)
+    _refuse_doubles(
+        refs, paths, {i: envs_dir(environ) / p.default_env_name for i, p in missing.items()}
+    )
+    created: dict[int, Path] = {}
+    if missing:
+        created, not_created = _create(refs, missing, environ, reporter_for, workers)
+        paths.update(created)
+        failed.update(not_created)
+    prepared: list[Prepared] = []
+    for index, ref in enumerate(refs):
+        if index in failed:
+            prepared.append(failed[index])
+            continue
+        try:
+            target = load_target(paths[index], ledger, environ)
+        except KbootError as exc:
+            prepared.append(Unavailable(ref, exc))
+            continue
+        prepared.append(replace(target, action="created" if index in created else "existing"))
+    return prepared
+
+
+def _refuse_doubles(refs: Sequence[str], *groups: Mapping[int, Path]) -> None:
+    seen: dict[str, int] = {}
+    for group in groups:
+        for index, path in group.items():
+            key = os.path.realpath(path)
+            if key in seen:
+                raise UsageError(
+                    f"{refs[seen[key]]} and {refs[index]} are the same environment ({path})",
+                    hint="give each environment once",
+                )
+            seen[key] = index
+
+
+def _create(
+    refs: Sequence[str],
+    missing: Mapping[int, Profile],
+    environ: Mapping[str, str],
+    reporter_for: Callable[[str], Reporter],
+    workers: int | None,
+) -> tuple[dict[int, Path], dict[int, Unavailable]]:
+    """Create the missing environments (index -> profile) together: (made, failed)."""
+    from bootstrap.batch import create_many
+    from bootstrap.target import CreateRequest
+
+    # the shell's KERAS_BACKEND is overridden for each run: no "it wins" warning from create
+    quiet = {key: value for key, value in environ.items() if key != "KERAS_BACKEND"}
+    order = list(missing)
+    items = create_many(
+        [(refs[i], partial(CreateRequest, profile=missing[i])) for i in order],
+        reporter_for=reporter_for,
+        environ=quiet,
+        workers=workers,
+    )
+    made, failed = {}, {}
+    for index, item in zip(order, items, strict=True):
+        if item.result is not None:
+            made[index] = Path(item.result.path)
+        else:
+            assert item.error is not None
+            failed[index] = Unavailable(refs[index], item.error)
+    return made, failed
+
+
+def _existing(
+    ref: str, ledger: Ledger, environ: Mapping[str, str], *, by_name_only: bool = False
+) -> Path | None:
+    """The environment kboot made that `ref` names, or None when there is none (yet)."""
+    from bootstrap.envs import resolve_env
+    from bootstrap.ledger import Entry
+    from bootstrap.paths import envs_dir
+    from bootstrap.target import validate_name
+
+    if os.sep in ref or (os.altsep and os.altsep in ref) or ref in (".", ".."):
+        # a path: an environment's folder, else (a .toml) a profile
+        return resolve_env(ref, environ, ledger=ledger) if Path(ref).expanduser().is_dir() else None
+    try:
+        validate_name(ref)
+    except UsageError:
+        return None
+    path = Path(os.path.realpath(envs_dir(environ))) / ref
+    entry = ledger.get(path)
+    if entry is not None and entry.token is not None:
+        return path
+    if by_name_only or entry is not None:
+        return None
+    named = [  # one made with --dest, known by its name
+        e.path
+        for e in ledger.entries()
+        if isinstance(e, Entry) and e.token is not None and ref in (e.name, e.path.name)
+    ]
+    if len(named) > 1:
+        raise UsageError(
+            f"{ref!r} names {len(named)} environments: " + ", ".join(str(p) for p in named),
+            hint="give the path of the one you mean",
+        )
+    return named[0] if named else None
+
+
+def load_target(path: Path, ledger: Ledger, environ: Mapping[str, str]) -> RunTarget:
+    """A kboot environment as it is, if it is in a state to run commands."""
+    from bootstrap.environment import VirtualEnv
+    from bootstrap.envs import summarize
+    from bootstrap.profiles import Profile
+
+    entry = ledger.get(path)
+    if entry is None:
+        raise EnvironmentStateError(f"{path} is not an environment kboot made")
+    summary = summarize(entry, environ)
+    record = summary.record
+    if record is None or summary.health.startswith(("broken", "busy", "missing")):
+        raise EnvironmentStateError(
+            f"{summary.name} cannot run commands: {summary.health}",
+            hint="kboot list shows its state; kboot create repairs it",
+        )
+    env = VirtualEnv.open(path)
+    warnings = () if summary.health == "ok" else (f"{summary.name}: {summary.health}",)
+    return RunTarget(
+        name=record.name,
+        path=path,
+        bin_dir=env.bin_dir,
+        backend=Profile.from_dict(record.profile).backend,
+        scope=record.scope,
+        keras_home=Path(record.keras_home),
+        startup_env=dict(record.startup_env),
+        warnings=warnings,
+    )
+
+
+def run_command(
+    refs: Sequence[str],
+    command: Sequence[str],
+    environ: Mapping[str, str],
+    *,
+    jobs: int | None = None,
+    logs: Path | None = None,
+    reporter_for: Callable[[str], Reporter] | None = None,
+    echo: Callable[[bytes], None] | None = None,
+) -> RunReport:
+    """`kboot run`: make the environments ready, then run `command` in each."""
+    if not refs:
+        raise UsageError("no PROFILE to run in", hint=EXAMPLE)
+    if not command:
+        raise UsageError("no COMMAND after --", hint=EXAMPLE)
+    reporter_for = reporter_for or (lambda label: RecordingReporter())
+    asked = log_folder(logs) if logs is not None else None  # a bad --logs before any build
+    prepared = prepare(refs, environ, reporter_for=reporter_for, workers=jobs)
+    return run_all(
+        prepared,
+        command,
+        environ,
+        log_dir=asked or log_folder(None),
+        workers=jobs or default_jobs(len(prepared)),
+        reporter_for=reporter_for,
+        echo=echo,
+    )
+
+
+def default_jobs(count: int) -> int:
+    """As many at once as `kboot create` builds (batch.default_jobs), without importing
+    the create machinery when every environment exists already."""
+    return max(1, min(count, 4, (os.cpu_count() or 2) * 2))

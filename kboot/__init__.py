@@ -1,0 +1,1 @@
+"""`python -m kboot`: the same CLI as the `kboot` command (the code lives in `bootstrap`)."""
