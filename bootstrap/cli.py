@@ -638,8 +638,8 @@ def run_cmd(
         Path | None,
         typer.Option(
             metavar="DIR",
-            help="Keep each run's output (ENV.log) and metrics (ENV.metrics.json) here "
-            "(default: a new temporary folder; its path is printed).",
+            help="Keep each run's output (ENV.log) here; a folder that holds anything "
+            "already gets a new subfolder (default: a new temporary folder; printed).",
         ),
     ] = None,
     markdown: Annotated[

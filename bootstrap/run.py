@@ -21,6 +21,7 @@ import shutil
 import signal
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from bootstrap import interrupts, runner
 from bootstrap.errors import (
     EXIT_OK,
+    EXIT_USAGE,
     CommandError,
     EnvironmentStateError,
     Interrupted,
@@ -39,6 +41,8 @@ from bootstrap.errors import (
     UsageError,
 )
 from bootstrap.progress import RecordingReporter, Reporter
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 if TYPE_CHECKING:
     from bootstrap.ledger import Ledger
@@ -253,19 +257,19 @@ def read_metrics(path: Path) -> tuple[dict[str, Scalar], list[str]]:
     except FileNotFoundError:
         return {}, []
     except OSError as exc:
-        return {}, [f"metrics file {path}: cannot read it: {exc.strerror}"]
+        return {}, [f"the metrics ($KBOOT_METRICS): cannot read it: {exc.strerror}"]
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return {}, [f"metrics file {path}: not a regular file, ignored"]
+            return {}, ["the metrics ($KBOOT_METRICS): not a regular file, ignored"]
         data = os.read(fd, MAX_METRICS_BYTES + 1)
         values, notes = parse_metrics(data)
     except OSError as exc:
-        return {}, [f"metrics file {path}: cannot read it: {exc.strerror}"]
+        return {}, [f"the metrics ($KBOOT_METRICS): cannot read it: {exc.strerror}"]
     except MetricsError as exc:
-        return {}, [f"metrics file {path}: {exc.message}"]
+        return {}, [f"the metrics ($KBOOT_METRICS): {exc.message}"]
     finally:
         os.close(fd)
-    return values, [f"metrics file {path}: {note}" for note in notes]
+    return values, [f"the metrics ($KBOOT_METRICS): {note}" for note in notes]
 
 
 # --- one run -------------------------------------------------------------------------------
@@ -348,9 +352,15 @@ def run_one(
         log=log,
         warnings=tuple(warnings),
     )
-    with log.open("wb"):  # a fresh log, and no metrics from an earlier run in this folder
-        pass
-    metrics.unlink(missing_ok=True)
+    try:  # a new file: kboot writes no file it did not make (nor through a link)
+        os.close(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644))
+    except FileExistsError:
+        return replace(
+            base,
+            exit_code=EXIT_USAGE,
+            message=f"{log} exists already: kboot does not overwrite a file it did not make",
+            hint="give --logs a new or empty folder (an existing one gets a new subfolder)",
+        )
     program = find_command(command[0], env["PATH"])
     if program is None:
         return replace(
@@ -450,11 +460,14 @@ def run_all(
             command,
             environ,
             log=log_dir / f"{stems[index]}.log",
-            metrics=log_dir / f"{stems[index]}.metrics.json",
+            metrics=private / f"{stems[index]}.metrics.json",
             reporter=reporter_for(item.name),
             echo=echo if one_at_a_time else None,
         )
 
+    # the metrics files live in kboot's own temporary folder, gone after the runs
+    metrics_folder = tempfile.TemporaryDirectory(prefix="kboot-metrics-")
+    private = Path(metrics_folder.name)
     pool = None if one_at_a_time else ThreadPoolExecutor(max_workers=workers)
     try:
         if pool is None:
@@ -469,6 +482,7 @@ def run_all(
     finally:
         if pool is not None:
             pool.shutdown(wait=True)
+        metrics_folder.cleanup()
     return RunReport(tuple(command), tuple(outcomes), log_dir, _shell_backend(prepared, environ))
 
 
@@ -497,14 +511,18 @@ def _log_stems(names: Sequence[str]) -> list[str]:
 
 
 def log_folder(logs: Path | None) -> Path:
-    """Where the logs go: the folder asked for (made if needed), else a new private one."""
+    """Where the logs go: a new private folder; with --logs, that folder when it is new or
+    empty, else a new subfolder of it (kboot overwrites no file it did not make)."""
     if logs is None:
         return Path(tempfile.mkdtemp(prefix="kboot-run-logs-"))
     folder = logs.expanduser().absolute()
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        if any(folder.iterdir()):
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            return Path(tempfile.mkdtemp(prefix=f"run-{stamp}-", dir=folder))
     except OSError as exc:
-        raise UsageError(f"--logs {folder}: cannot make the folder: {exc.strerror}") from None
+        raise UsageError(f"--logs {folder}: cannot use the folder: {exc.strerror}") from None
     return folder
 
 

@@ -213,10 +213,10 @@ def test_read_metrics_never_raises(tmp_path: Path) -> None:
     assert values == {} and "over 64 KiB" in warnings[0]
     folder = tmp_path / "folder.json"
     folder.mkdir()
-    assert read_metrics(folder)[1] == [f"metrics file {folder}: not a regular file, ignored"]
+    assert read_metrics(folder)[1] == ["the metrics ($KBOOT_METRICS): not a regular file, ignored"]
     fifo = tmp_path / "fifo.json"
     os.mkfifo(fifo)  # nobody writes it: reading must not wait for a writer
-    assert read_metrics(fifo)[1] == [f"metrics file {fifo}: not a regular file, ignored"]
+    assert read_metrics(fifo)[1] == ["the metrics ($KBOOT_METRICS): not a regular file, ignored"]
 
 
 # --- runs in fake environments -------------------------------------------------------------
@@ -303,7 +303,8 @@ def test_a_command_not_in_the_environment(tmp_path: Path, fake_env: RunTarget) -
     assert outcome.hint and "profile's packages" in outcome.hint
     script = tmp_path / "script.sh"
     script.write_text("#!/bin/sh\n")
-    report = run_all([fake_env], [str(script)], {"PATH": "/bin"}, log_dir=tmp_path)
+    again = run.log_folder(tmp_path / "again")
+    report = run_all([fake_env], [str(script)], {"PATH": "/bin"}, log_dir=again)
     assert (report.outcomes[0].status, report.exit_code) == ("not executable", 126)
 
 
@@ -332,9 +333,7 @@ def test_bad_metrics_are_a_warning_of_that_run(tmp_path: Path, fake_env: RunTarg
     code = "import os; open(os.environ['KBOOT_METRICS'], 'wb').write(b'\\xff{')"
     (outcome,) = run_all([fake_env], py(code), {}, log_dir=tmp_path).outcomes
     assert outcome.ok and outcome.metrics == {}
-    assert outcome.warnings == (
-        f"metrics file {tmp_path / 'fake.metrics.json'}: it is not UTF-8 text (byte 0)",
-    )
+    assert outcome.warnings == ("the metrics ($KBOOT_METRICS): it is not UTF-8 text (byte 0)",)
 
 
 def test_no_stale_metrics_from_an_earlier_run(tmp_path: Path, fake_env: RunTarget) -> None:
@@ -531,8 +530,25 @@ def test_logs_folder(tmp_path: Path) -> None:
     assert run.log_folder(tmp_path / "a" / "b") == tmp_path / "a" / "b"
     assert (tmp_path / "a" / "b").is_dir()
     (tmp_path / "file").write_text("")
-    with pytest.raises(UsageError, match="cannot make the folder"):
+    with pytest.raises(UsageError, match="cannot use the folder"):
         run.log_folder(tmp_path / "file")
+    # a folder that holds anything gets a new subfolder: kboot overwrites no file
+    (tmp_path / "a" / "b" / "numpy.log").write_text("the user's")
+    again = run.log_folder(tmp_path / "a" / "b")
+    assert again.parent == tmp_path / "a" / "b" and again.name.startswith("run-")
+    assert list(again.iterdir()) == []
+    assert (tmp_path / "a" / "b" / "numpy.log").read_text() == "the user's"
+
+
+def test_an_existing_log_is_not_overwritten(tmp_path: Path, fake_env: RunTarget) -> None:
+    target = tmp_path / "elsewhere"
+    target.write_text("keep me")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "fake.log").symlink_to(target)
+    (outcome,) = run_all([fake_env], py("print('x')"), {}, log_dir=tmp_path / "logs").outcomes
+    assert (outcome.status, outcome.exit_code) == ("not run", 2)
+    assert "exists already" in (outcome.message or "")
+    assert target.read_text() == "keep me"
 
 
 # --- real environments ---------------------------------------------------------------------
