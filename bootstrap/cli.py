@@ -11,7 +11,6 @@ import logging
 import os
 import re
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -247,14 +246,16 @@ def create(
     ] = False,
     no_smoke: Annotated[bool, typer.Option("--no-smoke", help="Skip the smoke test.")] = False,
     editable: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--editable",
+            "--editable/--no-editable",
             "-e",
-            help="Also install the project (the folder of its pyproject.toml) into the "
-            "environment, editable, as `pip install -e .` would.",
+            help="Also install the project (the nearest folder with a pyproject.toml) into "
+            "the environment, editable, as `pip install -e .` would; later creates keep it "
+            "(--no-editable drops it).",
+            show_default=False,
         ),
-    ] = False,
+    ] = None,
     kernel: Annotated[
         bool,
         typer.Option(
@@ -292,7 +293,7 @@ def create(
     from bootstrap.create import create_environment
     from bootstrap.installers import INSTALLERS
     from bootstrap.profiles import Sources, local_or_url
-    from bootstrap.project import catalog, editable_root
+    from bootstrap.project import catalog, editable_root, with_editable
     from bootstrap.render import ConsoleReporter, render_batch, render_create
     from bootstrap.target import CreateRequest
 
@@ -316,7 +317,7 @@ def create(
     def request_for(ref: str) -> CreateRequest:
         profile = profiles_here.resolve(ref)
         if project_root is not None:
-            profile = replace(profile, editable=str(project_root))
+            profile = with_editable(profile, project_root)
         return CreateRequest(
             profile=profile,
             dest=dest,
@@ -339,6 +340,7 @@ def create(
             wait=wait,
             accelerator=accelerator,
             kernel=kernel,
+            keep_editable=editable is None,
         )
 
     if len(profiles) == 1:

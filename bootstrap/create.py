@@ -178,6 +178,7 @@ def create_environment(
         for note in lifecycle.recover(ledger, target.path):
             reporter.info(note)
         existing = lifecycle.inspect(ledger, target.path)
+        target = _keep_editable(existing, target, request)
         build = _Build(request, target, reporter, environ, ledger)
         build.plan_kernel(existing)
         for warning in early:
@@ -207,6 +208,22 @@ def create_environment(
         return build.run(existing)
 
 
+def _keep_editable(existing: Existing, target: Target, request: CreateRequest) -> Target:
+    """An environment made with --editable keeps its project, as one made with --kernel
+    keeps its kernel (its build files read again: a new dependency is a change)."""
+    from bootstrap.project import with_editable
+
+    record = existing.record if existing.kind == "kboot" else None
+    if record is None or target.profile.editable is not None or not request.keep_editable:
+        return target
+    kept = record.profile.get("editable")
+    if not isinstance(kept, str) or not Path(kept).is_dir():
+        return target
+    profile = with_editable(target.profile, Path(kept))
+    digest = state_digest(profile, target.interpreter, request, target.lock)
+    return replace(target, profile=profile, state_digest=digest)
+
+
 def _refuse_foreign(existing: Existing, request: CreateRequest) -> None:
     if request.replace_foreign:
         return
@@ -228,8 +245,21 @@ def _refuse_foreign(existing: Existing, request: CreateRequest) -> None:
 def _refuse_other_profile(record: EnvRecord, target: Target, request: CreateRequest) -> None:
     """`--name jax-cpu` on a numpy profile must not silently turn jax-cpu into numpy."""
     made_from = record.profile.get("name")
-    if made_from == target.profile.name or request.force or request.replace_other_profile:
+    if request.force or request.replace_other_profile:
         return
+    if made_from == target.profile.name:
+        # a project's profile: the same project's (two checkouts of one course repository
+        # both make <project>-dev, and must not rebuild each other's)
+        made_in = record.profile.get("table") and record.profile.get("path")
+        wanted = target.profile.table and str(target.profile.path)
+        if not (made_in and wanted) or made_in == wanted:
+            return
+        raise UsageError(
+            f"environment {record.name} ({target.path}) was made from {made_in} "
+            f"[{record.profile.get('table')}], not {wanted}; kboot left it as it is",
+            hint="give this one its own name (--name NAME), or pass --force to rebuild it "
+            "from this project",
+        )
     raise UsageError(
         f"environment {record.name} ({target.path}) was made from profile {made_from!r}, "
         f"not {target.profile.name!r}; kboot left it as it is",

@@ -95,6 +95,10 @@ def build_spec(environment: Path, python: Path, record: EnvRecord) -> KernelSpec
         )
     # the startup file's variables: KERAS_HOME (--scope env), the profile's env, JAX_ENABLE_X64
     env = {"KERAS_BACKEND": backend, **record.startup_env}
+    if record.scope == "user" and record.keras_home:
+        # the shared keras.json it was made with, named outright: a KERAS_HOME in the
+        # server's environment does not move it (its floatx follows that shared file)
+        env.setdefault("KERAS_HOME", str(record.keras_home))
     ipykernel = record.packages.get(IPYKERNEL, "")
     return KernelSpec(
         name=kernel_name(record.name),

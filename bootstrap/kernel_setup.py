@@ -199,12 +199,15 @@ def ensure_kernel(
             python_version=version,
             reporter=reporter,
         )
-        # what the install made at the top (ipykernel's share/) is kboot's, as a build's is
-        record = replace(record, owned=list(lifecycle.claim_installed(env_ledger, path, before)))
-        write_record(path, record)
+        # what the install made at the top (ipykernel's share/) is kboot's, as a build's is,
+        # and what it installed is recorded at once: should registering fail, a later
+        # rebuild knows ipykernel was kboot's doing, not packages installed by hand
         now = installed_packages(env.python, version=env.version)
         added = {n: v for n, v in now.items() if packages.get(n) != v}
         packages = now
+        owned = list(lifecycle.claim_installed(env_ledger, path, before))
+        record = replace(record, owned=owned, packages=packages)
+        write_record(path, record)
     spec = build_spec(path, env.python, replace(record, packages=packages))
     try:
         with reporter.step(f"register Jupyter kernel {spec.name} ({spec.display_name})"):

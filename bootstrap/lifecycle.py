@@ -446,6 +446,8 @@ def _finish_build(ledger: Ledger, entry: Entry, owned: tuple[str, ...]) -> list[
             new = new_home / name
             if name in CACHE_LINKS and new.is_symlink():
                 _delete(new, home)  # the user's real download folder wins over kboot's link
+            elif name in CACHE_LINKS and _empty_folder(new):
+                new.rmdir()  # kboot's empty stand-in, made by this build: rmdir takes only that
             if new_home.is_symlink() or not new_home.is_dir() or exists(new):
                 keep_backup = True
                 notes.append(f"kept {old_home / name}: the new environment has one too")

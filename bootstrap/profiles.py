@@ -207,8 +207,10 @@ class Profile:
     #: a project profile: its project's name (its environments' name prefix) and table
     project: str | None = None
     table: str | None = None
-    #: `create --editable`: the project folder installed into the environment
+    #: `create --editable`: the project folder installed into the environment, and a digest
+    #: of its build files (a new dependency in pyproject.toml is a change to install)
     editable: str | None = None
+    editable_digest: str | None = None
 
     @property
     def default_env_name(self) -> str:
@@ -249,7 +251,7 @@ class Profile:
         data = asdict(self)
         del data["name"], data["path"], data["project"], data["table"]
         if data["editable"] is None:  # kept out unless used: older records' digests stay
-            del data["editable"]
+            del data["editable"], data["editable_digest"]
         # offline is how this run installs, not what the profile is
         data["sources"] = self.sources.redacted()
         data["packages"] = [redact(package) for package in self.packages]  # `x @ https://...`

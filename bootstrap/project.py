@@ -20,7 +20,10 @@ profile is named `<project>-<profile>`, so two projects' `dev` never meet.
 from __future__ import annotations
 
 import difflib
+import hashlib
+import os
 import re
+import stat
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -71,9 +74,15 @@ class Project:
         return (self.root / "pyproject.toml").is_file() or (self.root / "setup.py").is_file()
 
 
-def find_project(start: Path) -> Project | None:
+def find_project(start: Path, notes: list[str] | None = None) -> Project | None:
     """The nearest project from `start` upwards: a kboot.toml, or a pyproject.toml with a
-    [tool.kboot] table (a pyproject.toml without one is passed over)."""
+    [tool.kboot] table (a pyproject.toml without one is passed over).
+
+    Only files that you (or root) own, in folders that nobody else can swap them in,
+    count, as git's safe.directory has it: a kboot.toml that another user left in a
+    shared folder (/tmp) must not decide which packages kboot installs for you. Such a
+    file is passed over, with a line in `notes`.
+    """
     folder = start.absolute()
     for candidate in (folder, *folder.parents):
         for filename in PROJECT_FILES:
@@ -83,9 +92,34 @@ def find_project(start: Path) -> Project | None:
                     continue
             except OSError:
                 continue
+            distrust = _not_trusted(path)
+            if distrust:
+                if notes is not None:
+                    notes.append(f"{path} is passed over: {distrust}")
+                continue
             project = _read_project(path)
             if project is not None:
                 return project
+    return None
+
+
+def _not_trusted(path: Path) -> str | None:  # noqa: PLR0911  # one reason a line
+    """Why a project file could be someone else's, or None."""
+    if not hasattr(os, "getuid"):  # Windows: ownership works otherwise; not checked there
+        return None
+    me = os.getuid()
+    try:
+        file, folder = path.stat(), path.parent.stat()
+    except OSError as exc:
+        return f"cannot check who owns it ({exc.strerror})"
+    if file.st_uid not in (me, 0):
+        return f"it belongs to another user (uid {file.st_uid})"
+    if file.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return "others can write it"
+    if folder.st_uid not in (me, 0):
+        return f"its folder belongs to another user (uid {folder.st_uid})"
+    if folder.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not folder.st_mode & stat.S_ISVTX:
+        return "others can write its folder"
     return None
 
 
@@ -113,8 +147,8 @@ def _read_project(path: Path) -> Project | None:
         table = tool.get("kboot") if isinstance(tool, dict) else None
         if table is None:
             return None
-    elif "env" in data and "profiles" not in data:
-        return None  # a `kboot sync` manifest that happens to be called kboot.toml
+    elif ("env" in data or "backend" in data) and not {"profiles", "default"} & set(data):
+        return None  # a `kboot sync` manifest, or a profile, that is called kboot.toml
     else:
         table = data
     where = f"{path} [{prefix.rstrip('.') or 'top level'}]"
@@ -220,8 +254,10 @@ class Catalog:
         entries = []
         for name in sorted({n for layer in layers.values() for n in layer}):
             origin = next(o for o in ("project", "user", "builtin") if name in layers[o])
-            source = self._source(name, origin)
+            where = str(layers[origin][name])
             try:
+                source = self._source(name, origin)
+                where = source.where
                 profile: Profile | None = self._build(source)
                 error = None
             except ProfileError as exc:
@@ -231,11 +267,11 @@ class Catalog:
                 ProfileEntry(
                     name,
                     origin,
-                    source.path,
+                    layers[origin][name],
                     "builtin" in shadows,
                     profile,
                     error,
-                    where=source.where,
+                    where=where,
                     shadows=tuple(shadows),
                 )
             )
@@ -274,7 +310,14 @@ class Catalog:
         path = (self.user_dir if origin == "user" else self.builtin_dir) / f"{name}.toml"
         return _Source(name, path, origin, str(path), read_profile_data(path))
 
-    def _find(self, ref: str, *, below: str | None = None, base: Path | None = None) -> _Source:
+    def _find(
+        self,
+        ref: str,
+        *,
+        below: str | None = None,
+        base: Path | None = None,
+        skip_project: bool = False,
+    ) -> _Source:
         """The profile `ref` means. A path is relative to `base` (a profile's file) or the
         current folder; `below` skips the layers down to and including that origin (a
         profile that extends its own name means the next one down)."""
@@ -284,12 +327,18 @@ class Catalog:
                 path = base.parent / path
             return _Source(path.stem, path, "file", str(path), read_profile_data(path))
         layers = self._layers()
-        order = ["project", "user", "builtin"]
+        order = ["user", "builtin"] if skip_project else ["project", "user", "builtin"]
         if below is not None:
             order = order[order.index(below) + 1 :] if below in order else order
         for origin in order:
             if ref in layers[origin]:
                 return self._source(ref, origin)
+        if below is not None:
+            raise ProfileError(
+                f"it extends its own name, which means the {' or '.join(order) or 'no'} "
+                f"profile '{ref}' below it, and there is none",
+                hint="extend another profile, or give the values here",
+            )
         known = sorted({n for layer in layers.values() for n in layer})
         close = difflib.get_close_matches(ref, known, n=3, cutoff=0.5)
         hint = f"did you mean {' or '.join(close)}?" if close else "`kboot profiles` lists them"
@@ -331,10 +380,13 @@ class Catalog:
             raise ProfileError(f"{source.where}: 'extends' goes round in a circle: {trail}")
         same_name = ref == source.name and source.origin in ("project", "user", "builtin")
         try:
+            # only a project's own profiles see the project's names: a user's or a
+            # built-in profile means the same wherever kboot runs
             parent = self._find(
                 ref,
                 below=source.origin if same_name else None,
                 base=source.path,
+                skip_project=source.origin != "project",
             )
         except ProfileError as exc:
             raise ProfileError(
@@ -364,7 +416,14 @@ def _merge(
     merged.update({k: v for k, v in child.items() if k not in ("packages", "env")})
     if "description" in base and "description" not in child:
         merged["description"] = base["description"]
-    packages = list(base.get("packages", []))
+    inherited = base.get("packages", [])
+    if not isinstance(inherited, list) or not all(isinstance(p, str) for p in inherited):
+        raise ProfileError(
+            f"{parent}: key 'packages' has invalid value {inherited!r}; expected a list of "
+            "requirement strings",
+            hint=f"{where} extends it: fix it there",
+        )
+    packages = list(inherited)
     if remove is not None:
         if not isinstance(remove, list) or not all(isinstance(n, str) for n in remove):
             raise ProfileError(
@@ -422,20 +481,46 @@ def catalog(cwd: Path | None = None, environ: Mapping[str, str] | None = None) -
     """The profiles a name means from `cwd` (default: the current folder)."""
     from bootstrap.paths import builtin_profiles_dir, user_profiles_dir
 
-    return Catalog(
-        user_profiles_dir(environ),
-        builtin_profiles_dir(),
-        find_project(cwd if cwd is not None else Path.cwd()),
-    )
+    notes: list[str] = []
+    project = find_project(cwd if cwd is not None else Path.cwd(), notes)
+    for note in notes:  # said where the user sees it, whatever the command
+        sys.stderr.write(f"kboot: warning: {note} (not a project of yours)\n")
+    return Catalog(user_profiles_dir(environ), builtin_profiles_dir(), project)
+
+
+BUILD_FILES = ("pyproject.toml", "setup.py", "setup.cfg")
+
+
+def build_files_digest(root: Path) -> str:
+    """What decides how `pip install -e ROOT` installs: its build files' bytes."""
+    digest = hashlib.sha256()
+    for name in BUILD_FILES:
+        try:
+            data = (root / name).read_bytes()
+        except OSError:
+            continue
+        digest.update(f"{name}\0{len(data)}\0".encode() + data)
+    return digest.hexdigest()[:16]
+
+
+def with_editable(profile: Profile, root: Path) -> Profile:
+    """The profile with the project at `root` installed editable."""
+    return replace(profile, editable=str(root), editable_digest=build_files_digest(root))
 
 
 def editable_root(project: Project | None, cwd: Path) -> Path:
-    """The folder `create --editable` installs: the project's, else the current folder,
-    when there is something to build there."""
-    root = project.root if project is not None else cwd.absolute()
-    if not ((root / "pyproject.toml").is_file() or (root / "setup.py").is_file()):
-        raise ProfileError(
-            f"--editable: {root} has no pyproject.toml or setup.py to install",
-            hint="run it in the project's folder, or leave --editable out",
-        )
-    return root
+    """The folder `create --editable` installs: the nearest one from the current folder up
+    to the project's that has a pyproject.toml or setup.py (in a monorepo, the package
+    you are in)."""
+    here = cwd.absolute()
+    top = project.root if project is not None else here
+    for folder in (here, *here.parents):
+        if (folder / "pyproject.toml").is_file() or (folder / "setup.py").is_file():
+            return folder
+        if folder == top:
+            break
+    raise ProfileError(
+        f"--editable: no pyproject.toml or setup.py to install in {here}"
+        + (f" or above it up to {top}" if top != here else ""),
+        hint="run it in the project's folder, or leave --editable out",
+    )

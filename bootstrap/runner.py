@@ -201,7 +201,8 @@ def run_logged(
     log.debug("run: %s > %s", redact(shlex.join(argv)), output)
     interrupts.check()
     started = time.monotonic()
-    with output.open("wb") as sink:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+    with os.fdopen(os.open(output, flags, 0o644), "wb") as sink:  # never through a link
         try:
             proc = subprocess.Popen(
                 argv,

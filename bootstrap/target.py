@@ -56,6 +56,7 @@ class CreateRequest:
     accelerator: str | None = None  # auto | cpu | cuda | cuda-12 | cuda-13 (else the profile's)
     wait: float = 0.0  # seconds to wait for another kboot working on the same environment
     kernel: bool = False  # also install ipykernel and register a Jupyter kernel
+    keep_editable: bool = True  # made with --editable: keep it (unless --no-editable)
 
 
 def validate_name(name: str) -> str:

@@ -50,7 +50,10 @@ REPORT_KERAS2 = (
 
 
 def kboot(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 900
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 900,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "bootstrap", *args],
@@ -59,6 +62,7 @@ def kboot(
         env=env,
         timeout=timeout,
         check=False,
+        cwd=cwd,
     )
 
 

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
@@ -171,10 +172,14 @@ def test_kernel_json_pins_the_environment_config(tmp_path: Path) -> None:
     assert spec.render().isascii()  # Jupyter reads any encoding of it alike
 
 
-def test_scope_user_pins_the_backend_but_not_a_keras_home(tmp_path: Path) -> None:
+def test_scope_user_pins_the_backend_and_the_shared_keras_home(tmp_path: Path) -> None:
+    """A --scope user environment reads the user's keras.json: its kernel too, wherever the
+    Jupyter server's KERAS_HOME points."""
     env = tmp_path / "env"
-    spec = build_spec(env, env / "bin" / "python", record_for(env, startup_env={}))
-    assert spec.env == {"KERAS_BACKEND": "jax"}
+    user_home = tmp_path / "home" / ".keras"
+    record = replace(record_for(env, startup_env={}), scope="user", keras_home=str(user_home))
+    spec = build_spec(env, env / "bin" / "python", record)
+    assert spec.env == {"KERAS_BACKEND": "jax", "KERAS_HOME": str(user_home)}
 
 
 def test_dollar_signs_survive_jupyters_env_substitution(tmp_path: Path) -> None:

@@ -791,3 +791,24 @@ def test_a_real_download_folder_in_keras_home_is_the_user_s(ledger: Ledger, env:
     assert (env / "keras-home" / "datasets" / "cifar.tar.gz").read_text(encoding="utf-8") == "data"
     remove(ledger, inspect(ledger, env))
     assert (env / "keras-home" / "datasets" / "cifar.tar.gz").read_text(encoding="utf-8") == "data"
+
+
+def test_downloads_in_kboot_s_own_cache_folder_move_into_the_rebuild(
+    ledger: Ledger, env: Path
+) -> None:
+    """Where the user has no ~/.keras/datasets, a build makes an empty real one; a rebuild
+    carries the downloads that landed in it, and leaves no backup behind."""
+    build(ledger, env, "one")
+    (env / "keras-home" / "datasets").mkdir()
+    (env / "keras-home" / "datasets" / "mnist.npz").write_text("data", encoding="utf-8")
+    existing = inspect(ledger, env)
+    tx = Build(ledger, existing)
+    tx.begin()
+    fake_build(env, "two")
+    (env / "keras-home" / "datasets").mkdir()  # the rebuild's own, still empty
+    committed = tx.commit(record())
+    assert (env / "keras-home" / "datasets" / "mnist.npz").read_text(encoding="utf-8") == "data"
+    assert not [p for p in env.iterdir() if p.name.startswith(".kboot-")]
+    assert not any("has one too" in note for note in committed.notes)
+    remove(ledger, inspect(ledger, env))  # the user's downloads stay where they are
+    assert (env / "keras-home" / "datasets" / "mnist.npz").read_text(encoding="utf-8") == "data"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -251,6 +252,22 @@ def test_create_with_no_argument_in_a_project_builds_its_default(
 
     again = created(kboot("create", "--editable", "--json"))
     assert again["action"] == "unchanged"
+    # a plain create keeps the project installed, as it keeps a kernel
+    assert created(kboot("create", "--json"))["action"] == "unchanged"
+    # a new dependency in pyproject.toml is a change: the next create installs it
+    (root / "pyproject.toml").write_text(
+        COURSE.replace("dependencies = []", 'dependencies = ["six"]')
+    )
+    updated = created(kboot("create", "--json"))
+    assert updated["action"] != "unchanged" and "six" in updated["packages"]
+    out = subprocess.run(
+        [str(python), "-c", "import six, course_helpers; print(course_helpers.ANSWER)"],
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert out.stdout.strip() == "43"
+    # --no-editable drops it
+    dropped = created(kboot("create", "--no-editable", "--json"))
+    assert dropped["action"] != "unchanged" and "keras-course" not in dropped["packages"]
     listed = json.loads(kboot("profiles", "--json").stdout)
     [dev] = [p for p in listed if p["name"] == "dev"]
     assert dev["origin"] == "project" and dev["where"].endswith("[tool.kboot.profiles.dev]")
@@ -265,5 +282,108 @@ def test_editable_outside_a_project_is_refused_before_anything_is_built(
     monkeypatch.chdir(tmp_path)
     proc = kboot("create", "numpy", "--editable")
     assert proc.returncode == 2
-    assert "has no pyproject.toml or setup.py to install" in proc.stderr
+    assert "no pyproject.toml or setup.py to install" in proc.stderr
     assert not (tmp_path / "kboot-home" / "envs").exists()
+
+
+def test_a_project_file_someone_else_owns_is_passed_over(tmp_path: Path) -> None:
+    """git's safe.directory rule: another user's kboot.toml in a shared folder (/tmp) must
+    not choose the packages kboot installs for you."""
+    shared = tmp_path / "shared"
+    (shared / "sub").mkdir(parents=True)
+    shared.chmod(0o1777)
+    evil = shared / "kboot.toml"
+    evil.write_text(
+        '[profiles.numpy]\nextends = "numpy"\nindex_url = "https://evil.example/simple"\n'
+    )
+    os.chown(evil, 65534, 65534)
+    notes: list[str] = []
+    assert find_project(shared / "sub", notes) is None
+    assert notes == [f"{evil} is passed over: it belongs to another user (uid 65534)"]
+    proc = kboot("show", "numpy", cwd=shared / "sub")
+    assert proc.returncode == 0 and "evil" not in proc.stdout
+    assert "is passed over" in proc.stderr
+    # one's own file in a folder others can write (no sticky bit) is passed over too
+    os.chown(evil, os.getuid(), os.getgid())
+    shared.chmod(0o777)
+    notes.clear()
+    assert find_project(shared / "sub", notes) is None
+    assert notes == [f"{evil} is passed over: others can write its folder"]
+
+
+def test_a_parents_packages_are_checked(tmp_path: Path) -> None:
+    root = project(
+        tmp_path,
+        '[profiles.base]\nbackend = "numpy"\npackages = "numpy"\n'
+        '[profiles.dev]\nextends = "base"\npackages = ["scipy"]\n',
+        kind="kboot.toml",
+    )
+    with pytest.raises(ProfileError) as caught:
+        profiles_in(root).resolve("dev")
+    assert "[profiles.base]: key 'packages' has invalid value 'numpy'" in caught.value.message
+    entries = {e.name: e for e in profiles_in(root).entries()}  # the listing still works
+    assert entries["dev"].error and entries["numpy"].profile is not None
+
+
+def test_one_broken_user_profile_does_not_hide_the_others(tmp_path: Path) -> None:
+    user = tmp_path / "user-profiles"
+    user.mkdir()
+    (user / "bad.toml").write_text("backend = \n")
+    entries = {e.name: e for e in Catalog(user, BUILTINS).entries()}
+    assert entries["bad"].error and "invalid TOML" in entries["bad"].error
+    assert entries["numpy"].profile is not None
+
+
+def test_a_user_profile_means_the_same_inside_a_project(tmp_path: Path) -> None:
+    user = tmp_path / "user-profiles"
+    user.mkdir()
+    (user / "mine.toml").write_text('extends = "numpy"\n')
+    text = '[profiles.numpy]\nbackend = "tensorflow"\npackages = ["tensorflow"]\n'
+    root = project(tmp_path, text, kind="kboot.toml")
+    assert profiles_in(root, user).resolve("mine").backend == "numpy"  # the built-in's
+    assert profiles_in(root, user).resolve("numpy").backend == "tensorflow"  # the project's
+
+
+def test_a_profile_file_called_kboot_toml_is_not_a_project(tmp_path: Path) -> None:
+    root = project(tmp_path, 'backend = "numpy"\npackages = ["numpy"]\n', kind="kboot.toml")
+    assert find_project(root) is None
+    assert Catalog(tmp_path / "u", BUILTINS).resolve(str(root / "kboot.toml")).backend == "numpy"
+
+
+def test_extending_its_own_name_with_nothing_below_says_so(tmp_path: Path) -> None:
+    root = project(tmp_path, '[profiles.c]\nextends = "c"\n', kind="kboot.toml")
+    with pytest.raises(ProfileError) as caught:
+        profiles_in(root).resolve("c")
+    assert (
+        "extends its own name" in caught.value.message and "there is none" in caught.value.message
+    )
+
+
+def test_editable_in_a_monorepo_installs_the_package_you_are_in(tmp_path: Path) -> None:
+    from bootstrap.project import editable_root
+
+    root = project(tmp_path, '[profiles.dev]\nextends = "numpy"\n', kind="kboot.toml")
+    package = root / "packages" / "alpha"
+    (package / "src").mkdir(parents=True)
+    (package / "pyproject.toml").write_text('[project]\nname = "alpha"\n')
+    found = find_project(package / "src")
+    assert found is not None and found.root == root
+    assert editable_root(found, package / "src") == package
+    with pytest.raises(ProfileError, match=r"no pyproject\.toml or setup\.py to install"):
+        editable_root(found, root)
+
+
+def test_two_checkouts_of_one_project_do_not_rebuild_each_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = '[project]\nname = "course"\n[tool.kboot]\ndefault = "dev"\n' \
+        '[tool.kboot.profiles.dev]\nextends = "numpy"\n'  # fmt: skip
+    first, second = tmp_path / "one", tmp_path / "two"
+    for checkout in (first, second):
+        checkout.mkdir()
+        (checkout / "pyproject.toml").write_text(text)
+    assert created(kboot("create", "--json", cwd=first))["name"] == "course-dev"
+    refused = kboot("create", cwd=second)
+    assert refused.returncode == 2
+    assert f"was made from {first / 'pyproject.toml'}" in refused.stderr
+    assert "--name NAME" in refused.stderr
