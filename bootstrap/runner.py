@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bootstrap import interrupts
 from bootstrap.errors import CommandError
@@ -202,11 +204,17 @@ def run_logged(
     interrupts.check()
     started = time.monotonic()
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+    spawner = hasattr(os, "posix_spawn") and hasattr(os, "wait4")
+    report_r, report_w = os.pipe() if spawner else (-1, -1)
+    # a small Python starts the command and measures it: a child of kboot itself would
+    # count kboot's own memory in its peak (Linux keeps the high-water mark of the image a
+    # child replaces when it execs)
+    spawn = [sys.executable, "-I", "-S", "-c", _SPAWNER, str(report_w), executable or ""]
     with os.fdopen(os.open(output, flags, 0o644), "wb") as sink:  # never through a link
         try:
             proc = subprocess.Popen(
-                argv,
-                executable=executable,
+                [*spawn, *argv] if spawner else argv,
+                executable=None if spawner else executable,
                 stdin=subprocess.DEVNULL,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
@@ -214,8 +222,12 @@ def run_logged(
                 cwd=cwd,
                 text=True,  # no pipes: only the type of the handle
                 start_new_session=os.name == "posix",
+                pass_fds=(report_w,) if spawner else (),
             )
         except OSError as exc:
+            if spawner:
+                os.close(report_r)
+                os.close(report_w)
             missing = isinstance(exc, FileNotFoundError)
             raise CommandError(
                 f"cannot start {argv[0]}: {exc.strerror}",
@@ -223,6 +235,8 @@ def run_logged(
                 returncode=EXIT_NOT_FOUND if missing else EXIT_NOT_EXECUTABLE,
                 output_tail="",
             ) from None
+        if spawner:
+            os.close(report_w)
         interrupts.register(proc)
         follower = _Follower(output, echo) if echo is not None else None
         try:
@@ -235,10 +249,58 @@ def run_logged(
             interrupts.unregister(proc)
             if follower is not None:
                 follower.stop()
+            report = _read_report(report_r) if spawner else {}
     interrupts.check()  # killed by a cancellation: an interrupt, not a failed command
+    if spawner:
+        if "error" in report:
+            code = EXIT_NOT_FOUND if report["error"] == "not found" else EXIT_NOT_EXECUTABLE
+            raise CommandError(
+                f"cannot start {argv[0]}: {report.get('reason', report['error'])}",
+                cmd=argv,
+                returncode=code,
+                output_tail="",
+            )
+        rss = report.get("maxrss")
+        max_rss = rss * (1 if sys.platform == "darwin" else 1024) if isinstance(rss, int) else None
     seconds = time.monotonic() - started
     log.debug("exit %s after %.2f s, peak memory %s bytes", returncode, seconds, max_rss)
     return Finished(argv, returncode, seconds, max_rss)
+
+
+#: Runs as `python -I -S -c _SPAWNER FD EXECUTABLE ARGV...`: starts ARGV (posix_spawn,
+#: from this small process), reaps it with its rusage, writes {"maxrss": ...} (or
+#: {"error": ...}) to FD and ends as the command ended (its exit code, or its signal).
+_SPAWNER = """
+import json, os, signal, sys
+fd, executable, argv = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+try:
+    if executable:
+        pid = os.posix_spawn(executable, argv, os.environ)
+    else:
+        pid = os.posix_spawnp(argv[0], argv, os.environ)
+except OSError as exc:
+    kind = "not found" if isinstance(exc, FileNotFoundError) else "not executable"
+    os.write(fd, json.dumps({"error": kind, "reason": exc.strerror}).encode())
+    os._exit(127 if kind == "not found" else 126)
+for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(number, signal.SIG_IGN)  # the command decides; its end is ours
+_, status, usage = os.wait4(pid, 0)
+os.write(fd, json.dumps({"maxrss": usage.ru_maxrss}).encode())
+if os.WIFSIGNALED(status):
+    signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+    os.kill(os.getpid(), os.WTERMSIG(status))
+os._exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def _read_report(fd: int) -> dict[str, Any]:
+    """What the spawner wrote: its command's peak memory, or why it could not start it."""
+    try:
+        with os.fdopen(fd, "rb") as pipe:
+            data = json.loads(pipe.read(4096) or b"{}")
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _wait(proc: subprocess.Popen[str]) -> tuple[int, int | None]:
