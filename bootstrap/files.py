@@ -80,3 +80,19 @@ def private_dir(path: Path) -> Path:
     """Make (or check) a folder only this user can write: kboot's own bookkeeping lives there."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
+
+
+def not_private(folder: Path) -> str | None:
+    """Why someone else could write `folder` (a ledger of kboot's), or None when only its
+    owner can; a folder that is not there is private. Raises OSError when it cannot tell."""
+    try:
+        info = folder.lstat()
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        return "is not a folder"
+    if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
+        return "belongs to another user"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return "is writable by other users"
+    return None

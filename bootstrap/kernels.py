@@ -45,7 +45,7 @@ from typing import Any
 
 from bootstrap import interrupts
 from bootstrap.errors import KbootError, KernelError, UsageError
-from bootstrap.files import O_NOFOLLOW, atomic_write, private_dir
+from bootstrap.files import O_NOFOLLOW, atomic_write, not_private, private_dir
 from bootstrap.jupyter import (
     KERNEL_JSON,
     NOT_IN_NAME,
@@ -203,18 +203,9 @@ class KernelLedger:
     def check_private(self) -> None:
         """A ledger that someone else could write proves nothing: refuse to act on it."""
         try:
-            info = self.folder.lstat()
-        except FileNotFoundError:
-            return
+            problem = not_private(self.folder)
         except OSError as exc:
             raise KernelError(f"cannot read kboot's kernel ledger {self.folder}: {exc}") from None
-        problem = None
-        if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
-            problem = "is not a folder"
-        elif hasattr(os, "geteuid") and info.st_uid != os.geteuid():
-            problem = "belongs to another user"
-        elif info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            problem = "is writable by other users"
         if problem:
             raise KernelError(
                 f"kboot's kernel ledger {self.folder} {problem}, so it proves nothing; kboot "

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import secrets
-import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 from bootstrap import interrupts
 from bootstrap.errors import EnvironmentStateError, KbootError
-from bootstrap.files import atomic_write, private_dir
+from bootstrap.files import atomic_write, not_private, private_dir
 from bootstrap.locking import path_key
 from bootstrap.paths import ENV_KERAS_HOME, RECORD_FILE
 from bootstrap.record import read_record, write_record
@@ -334,18 +333,9 @@ class Ledger:
     def check_private(self) -> None:
         """Refuse a ledger that someone else could write: they could make kboot delete."""
         try:
-            info = self.folder.lstat()
-        except FileNotFoundError:
-            return
+            problem = not_private(self.folder)
         except OSError as exc:
             raise LedgerError(f"cannot read kboot's ledger {self.folder}: {exc.strerror}") from None
-        problem = None
-        if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
-            problem = "is not a folder"
-        elif hasattr(os, "geteuid") and info.st_uid != os.geteuid():
-            problem = "belongs to another user"
-        elif info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            problem = "is writable by other users"
         if problem:
             raise LedgerError(
                 f"kboot's ledger {self.folder} {problem}, so it proves nothing; kboot will not "
