@@ -94,6 +94,13 @@ def _complete_envs(incomplete: str) -> list[str]:
     return [name for name in found if name.startswith(incomplete)]
 
 
+ExtraIndexUrlOpt = Annotated[
+    list[str] | None, typer.Option(metavar="URL", help="Extra package index (repeatable).")
+]
+FindLinksOpt = Annotated[
+    list[str] | None,
+    typer.Option(metavar="PATH|URL", help="Local wheel folder or URL (repeatable)."),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 AllowCpuOpt = Annotated[
     bool, typer.Option(help="Let a GPU profile pass when the backend sees no GPU.")
@@ -198,13 +205,8 @@ def create(
         str | None,
         typer.Option(metavar="URL", help="Package index to use instead of the profile's sources."),
     ] = None,
-    extra_index_url: Annotated[
-        list[str] | None, typer.Option(metavar="URL", help="Extra package index (repeatable).")
-    ] = None,
-    find_links: Annotated[
-        list[str] | None,
-        typer.Option(metavar="PATH|URL", help="Local wheel folder or URL (repeatable)."),
-    ] = None,
+    extra_index_url: ExtraIndexUrlOpt = None,
+    find_links: FindLinksOpt = None,
     lock: Annotated[
         Path | None,
         typer.Option(
@@ -859,13 +861,8 @@ def kernel(
             "built from).",
         ),
     ] = None,
-    extra_index_url: Annotated[
-        list[str] | None, typer.Option(metavar="URL", help="Extra package index (repeatable).")
-    ] = None,
-    find_links: Annotated[
-        list[str] | None,
-        typer.Option(metavar="PATH|URL", help="Local wheel folder or URL (repeatable)."),
-    ] = None,
+    extra_index_url: ExtraIndexUrlOpt = None,
+    find_links: FindLinksOpt = None,
     offline: Annotated[
         bool,
         typer.Option(help="No network: ipykernel and its dependencies come from --find-links."),
