@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import re
 import stat
@@ -45,7 +44,7 @@ from typing import Any
 
 from bootstrap import interrupts
 from bootstrap.errors import KbootError, KernelError, UsageError
-from bootstrap.files import O_NOFOLLOW, atomic_write, not_private, private_dir
+from bootstrap.files import O_NOFOLLOW, atomic_write
 from bootstrap.jupyter import (
     KERNEL_JSON,
     NOT_IN_NAME,
@@ -54,7 +53,7 @@ from bootstrap.jupyter import (
     kernel_name,
     parse_kernel_json,
 )
-from bootstrap.locking import path_key
+from bootstrap.ledger import JsonLedger
 from bootstrap.paths import jupyter_kernels_dir
 from bootstrap.record import EnvRecord
 
@@ -142,77 +141,27 @@ def parse_registration(data: object, where: Path) -> Registration:
     )
 
 
-class KernelLedger:
+class KernelLedger(JsonLedger[Registration]):
     """The kernelspecs kboot made, one small file per environment under its home."""
 
+    noun = "kernel ledger"
+    error = KernelError
+
     def __init__(self, home: Path) -> None:
-        self.folder = home / LEDGER_FOLDER
+        super().__init__(home / LEDGER_FOLDER)
 
-    def file_for(self, environment: Path) -> Path:
-        return self.folder / f"{path_key(environment)}.json"
+    def parse(self, data: object, file: Path) -> Registration:
+        return parse_registration(data, file)
 
-    def get(self, environment: Path) -> Registration | None:
-        file = self.file_for(environment)
-        try:
-            raw = file.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise KernelError(f"cannot read kboot's kernel ledger {file}: {exc.strerror}") from None
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            data = None
-        registration = parse_registration(data, file)
-        if registration.environment != environment:
-            raise KernelError(
-                f"kboot's kernel ledger entry {file} is for {registration.environment}, "
-                f"not {environment}"
-            )
-        return registration
+    def key_of(self, entry: Registration) -> Path:
+        return entry.environment
 
     def entries(self) -> list[Registration]:
         """Every readable entry (a damaged one is skipped: it proves nothing)."""
-        if not self.folder.is_dir():
-            return []
-        found = []
-        for file in sorted(self.folder.glob("*.json")):  # our own folder, our own names
-            try:
-                found.append(parse_registration(json.loads(file.read_bytes()), file))
-            except (OSError, ValueError, RecursionError, KbootError):
-                continue
-        return found
+        return [e for e in self.scan() if isinstance(e, Registration)]
 
     def put(self, registration: Registration) -> None:
-        try:
-            private_dir(self.folder)
-            atomic_write(
-                self.file_for(registration.environment),
-                json.dumps(registration.to_dict(), indent=1, sort_keys=True) + "\n",
-                mode=0o600,
-            )
-        except OSError as exc:
-            raise KernelError(
-                f"cannot write kboot's kernel ledger in {self.folder}: {exc.strerror}",
-                hint="kboot's home must be writable (set KBOOT_HOME to a folder of yours)",
-            ) from None
-
-    def drop(self, environment: Path) -> None:
-        self.file_for(environment).unlink(missing_ok=True)
-
-    def check_private(self) -> None:
-        """A ledger that someone else could write proves nothing: refuse to act on it."""
-        try:
-            problem = not_private(self.folder)
-        except OSError as exc:
-            raise KernelError(f"cannot read kboot's kernel ledger {self.folder}: {exc}") from None
-        if problem:
-            raise KernelError(
-                f"kboot's kernel ledger {self.folder} {problem}, so it proves nothing; kboot "
-                "will not act on what it says",
-                hint=f"chmod 700 {self.folder} (as its owner), or set KBOOT_HOME to a folder "
-                "of your own",
-            )
+        self.write(registration.environment, registration.to_dict())
 
 
 def open_kernel_ledger(home: Path) -> KernelLedger:

@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from bootstrap import interrupts
 from bootstrap.errors import EnvironmentStateError, KbootError
@@ -26,6 +26,8 @@ from bootstrap.files import atomic_write, not_private, private_dir
 from bootstrap.locking import path_key
 from bootstrap.paths import ENV_KERAS_HOME, RECORD_FILE
 from bootstrap.record import read_record, write_record
+
+T = TypeVar("T")
 
 LEDGER_FORMAT = 1
 #: Top-level names a build makes (virtualenv, installers, kboot). After a kill, recovery
@@ -273,45 +275,69 @@ class DamagedEntry:
     problem: str
 
 
-class Ledger:
-    """kboot's record of the environments it made, one small file each under its home."""
+class JsonLedger(Generic[T]):
+    """One small JSON file per path, in a folder only this user can write: what kboot keeps
+    to prove what it made. A subclass says what an entry is (`parse`, `key_of`) and how
+    messages name the ledger; a folder someone else could write proves nothing."""
 
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        self.folder = home / "owned"
+    noun = "ledger"
+    error: type[KbootError] = LedgerError
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def parse(self, data: object, file: Path) -> T:
+        raise NotImplementedError
+
+    def key_of(self, entry: T) -> Path:
+        raise NotImplementedError
 
     def file_for(self, path: Path) -> Path:
         return self.folder / f"{path_key(path)}.json"
 
-    def get(self, path: Path) -> Entry | None:
+    def get(self, path: Path) -> T | None:
         file = self.file_for(path)
         try:
-            raw = file.read_text(encoding="utf-8")
+            raw = file.read_bytes()
         except FileNotFoundError:
             return None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise LedgerError(f"cannot read kboot's ledger entry {file}: {exc}") from None
-        try:
-            data = json.loads(raw)
-        except (ValueError, RecursionError):
-            raise LedgerError(f"kboot's ledger entry {file} is not JSON") from None
-        entry = parse_entry(data, file)
-        if entry.path != path:
-            raise LedgerError(f"kboot's ledger entry {file} is for {entry.path}, not {path}")
+        except OSError as exc:
+            raise self.error(
+                f"cannot read kboot's {self.noun} entry {file}: {exc.strerror}"
+            ) from None
+        entry = self.parse(_json_or_none(raw), file)
+        if self.key_of(entry) != path:
+            raise self.error(
+                f"kboot's {self.noun} entry {file} is for {self.key_of(entry)}, not {path}"
+            )
         return entry
 
-    def put(self, entry: Entry) -> None:
+    def scan(self) -> list[T | DamagedEntry]:
+        """Every entry, a damaged one as what is wrong with it (it proves nothing)."""
+        if not self.folder.is_dir():
+            return []
+        found: list[T | DamagedEntry] = []
+        for file in sorted(self.folder.glob("*.json")):  # our own folder, our own names
+            try:
+                found.append(self.parse(_json_or_none(file.read_bytes()), file))
+            except OSError as exc:
+                found.append(DamagedEntry(file, str(exc)))
+            except KbootError as exc:
+                found.append(DamagedEntry(file, exc.message))
+        return found
+
+    def write(self, path: Path, document: Mapping[str, Any]) -> None:
         with interrupts.critical():
             try:
                 private_dir(self.folder)
                 atomic_write(
-                    self.file_for(entry.path),
-                    json.dumps(entry.to_dict(), indent=1, sort_keys=True) + "\n",
+                    self.file_for(path),
+                    json.dumps(document, indent=1, sort_keys=True) + "\n",
                     mode=0o600,
                 )
             except OSError as exc:
-                raise EnvironmentStateError(
-                    f"cannot write kboot's ledger in {self.folder}: {exc.strerror}",
+                raise self.error(
+                    f"cannot write kboot's {self.noun} in {self.folder}: {exc.strerror}",
                     hint="kboot's home must be writable (set KBOOT_HOME to a folder of yours)",
                 ) from None
 
@@ -319,30 +345,49 @@ class Ledger:
         with interrupts.critical():
             self.file_for(path).unlink(missing_ok=True)
 
-    def entries(self) -> list[Entry | DamagedEntry]:
-        if not self.folder.is_dir():
-            return []
-        found: list[Entry | DamagedEntry] = []
-        for file in sorted(self.folder.glob("*.json")):  # our own folder, our own names
-            try:
-                found.append(parse_entry(json.loads(file.read_text(encoding="utf-8")), file))
-            except (OSError, ValueError, RecursionError, KbootError) as exc:
-                found.append(DamagedEntry(file, getattr(exc, "message", str(exc))))
-        return found
-
     def check_private(self) -> None:
         """Refuse a ledger that someone else could write: they could make kboot delete."""
         try:
             problem = not_private(self.folder)
         except OSError as exc:
-            raise LedgerError(f"cannot read kboot's ledger {self.folder}: {exc.strerror}") from None
+            raise self.error(
+                f"cannot read kboot's {self.noun} {self.folder}: {exc.strerror}"
+            ) from None
         if problem:
-            raise LedgerError(
-                f"kboot's ledger {self.folder} {problem}, so it proves nothing; kboot will not "
-                "act on what it says",
+            raise self.error(
+                f"kboot's {self.noun} {self.folder} {problem}, so it proves nothing; kboot "
+                "will not act on what it says",
                 hint=f"chmod 700 {self.folder} (as its owner), or set KBOOT_HOME to a folder "
                 "of your own",
             )
+
+
+def _json_or_none(raw: bytes) -> object:
+    """The JSON in an entry's bytes, or None (which no parser takes) when there is none."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+
+
+class Ledger(JsonLedger[Entry]):
+    """kboot's record of the environments it made, one small file each under its home."""
+
+    def __init__(self, home: Path) -> None:
+        super().__init__(home / "owned")
+        self.home = home
+
+    def parse(self, data: object, file: Path) -> Entry:
+        return parse_entry(data, file)
+
+    def key_of(self, entry: Entry) -> Path:
+        return entry.path
+
+    def put(self, entry: Entry) -> None:
+        self.write(entry.path, entry.to_dict())
+
+    def entries(self) -> list[Entry | DamagedEntry]:
+        return self.scan()
 
 
 def new_token() -> str:
