@@ -53,7 +53,7 @@ from bootstrap.jupyter import (
     kernel_name,
     parse_kernel_json,
 )
-from bootstrap.ledger import JsonLedger
+from bootstrap.ledger import JsonLedger, parse_folder_id
 from bootstrap.paths import jupyter_kernels_dir
 from bootstrap.record import EnvRecord
 
@@ -123,13 +123,7 @@ def parse_registration(data: object, where: Path) -> Registration:
         raise fail("'name' is not a kernel name kboot makes")
     if not _SHA256.fullmatch(texts["sha256"]):
         raise fail("'sha256' is not a digest")
-    folder_id = data.get("folder_id")
-    if folder_id is not None and (
-        not isinstance(folder_id, list)
-        or len(folder_id) != 2
-        or not all(isinstance(n, int) and not isinstance(n, bool) for n in folder_id)
-    ):
-        raise fail("'folder_id' is not two integers")
+    folder_id = parse_folder_id(data.get("folder_id"), fail)
     return Registration(
         environment,
         texts["name"],
@@ -137,7 +131,7 @@ def parse_registration(data: object, where: Path) -> Registration:
         kernelspec,
         texts["python"],
         texts["sha256"],
-        (folder_id[0], folder_id[1]) if folder_id else None,
+        folder_id,
     )
 
 

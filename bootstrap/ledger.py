@@ -185,13 +185,7 @@ def parse_entry(data: object, where: Path) -> Entry:
     state = data.get("state", READY)
     if state not in STATES:
         raise fail(f"unknown state {state!r}")
-    folder_id = data.get("folder_id")
-    if folder_id is not None and (
-        not isinstance(folder_id, list)
-        or len(folder_id) != 2
-        or not all(isinstance(n, int) and not isinstance(n, bool) for n in folder_id)
-    ):
-        raise fail("'folder_id' is not two integers")
+    folder_id = parse_folder_id(data.get("folder_id"), fail)
     saved = data.get("saved", {})
     if not isinstance(saved, dict) or not all(
         isinstance(k, str)
@@ -218,7 +212,7 @@ def parse_entry(data: object, where: Path) -> Entry:
         path=Path(path),
         token=text("token", optional=True),
         owned=names("owned"),
-        folder_id=(folder_id[0], folder_id[1]) if folder_id else None,
+        folder_id=folder_id,
         created_dir=created_dir,
         state=state,
         phase=phase,
@@ -234,6 +228,19 @@ def parse_entry(data: object, where: Path) -> Entry:
         parents=tuple(parents),
         kept=names("kept"),
     )
+
+
+def parse_folder_id(value: object, fail: Callable[[str], KbootError]) -> tuple[int, int] | None:
+    """A (device, inode) pair as an entry stores it, a JSON list of two integers."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(isinstance(n, int) and not isinstance(n, bool) for n in value)
+    ):
+        raise fail("'folder_id' is not two integers")
+    return (value[0], value[1])
 
 
 def _parse_edits(raw_edits: object, fail: Callable[[str], LedgerError]) -> list[Edit]:

@@ -368,13 +368,7 @@ class Build:
     def journal_edit(self, path: Path, before: bytes | None, after: bytes) -> None:
         """Say, before writing it, that a file outside the environment is about to change."""
         assert self.entry is not None
-        self.edits.append(
-            Edit(
-                path,
-                before.decode("utf-8", errors="surrogateescape") if before is not None else None,
-                hashlib.sha256(after).hexdigest(),
-            )
-        )
+        self.edits.append(_edit(path, before, after))
         self._journal(replace(self.entry, edits=tuple(self.edits)))
 
     def commit(self, record: EnvRecord) -> Committed:
@@ -603,13 +597,7 @@ class Update:
         checkpoint("update-journaled")
 
     def journal_edit(self, path: Path, before: bytes | None, after: bytes) -> None:
-        self.edits.append(
-            Edit(
-                path,
-                before.decode("utf-8", errors="surrogateescape") if before is not None else None,
-                hashlib.sha256(after).hexdigest(),
-            )
-        )
+        self.edits.append(_edit(path, before, after))
         self._journal(replace(self.entry, edits=tuple(self.edits)))
 
     def commit(self, record: EnvRecord) -> None:
@@ -832,3 +820,13 @@ def describe_state(entry: Entry) -> str | None:
         REMOVING: ("being removed", "kboot remove"),
     }[entry.state]
     return f"{doing[0]} by kboot (pid {entry.pid}), or interrupted ({doing[1]} finishes it)"
+
+
+def _edit(path: Path, before: bytes | None, after: bytes) -> Edit:
+    """The journal line for a file outside the environment that is about to change: what
+    it held (to put back) and a digest of what kboot writes (to know it is still ours)."""
+    return Edit(
+        path,
+        before.decode("utf-8", errors="surrogateescape") if before is not None else None,
+        hashlib.sha256(after).hexdigest(),
+    )
