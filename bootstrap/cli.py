@@ -670,8 +670,9 @@ def run_cmd(
     Exit code: the worst run's, i.e. the highest: 0 when every run exited 0; else the
     command's own exit code, 128+N for a run killed by signal N, 127 when COMMAND was not
     found in an environment, 126 when it is not executable, 1 (or 2 for a bad profile)
-    when an environment could not be created. 2 also for bad usage, 130 when interrupted
-    (Ctrl-C stops every run).
+    when an environment could not be created. 2 also for bad usage, 130 when interrupted:
+    Ctrl-C reaches each COMMAND as in a shell; what still runs 10 s later, or at a second
+    Ctrl-C, is killed.
 
     Examples:
 

@@ -3,7 +3,9 @@ every build rolls itself back.
 
 The signal handler (main thread) marks the run as cancelled and kills the children that
 `runner.run` registered, in every thread, so a batch of builds waiting on a dead index
-stops in a moment instead of after the installers' own timeouts. It then raises
+stops in a moment instead of after the installers' own timeouts. A user's command
+(`kboot run`) gets the signal itself first, as it would in a shell, so a training script
+can save its work: it is killed GRACE_SECONDS later, or at a second signal. It then raises
 KeyboardInterrupt in the main thread, unless that thread is inside a `critical()`
 section (a journal write, a rollback), where the interrupt waits for the section's end.
 Worker threads notice the cancellation at their next command or `check()`.
@@ -33,6 +35,12 @@ _cancelled = threading.Event()
 _children: set[subprocess.Popen[str]] = set()
 _children_lock = threading.Lock()
 _pending: list[int] = []
+#: Children that get the signal itself before SIGKILL (the commands of `kboot run`).
+_gentle: set[subprocess.Popen[str]] = set()
+#: The timer of the grace period that runs after the first signal reached a command.
+_grace: list[threading.Timer] = []
+#: How long a command has to end after the signal, before kboot kills it.
+GRACE_SECONDS = 10.0
 
 
 class _Depth:
@@ -49,20 +57,47 @@ def install_handlers() -> None:
 
 
 def _handler(signum: int, frame: object) -> None:
-    cancel()
+    cancel(signum)
     if _Depth.value:
         _pending.append(signum)
         return
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-def cancel() -> None:
-    """Stop everything: kill every registered child; later commands refuse to start."""
+def cancel(signum: int | None = None) -> None:
+    """Stop everything; later commands refuse to start. Every registered child is killed,
+    except at a first signal, when a user's command gets that signal and GRACE_SECONDS
+    to end (a second signal, or the end of that time, kills it)."""
     _cancelled.set()
+    with _children_lock:
+        children = list(_children)
+        if signum is None and _grace:
+            return  # a grace period runs: its timer ends it
+        gentle = [c for c in children if c in _gentle] if signum is not None and not _grace else []
+        if gentle:
+            timer = threading.Timer(GRACE_SECONDS, _kill_all)
+            timer.daemon = True
+            _grace.append(timer)
+    for child in children:
+        if child in gentle:
+            _signal_tree(child, signum or signal.SIGTERM)
+        else:
+            kill_tree(child)
+    if gentle:
+        _grace[-1].start()
+
+
+def _kill_all() -> None:
     with _children_lock:
         children = list(_children)
     for child in children:
         kill_tree(child)
+
+
+def in_grace(child: subprocess.Popen[str]) -> bool:
+    """True when `child` got a signal and has its grace period to end (kill it not yet)."""
+    with _children_lock:
+        return bool(_grace) and child in _gentle
 
 
 def cancelled() -> bool:
@@ -78,20 +113,32 @@ def check() -> None:
 def reset() -> None:
     """For tests that cancel in-process: start afresh."""
     _cancelled.clear()
+    with _children_lock:
+        for timer in _grace:
+            timer.cancel()
+        _grace.clear()
 
 
 def kill_tree(child: subprocess.Popen[str]) -> None:
     """Kill a child and everything it started (it leads its own process group)."""
+    _signal_tree(child, signal.SIGKILL)
+
+
+def _signal_tree(child: subprocess.Popen[str], signum: int) -> None:
     with contextlib.suppress(OSError):  # already gone
         if sys.platform == "win32":  # pragma: no cover - no Windows runner here
             child.kill()
         else:
-            os.killpg(child.pid, signal.SIGKILL)
+            os.killpg(child.pid, signum)
 
 
-def register(child: subprocess.Popen[str]) -> None:
+def register(child: subprocess.Popen[str], *, gentle: bool = False) -> None:
+    """Count `child` among those a cancel stops; a `gentle` one (a user's command) gets
+    the signal itself first."""
     with _children_lock:
         _children.add(child)
+        if gentle:
+            _gentle.add(child)
     if _cancelled.is_set():
         kill_tree(child)
 
@@ -99,6 +146,7 @@ def register(child: subprocess.Popen[str]) -> None:
 def unregister(child: subprocess.Popen[str]) -> None:
     with _children_lock:
         _children.discard(child)
+        _gentle.discard(child)
 
 
 @contextmanager

@@ -197,7 +197,9 @@ def run_logged(
     `echo` gets the output too, as it comes (a live view). Peak memory is the child's
     `wait4` rusage (ru_maxrss, which covers the processes it waited for). A command that
     cannot be started raises CommandError with the shell's codes (127 not found, 126 not
-    executable); Ctrl-C or a cancel stops it and everything it started.
+    executable). Ctrl-C, SIGTERM or SIGHUP reach the command as they would in a shell, and
+    it is killed with everything it started GRACE_SECONDS later or at a second signal; a
+    cancel without a signal kills it at once.
     """
     argv = tuple(os.fspath(part) for part in cmd)
     log.debug("run: %s > %s", redact(shlex.join(argv)), output)
@@ -237,12 +239,13 @@ def run_logged(
             ) from None
         if spawner:
             os.close(report_w)
-        interrupts.register(proc)
+        interrupts.register(proc, gentle=True)
         follower = _Follower(output, echo) if echo is not None else None
         try:
             returncode, max_rss = _wait(proc)
         except BaseException:  # Ctrl-C: never leave the command running behind us
-            interrupts.kill_tree(proc)
+            if not interrupts.in_grace(proc):  # else it got the signal, and ends or is killed
+                interrupts.kill_tree(proc)
             proc.wait()
             raise
         finally:

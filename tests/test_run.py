@@ -417,6 +417,90 @@ def test_a_sigint_cancels_the_runs_and_exits_130(tmp_path: Path, fake_env: RunTa
     assert "interrupted: interrupted; every run was stopped" in out
 
 
+def _run_in_own_process(tmp_path: Path, fake_env: RunTarget, code: str) -> subprocess.Popen[str]:
+    """run_all of `python -c code` on one environment, with kboot's real signal handlers,
+    in a process of its own; returns once the command has started (it prints `ready`)."""
+    script = (
+        "import sys\nfrom pathlib import Path\n"
+        "from bootstrap import interrupts\nfrom bootstrap.run import RunTarget, run_all\n"
+        "from bootstrap.errors import Interrupted\n"
+        "interrupts.install_handlers()\n"
+        f"root = Path({str(fake_env.path)!r})\n"
+        "t = RunTarget('fake', root, root / 'bin', 'jax', 'env', root / 'kh')\n"
+        "try:\n"
+        "    run_all([t], ['python', '-c', sys.argv[2]], {}, log_dir=Path(sys.argv[1]))\n"
+        "except Interrupted as exc:\n"
+        "    print('interrupted:', exc.message); sys.exit(exc.exit_code)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path), code],
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    log, deadline = tmp_path / "fake.log", time.monotonic() + 30
+    while not log.exists() or "ready" not in log.read_text():
+        assert time.monotonic() < deadline, "the run did not start"
+        time.sleep(0.05)
+    return proc
+
+
+def test_ctrl_c_reaches_the_command_so_it_can_save_its_work(
+    tmp_path: Path, fake_env: RunTarget
+) -> None:
+    saved = tmp_path / "checkpoint"
+    code = (
+        "import pathlib, time\n"
+        "try:\n"
+        "    print('ready', flush=True); time.sleep(60)\n"
+        "except KeyboardInterrupt:\n"
+        f"    time.sleep(0.5); pathlib.Path({str(saved)!r}).write_text('saved')\n"
+    )
+    proc = _run_in_own_process(tmp_path, fake_env, code)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 130, out
+    assert saved.read_text() == "saved"  # the script's own handler ran to its end
+
+
+def test_a_second_ctrl_c_kills_a_command_that_ignores_the_first(
+    tmp_path: Path, fake_env: RunTarget
+) -> None:
+    code = (
+        "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "print('ready', flush=True); time.sleep(60)\n"
+    )
+    proc = _run_in_own_process(tmp_path, fake_env, code)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    assert proc.poll() is None  # still in its grace period
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 130, out
+    assert time.monotonic() - started < interrupts.GRACE_SECONDS  # not the grace period
+
+
+def test_a_command_that_ignores_the_signal_is_killed_after_the_grace_period(
+    tmp_path: Path, fake_env: RunTarget, clean_cancel: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(interrupts, "GRACE_SECONDS", 1.0)
+    ready = tmp_path / "ready"
+    code = (
+        "import pathlib, signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        f"pathlib.Path({str(ready)!r}).touch(); time.sleep(60)\n"
+    )
+
+    def signal_once_started() -> None:
+        deadline = time.monotonic() + 30
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        interrupts.cancel(signal.SIGINT)
+
+    threading.Thread(target=signal_once_started, daemon=True).start()
+    started = time.monotonic()
+    with pytest.raises(Interrupted):
+        run_all([fake_env], py(code), {}, log_dir=tmp_path)
+    assert ready.exists()
+    assert time.monotonic() - started < 20  # the grace period, not the 60 s it sleeps
+
+
 # --- rendering -----------------------------------------------------------------------------
 
 
