@@ -5,6 +5,7 @@
     profile = "jax-cpu"            # a profile name or path, or an inline table
     lock = "locks/jax-cpu.txt"     # optional, relative to the manifest
     scope = "env"                  # optional
+    kernel = true                  # optional: a Jupyter kernel, as `create --kernel`
 
 Creates what is missing, updates what differs, leaves what matches (each through
 `create`'s transaction, so an interrupted sync never leaves a half-built
@@ -59,6 +60,7 @@ ENTRY_KEYS = (
     "extra_index_urls",
     "find_links",
     "accelerator",
+    "kernel",
 )
 
 
@@ -80,6 +82,7 @@ class ManifestEntry:
     offline: bool = False
     sources: Sources | None = None  # replaces the profile's sources when given
     accelerator: str | None = None  # overrides the profile's
+    kernel: bool = False  # also a Jupyter kernel (create --kernel)
 
     def request(self, *, verify: bool, wait: float = 0.0) -> CreateRequest:
         return CreateRequest(
@@ -95,6 +98,7 @@ class ManifestEntry:
             offline=self.offline,
             sources=self.sources,
             accelerator=self.accelerator,
+            kernel=self.kernel,
             verify=verify,
             wait=wait,
             # the manifest says which profile this environment is: a change is a rebuild
@@ -186,7 +190,7 @@ def _entry(
     if python is not None and not isinstance(python, str):
         raise ManifestError(f"{where}: 'python' must be a string such as \"3.11\"")
     flags = {}
-    for key in ("system_site_packages", "allow_cpu", "offline"):
+    for key in ("system_site_packages", "allow_cpu", "offline", "kernel"):
         value = raw.get(key, False)
         if not isinstance(value, bool):
             raise ManifestError(f"{where}: '{key}' must be true or false")

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -848,3 +849,40 @@ def test_a_lock_without_ipykernel_is_refused_before_building(tmp_path: Path) -> 
     assert "ipykernel is not in it" in proc.stderr
     assert 'add "ipykernel" to the packages of profile numpy' in proc.stderr
     assert not (tmp_path / "kboot-home" / "envs" / "numpy").exists()
+
+
+@pytest.mark.integration
+def test_a_manifest_entry_with_kernel_true_keeps_the_kernel_registered(tmp_path: Path) -> None:
+    """`kernel = true` in a sync manifest: registered by sync, its absence is a difference
+    for `sync --check`, and the next sync registers it again."""
+    manifest = tmp_path / "lab.toml"
+    manifest.write_text('[[env]]\nname = "lab-numpy"\nprofile = "numpy"\nkernel = true\n')
+    kernelspec = Path(os.environ["XDG_DATA_HOME"]) / "jupyter" / "kernels" / "kboot-lab-numpy"
+
+    proc = kboot("sync", str(manifest), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["environments"][0]["status"] == "created"
+    assert json.loads((kernelspec / KERNEL_JSON).read_text())["display_name"] == (
+        "Keras · lab-numpy (numpy) · float32"
+    )
+    assert kboot("sync", str(manifest), "--check").returncode == 0
+
+    shutil.rmtree(kernelspec)  # someone deletes it by hand
+    check = kboot("sync", str(manifest), "--check", "--json")
+    assert check.returncode == 1
+    [entry] = json.loads(check.stdout)["environments"]
+    assert entry["status"] == "differs" and "Jupyter kernel" in entry["detail"], entry
+
+    again = kboot("sync", str(manifest), "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["changed"] is True
+    assert (kernelspec / KERNEL_JSON).is_file()
+    assert kboot("sync", str(manifest), "--check").returncode == 0
+
+
+def test_a_manifest_kernel_key_must_be_true_or_false(tmp_path: Path) -> None:
+    manifest = tmp_path / "lab.toml"
+    manifest.write_text('[[env]]\nname = "lab"\nprofile = "numpy"\nkernel = "yes"\n')
+    proc = kboot("sync", str(manifest), "--check")
+    assert proc.returncode == 2
+    assert "'kernel' must be true or false" in proc.stderr
