@@ -48,6 +48,17 @@ class _Command(typer.core.TyperCommand):
     def get_help(self, ctx: Any) -> str:  # click's Context (typer >= 0.29 vendors click)
         return clean_help(super().get_help(ctx))
 
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        """An optional argument that takes several values is `[PROFILE]...`, whichever
+        typer renders it (0.28 drops the dots)."""
+        several = {
+            f"[{param.metavar}]"
+            for param in self.get_params(ctx)
+            if getattr(param, "nargs", 1) == -1 and not param.required and param.metavar
+        }
+        return [f"{piece}..." if piece in several else piece
+                for piece in super().collect_usage_pieces(ctx)]  # fmt: skip
+
 
 class _Group(typer.core.TyperGroup):
     def get_help(self, ctx: Any) -> str:  # click's Context (typer >= 0.29 vendors click)

@@ -216,12 +216,11 @@ def check_env(ref: str, environ: Mapping[str, str], *, allow_cpu: bool = False) 
             write_record(path, replace(record, smoke=smoke.to_dict()))
     except (OSError, KbootError):
         pass  # a read-only kboot home or environment: the verdict is still reported
-    return CheckResult(
-        record.name,
-        path,
-        smoke,
-        tuple(shell_overrides(record.profile["backend"], record.scope, record.keras_home, environ)),
-    )
+    warnings = shell_overrides(record.profile["backend"], record.scope, record.keras_home, environ)
+    kernel = kernels.kernel_status(kernels.KernelLedger(kboot_home(environ)), path, record)
+    if kernel is not None and not kernel.state.startswith("ok"):
+        warnings.append(f"its Jupyter kernel {kernel.name}: {kernel.state}")
+    return CheckResult(record.name, path, smoke, tuple(warnings))
 
 
 @dataclass(frozen=True)

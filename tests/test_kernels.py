@@ -868,6 +868,9 @@ def test_a_manifest_entry_with_kernel_true_keeps_the_kernel_registered(tmp_path:
     assert kboot("sync", str(manifest), "--check").returncode == 0
 
     shutil.rmtree(kernelspec)  # someone deletes it by hand
+    checked = kboot("check", "lab-numpy")  # the environment itself works: a warning
+    assert checked.returncode == 0, checked.stderr
+    assert "its Jupyter kernel kboot-lab-numpy: missing: deleted by hand" in checked.stderr
     check = kboot("sync", str(manifest), "--check", "--json")
     assert check.returncode == 1
     [entry] = json.loads(check.stdout)["environments"]
