@@ -129,7 +129,7 @@ def fleet(work: Path, env: dict[str, str], runs: int, batch: list[str], size: in
         "".join(f'[[env]]\nname = "lab-{i}"\nprofile = "{batch[0]}"\n' for i in range(size))
     )
     timed(kboot_cmd("sync", str(manifest)), kenv, work)  # build them once
-    repeat = max(runs, 5)
+    repeat = max(runs, 15)  # fast: more samples for a steady median
     noop_create = [timed(kboot_cmd("create", batch[0], "--name", "lab-0"), kenv, work)
                    for _ in range(repeat)]  # fmt: skip
     noop_sync = [timed(kboot_cmd("sync", str(manifest)), kenv, work) for _ in range(repeat)]
