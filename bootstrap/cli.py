@@ -45,7 +45,7 @@ def clean_help(text: str) -> str:
 
 
 class _Command(typer.core.TyperCommand):
-    def get_help(self, ctx: Any) -> str:  # click's Context (typer >= 0.29 vendors click)
+    def get_help(self, ctx: Any) -> str:  # click's Context (typer >= 0.28 vendors click)
         return clean_help(super().get_help(ctx))
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
@@ -61,7 +61,7 @@ class _Command(typer.core.TyperCommand):
 
 
 class _Group(typer.core.TyperGroup):
-    def get_help(self, ctx: Any) -> str:  # click's Context (typer >= 0.29 vendors click)
+    def get_help(self, ctx: Any) -> str:  # click's Context (typer >= 0.28 vendors click)
         return clean_help(super().get_help(ctx))
 
 
