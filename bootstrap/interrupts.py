@@ -33,7 +33,8 @@ _operation: ContextVar[str | None] = ContextVar("kboot_operation", default=None)
 
 _cancelled = threading.Event()
 _children: set[subprocess.Popen[str]] = set()
-_children_lock = threading.Lock()
+#: Reentrant: the signal handler runs in the main thread, which may hold it at that moment.
+_children_lock = threading.RLock()
 _pending: list[int] = []
 #: Children that get the signal itself before SIGKILL (the commands of `kboot run`).
 _gentle: set[subprocess.Popen[str]] = set()

@@ -777,3 +777,21 @@ def test_a_librarys_tests_on_several_backends(
     )
     assert missing.returncode == 127, missing.stderr
     assert "kt-numpy: not found: 'no-such-tool-kboot' was not found in kt-numpy" in missing.stdout
+
+
+def test_a_signal_while_the_main_thread_holds_the_children_lock_does_not_hang() -> None:
+    """The handler runs in the main thread between two bytecodes: it may find the lock
+    held by that same thread (register, unregister, in_grace)."""
+    script = (
+        "import os, signal\nfrom bootstrap import interrupts\ninterrupts.install_handlers()\n"
+        "try:\n"
+        "    with interrupts._children_lock:\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        sum(range(1000))\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=20
+    )
+    assert proc.stdout.strip() == "interrupted", proc.stderr
