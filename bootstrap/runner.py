@@ -249,6 +249,8 @@ def run_logged(
             proc.wait()
             raise
         finally:
+            if interrupts.cancelled():  # what the command left running goes with it
+                interrupts.kill_tree(proc)
             interrupts.unregister(proc)
             if follower is not None:
                 follower.stop()
@@ -276,17 +278,19 @@ def run_logged(
 _SPAWNER = """
 import json, os, signal, sys
 fd, executable, argv = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+os.set_inheritable(fd, False)  # the command and what it leaves behind must not hold it
+stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+for number in stops:
+    signal.signal(number, signal.SIG_IGN)  # the command decides; its end is ours
 try:
     if executable:
-        pid = os.posix_spawn(executable, argv, os.environ)
+        pid = os.posix_spawn(executable, argv, os.environ, setsigdef=stops)
     else:
-        pid = os.posix_spawnp(argv[0], argv, os.environ)
+        pid = os.posix_spawnp(argv[0], argv, os.environ, setsigdef=stops)
 except OSError as exc:
     kind = "not found" if isinstance(exc, FileNotFoundError) else "not executable"
     os.write(fd, json.dumps({"error": kind, "reason": exc.strerror}).encode())
     os._exit(127 if kind == "not found" else 126)
-for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-    signal.signal(number, signal.SIG_IGN)  # the command decides; its end is ours
 _, status, usage = os.wait4(pid, 0)
 os.write(fd, json.dumps({"maxrss": usage.ru_maxrss}).encode())
 if os.WIFSIGNALED(status):
