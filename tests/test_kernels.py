@@ -455,6 +455,28 @@ def test_a_kernelspec_deleted_by_hand_is_noted(
     assert gone.note == f"{folder} was already deleted"
 
 
+def test_an_unregister_killed_after_deleting_kernel_json_is_finished_by_the_next(
+    env: Path, ledger: KernelLedger, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kill between kboot's kernel.json going and its folder going: the ledger still
+    names the folder, so the next unregister removes the (now empty) folder kboot made."""
+    register(ledger, spec_for(env), folder)
+
+    def killed(self: Path) -> None:
+        raise KeyboardInterrupt("killed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "rmdir", killed)
+        with pytest.raises(KeyboardInterrupt):
+            unregister(ledger, env)
+    assert folder.is_dir() and not (folder / KERNEL_JSON).exists()
+    assert ledger.get(env) is not None  # the proof stays until the work is done
+
+    gone = unregister(ledger, env)
+    assert gone is not None and gone.removed
+    assert not folder.exists() and ledger.get(env) is None
+
+
 def test_the_users_files_in_the_kernelspec_stay(
     env: Path, ledger: KernelLedger, folder: Path
 ) -> None:
