@@ -390,53 +390,39 @@ def test_cancel_stops_every_run(
 
 def test_a_sigint_cancels_the_runs_and_exits_130(tmp_path: Path, fake_env: RunTarget) -> None:
     """Through the real signal handler, in a process of its own."""
-    script = (
-        "import sys\nfrom pathlib import Path\n"
-        "from bootstrap import interrupts\nfrom bootstrap.run import RunTarget, run_all\n"
-        "from bootstrap.errors import Interrupted\n"
-        "interrupts.install_handlers()\n"
-        f"root = Path({str(fake_env.path)!r})\n"
-        "t = RunTarget('fake', root, root / 'bin', 'jax', 'env', root / 'kh')\n"
-        "u = RunTarget('other', root, root / 'bin', 'jax', 'env', root / 'kh')\n"
-        "try:\n"
-        "    run_all([t, u], ['python', '-c', 'import time; print(1, flush=True); "
-        "time.sleep(60)'], {}, log_dir=Path(sys.argv[1]), workers=2)\n"
-        "except Interrupted as exc:\n"
-        "    print('interrupted:', exc.message); sys.exit(exc.exit_code)\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)],
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.monotonic() + 30
-    while not all((tmp_path / n).exists() and (tmp_path / n).read_text() for n in
-                  ("fake.log", "other.log")):  # fmt: skip
-        assert time.monotonic() < deadline, "the runs did not start"
-        time.sleep(0.05)
+    code = "import time; print('ready', flush=True); time.sleep(60)"
+    proc = _run_in_own_process(tmp_path, fake_env, code, names=("fake", "other"))
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 130
     assert "interrupted: interrupted; every run was stopped" in out
 
 
-def _run_in_own_process(tmp_path: Path, fake_env: RunTarget, code: str) -> subprocess.Popen[str]:
-    """run_all of `python -c code` on one environment, with kboot's real signal handlers,
-    in a process of its own; returns once the command has started (it prints `ready`)."""
+def _run_in_own_process(
+    tmp_path: Path, fake_env: RunTarget, code: str, names: tuple[str, ...] = ("fake",)
+) -> subprocess.Popen[str]:
+    """run_all of `python -c code` on environments called `names` (all at once), with
+    kboot's real signal handlers, in a process of its own; returns once every run has
+    started (the command prints `ready`)."""
     script = (
         "import sys\nfrom pathlib import Path\n"
         "from bootstrap import interrupts\nfrom bootstrap.run import RunTarget, run_all\n"
         "from bootstrap.errors import Interrupted\n"
         "interrupts.install_handlers()\n"
         f"root = Path({str(fake_env.path)!r})\n"
-        "t = RunTarget('fake', root, root / 'bin', 'jax', 'env', root / 'kh')\n"
+        "targets = [RunTarget(name, root, root / 'bin', 'jax', 'env', root / 'kh')\n"
+        "           for name in sys.argv[3:]]\n"
         "try:\n"
-        "    run_all([t], ['python', '-c', sys.argv[2]], {}, log_dir=Path(sys.argv[1]))\n"
+        "    run_all(targets, ['python', '-c', sys.argv[2]], {}, log_dir=Path(sys.argv[1]),\n"
+        "            workers=len(targets))\n"
         "except Interrupted as exc:\n"
         "    print('interrupted:', exc.message); sys.exit(exc.exit_code)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path), code],
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path), code, *names],
                             stdout=subprocess.PIPE, text=True)  # fmt: skip
-    log, deadline = tmp_path / "fake.log", time.monotonic() + 30
-    while not log.exists() or "ready" not in log.read_text():
-        assert time.monotonic() < deadline, "the run did not start"
+    logs, deadline = [tmp_path / f"{name}.log" for name in names], time.monotonic() + 30
+    while not all(log.exists() and "ready" in log.read_text() for log in logs):
+        assert time.monotonic() < deadline, "the runs did not start"
         time.sleep(0.05)
     return proc
 
