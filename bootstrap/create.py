@@ -47,7 +47,7 @@ from bootstrap.keras_config import (
     shell_overrides,
 )
 from bootstrap.keras_config import render as render_keras_json
-from bootstrap.kernels import Kernel, KernelLedger, kernel_status
+from bootstrap.kernels import Kernel, KernelLedger, kernel_problem
 from bootstrap.lifecycle import Existing, Ledger, checkpoint, open_ledger
 from bootstrap.lockfile import (
     WHEELHOUSE_LOCK,
@@ -309,11 +309,9 @@ def plan_create(request: CreateRequest, *, environ: Mapping[str, str] | None = N
     if _open_existing(target.path) is None:
         changes = [*changes, "the environment's interpreter is missing"]
     if request.kernel or record.kernel:
-        kernel = kernel_status(KernelLedger(kboot_home(environ)), target.path, record)
-        if kernel is None:
-            changes = [*changes, "its Jupyter kernel is not registered"]
-        elif not kernel.state.startswith("ok"):
-            changes = [*changes, f"its Jupyter kernel {kernel.name}: {kernel.state}"]
+        kernel = kernel_problem(KernelLedger(kboot_home(environ)), target.path, record, wanted=True)
+        if kernel:
+            changes = [*changes, kernel]
     return Plan(target.name, target.path, "differs" if changes else "ok", tuple(changes))
 
 

@@ -217,9 +217,9 @@ def check_env(ref: str, environ: Mapping[str, str], *, allow_cpu: bool = False) 
     except (OSError, KbootError):
         pass  # a read-only kboot home or environment: the verdict is still reported
     warnings = shell_overrides(record.profile["backend"], record.scope, record.keras_home, environ)
-    kernel = kernels.kernel_status(kernels.KernelLedger(kboot_home(environ)), path, record)
-    if kernel is not None and not kernel.state.startswith("ok"):
-        warnings.append(f"its Jupyter kernel {kernel.name}: {kernel.state}")
+    kernel = kernels.kernel_problem(kernels.KernelLedger(kboot_home(environ)), path, record)
+    if kernel:
+        warnings.append(kernel)
     return CheckResult(record.name, path, smoke, tuple(warnings))
 
 

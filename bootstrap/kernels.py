@@ -492,3 +492,16 @@ def kernel_status(
     return KernelStatus(
         registration.name, registration.display_name, registration.kernelspec, state
     )
+
+
+def kernel_problem(
+    ledger: KernelLedger, environment: Path, record: EnvRecord | None, *, wanted: bool = False
+) -> str | None:
+    """What is wrong with the environment's kernel, in one line (for `check` and `sync
+    --check`); None when it is fine, or when it has none and none is `wanted`."""
+    status = kernel_status(ledger, environment, record)
+    if status is None:
+        return "its Jupyter kernel is not registered" if wanted else None
+    if status.state.startswith("ok"):
+        return None
+    return f"its Jupyter kernel {status.name}: {status.state}"
