@@ -40,8 +40,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bootstrap.paths import builtin_profiles_dir  # noqa: E402
-from bootstrap.profiles import load_profile  # noqa: E402
+from bootstrap.profiles.catalog import load_profile  # noqa: E402
+from bootstrap.system.paths import builtin_profiles_dir  # noqa: E402
 
 
 def timed(cmd: list[str], env: dict[str, str], cwd: Path, ok: tuple[int, ...] = (0,)) -> float:
@@ -198,7 +198,7 @@ def offline(work: Path, env: dict[str, str], runs: int, profile: str) -> None:
 def diagnostics(work: Path, env: dict[str, str], runs: int) -> None:
     """Accelerator detection in-process (what every create of tf/jax/torch pays) and
     `kboot doctor` without --import on a Python with keras (a kboot environment)."""
-    from bootstrap.accelerators import read_host
+    from bootstrap.install.accelerators import read_host
 
     read_host()  # warm the imports; then the reads themselves
     detect = []

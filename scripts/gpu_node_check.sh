@@ -13,7 +13,7 @@ mkdir -p /tmp/h
 echo "== detection"
 $PY -c "
 import sys, time, statistics
-from bootstrap.accelerators import read_host
+from bootstrap.install.accelerators import read_host
 print(read_host().describe())
 read_host(); s=[]
 for _ in range(50):

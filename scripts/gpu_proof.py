@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bootstrap.accelerators import read_host  # noqa: E402
+from bootstrap.install.accelerators import read_host  # noqa: E402
 
 HIDE_GPU = {
     "jax": {"JAX_PLATFORMS": "cpu"},

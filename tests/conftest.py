@@ -1,5 +1,9 @@
 """Shared fixtures. Every test runs with HOME, KERAS_HOME, KERAS_BACKEND and kboot's own
-folders isolated, so no test can read or write the developer's real ~/.keras."""
+folders isolated, so no test can read or write the developer's real ~/.keras.
+
+Two tiers: `pytest -m "not integration"` runs offline, with no installs and no pyenv
+interpreters; `integration` tests build real environments. What a test needs of the
+machine it declares with `@pytest.mark.needs(...)` (tests/machine.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +13,13 @@ from pathlib import Path
 
 import platformdirs
 import pytest
+from hypothesis import HealthCheck, settings
+
+pytest_plugins = ("machine",)  # @pytest.mark.needs and KBOOT_TEST_STRICT
+
+# No per-example deadline: on a loaded CI machine a slow example is not a failure.
+settings.register_profile("kboot", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("kboot")
 
 # Resolved once, before any test moves HOME: the installers' caches stay warm and shared.
 _REAL_UV_CACHE = os.environ.get("UV_CACHE_DIR") or str(platformdirs.user_cache_path("uv"))
@@ -55,3 +66,18 @@ def write_profile(tmp_path: Path):  # type: ignore[no-untyped-def]
         return target
 
     return write
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A folder other users can reach, in /tmp itself (pytest's tmp_path is 0700 under
+    root): for the tests that act as a second user."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="kboot-test-shared-", dir="/tmp"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

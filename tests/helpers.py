@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pwd
 import re
+import secrets
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -158,3 +165,43 @@ def readme_blocks(language: str = "sh") -> list[str]:
             if line.strip() and not line.strip().startswith("#")
         ]
     return found
+
+
+@dataclass(frozen=True)
+class OtherUser:
+    """A second account on this machine, made for one test (`other_user()`)."""
+
+    name: str
+    uid: int
+    gid: int
+
+    def argv(self, *command: str) -> list[str]:
+        return ["runuser", "-u", self.name, "--", *command]
+
+    def run(self, *command: str) -> None:
+        subprocess.run(self.argv(*command), check=True, timeout=60)
+
+
+@contextlib.contextmanager
+def other_user() -> Iterator[OtherUser]:
+    """A real second account for the test's length, removed afterwards with whatever it
+    still runs. Tests using it declare `@pytest.mark.needs("second-user")`."""
+    name = f"kbt{secrets.token_hex(5)}"
+    subprocess.run(
+        ["useradd", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/bin/sh",
+         "--user-group", name],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    try:
+        entry = pwd.getpwnam(name)
+        yield OtherUser(name, entry.pw_uid, entry.pw_gid)
+    finally:  # what the account still runs (runuser's children) ends first, by pid
+        for _ in range(20):
+            found = subprocess.run(["pgrep", "-u", name], capture_output=True, text=True,
+                                   check=False)  # fmt: skip
+            for pid in found.stdout.split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+            if subprocess.run(["userdel", name], capture_output=True, check=False).returncode == 0:
+                break
+            time.sleep(0.2)

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from bootstrap.accelerators import (
+from bootstrap.envs.smoke import Expectation, HostGpuInfo, evaluate
+from bootstrap.install.accelerators import (
     HostAccelerators,
     build_for,
     choose,
@@ -21,9 +22,8 @@ from bootstrap.accelerators import (
     read_host,
     resolve,
 )
-from bootstrap.errors import UsageError
-from bootstrap.profiles import load_profile
-from bootstrap.smoke import Expectation, HostGpuInfo, evaluate
+from bootstrap.profiles.catalog import load_profile
+from bootstrap.system.errors import UsageError
 from helpers import created, kboot, kboot_offline
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -218,7 +218,7 @@ def test_a_profile_takes_the_build_and_keeps_its_versions(write_profile: Any) ->
 
 
 def test_accelerator_is_for_three_backends_and_decides_gpu(write_profile: Any) -> None:
-    from bootstrap.errors import ProfileError
+    from bootstrap.system.errors import ProfileError
 
     with pytest.raises(ProfileError) as info:
         load_profile(
@@ -233,7 +233,7 @@ def test_accelerator_is_for_three_backends_and_decides_gpu(write_profile: Any) -
 
 
 def test_every_accelerated_builtin_resolves_on_every_machine_kind() -> None:
-    from bootstrap.paths import builtin_profiles_dir
+    from bootstrap.system.paths import builtin_profiles_dir
 
     for name in ("tf", "jax", "torch", "tf-cpu", "jax-cpu", "torch-cpu"):
         profile = load_profile(builtin_profiles_dir() / f"{name}.toml")
@@ -299,8 +299,9 @@ def test_a_cuda_build_in_a_profile_without_accelerator_is_a_warning() -> None:
 # --- real runs on this (GPU-less) machine -------------------------------------------------
 
 
+@pytest.mark.integration
+@pytest.mark.needs("no-nvidia-driver")
 def test_create_jax_here_gets_the_cpu_build_and_says_why() -> None:
-    assert read_host().driver is None, "this test needs a machine without an NVIDIA driver"
     data = created(kboot("create", "jax", "--json"))
     assert data["accelerator"]["requested"] == "auto"
     assert data["accelerator"]["chosen"] == "cpu"
@@ -310,6 +311,7 @@ def test_create_jax_here_gets_the_cpu_build_and_says_why() -> None:
     assert "jax" in text.stdout and text.returncode == 0
 
 
+@pytest.mark.integration  # resolves against the package index
 def test_lock_the_cuda_build_for_gpu_nodes_from_a_cpu_machine(tmp_path: Path) -> None:
     lock = tmp_path / "tf.lock"
     proc = kboot(
@@ -331,6 +333,7 @@ def test_lock_the_cuda_build_for_gpu_nodes_from_a_cpu_machine(tmp_path: Path) ->
     assert "nvidia-" not in cpu.read_text() and "tensorflow-cpu==" in cpu.read_text()
 
 
+@pytest.mark.needs("no-nvidia-driver")
 def test_cuda_asked_here_is_refused_before_any_download(tmp_path: Path) -> None:
     proc = kboot("create", "jax", "--accelerator", "cuda-13", "--json")
     assert proc.returncode == 1
@@ -338,6 +341,7 @@ def test_cuda_asked_here_is_refused_before_any_download(tmp_path: Path) -> None:
     assert not (tmp_path / "kboot-home" / "envs" / "jax").exists()
 
 
+@pytest.mark.needs("no-nvidia-driver")
 def test_the_gpu_proof_script_stops_clearly_without_a_gpu(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "gpu_proof.py"), "--steps", "2"],
@@ -348,6 +352,8 @@ def test_the_gpu_proof_script_stops_clearly_without_a_gpu(tmp_path: Path) -> Non
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.integration
+@pytest.mark.needs("unshare")
 def test_an_environment_over_a_base_python_from_a_small_offline_wheelhouse(
     tmp_path: Path,
 ) -> None:

@@ -11,18 +11,19 @@ from typing import Any
 
 import pytest
 
-from bootstrap import batch
-from bootstrap.batch import BatchItem, create_many, exit_code
-from bootstrap.errors import (
+from bootstrap.envs.plan import CreateRequest
+from bootstrap.fleet import batch
+from bootstrap.fleet.batch import BatchItem, create_many, exit_code
+from bootstrap.profiles.model import Profile
+from bootstrap.system.errors import (
     InstallError,
     KbootError,
     ProfileError,
     SmokeError,
     UsageError,
 )
-from bootstrap.profiles import Profile
-from bootstrap.progress import RecordingReporter, Reporter
-from bootstrap.target import CreateRequest
+from bootstrap.system.jobs import default_jobs
+from bootstrap.system.progress import RecordingReporter, Reporter
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,9 @@ class FakeCreate:
 
     failures: Mapping[str, KbootError] = field(default_factory=dict)
     delays: Mapping[str, float] = field(default_factory=dict)
+    #: label -> another label it waits for (started) before it goes on
+    waits_for: Mapping[str, str] = field(default_factory=dict)
+    started: dict[str, threading.Event] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
     reporters: list[Reporter | None] = field(default_factory=list)
     environs: list[Mapping[str, str] | None] = field(default_factory=list)
@@ -58,12 +62,16 @@ class FakeCreate:
     ) -> FakeResult:
         label = request.name or ""
         with self.lock:
+            self.started.setdefault(label, threading.Event()).set()
             self.calls.append(label)
             self.reporters.append(reporter)
             self.environs.append(environ)
             self.running += 1
             self.most_at_once = max(self.most_at_once, self.running)
         try:
+            if label in self.waits_for:  # until that job runs too: side by side for certain
+                other = self.started.setdefault(self.waits_for[label], threading.Event())
+                assert other.wait(120), f"{self.waits_for[label]} never started"
             time.sleep(self.delays.get(label, 0.01))
             if label in self.failures:
                 raise self.failures[label]
@@ -94,8 +102,9 @@ def reporters() -> Callable[[str], Reporter]:
 
 
 def test_results_come_back_in_the_order_of_the_jobs(fake: FakeCreate, profile: Profile) -> None:
-    # the first job finishes last
+    # the first job finishes last: it waits until the last one has started
     fake.delays = {"a": 0.3, "b": 0.1, "c": 0.0, "d": 0.05}
+    fake.waits_for = {"a": "d"}
     labels = ["a", "b", "c", "d"]
     items = create_many([job(x, profile) for x in labels], reporter_for=reporters(), workers=4)
     assert [item.label for item in items] == labels
@@ -245,7 +254,7 @@ def test_to_dict_of_a_success() -> None:
 
 
 def test_default_jobs_is_between_one_and_four() -> None:
-    assert batch.default_jobs(1) == 1
-    assert batch.default_jobs(2) == 2
-    assert batch.default_jobs(100) == 4
-    assert batch.default_jobs(0) == 1
+    assert default_jobs(1) == 1
+    assert default_jobs(2) == 2
+    assert default_jobs(100) == 4
+    assert default_jobs(0) == 1

@@ -1,4 +1,4 @@
-"""The CLI through its real entry point `bootstrap.cli.main`: exit codes, stdout, stderr.
+"""The CLI through its real entry point `bootstrap.cli.app.main`: exit codes, stdout, stderr.
 
 Nothing here builds an environment: every `create` below is refused before the disk
 is touched.
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bootstrap import __version__
-from bootstrap.cli import main
+from bootstrap.cli.app import main
 from helpers import BUILTIN_NAMES
 
 
@@ -291,6 +291,76 @@ def test_config_set_again_is_unchanged_and_backs_up(capsys, tmp_path: Path) -> N
     assert isinstance(saved["epsilon"], float)
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--find-links", "/nonexistent-kboot"], "--find-links /nonexistent-kboot: no such folder"),
+        (["--index-url", "not a url"], "--index-url 'not a url' is not a URL"),
+        (["--extra-index-url", "ftp://x/simple"],
+         "--extra-index-url 'ftp://x/simple' is not a URL"),
+        (["--offline", "--wheelhouse", "WH", "--index-url", "https://example.invalid/simple"],
+         "WH and --index-url both say where to install from"),
+    ],
+)  # fmt: skip
+def test_sources_are_checked_before_anything_is_touched(  # type: ignore[no-untyped-def]
+    capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "WH").mkdir()
+    code, _, err = kboot(capsys, "create", "numpy", *args, "--no-smoke")
+    assert code == 2, err
+    assert message in err
+    assert not (tmp_path / "kboot-home" / "envs").exists()
+
+
+def test_usage_errors_show_the_usage_line_as_help_does(capsys) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = kboot(capsys, "remove")
+    assert code == 2
+    assert "Usage: kboot remove [OPTIONS] ENV" in err and "{" not in err
+
+
+def test_did_you_mean_suggests_only_a_close_name(capsys) -> None:  # type: ignore[no-untyped-def]
+    _, _, far = kboot(capsys, "show", "nosuch")
+    assert "did you mean" not in far and "kboot profiles` lists them" in far
+    _, _, near = kboot(capsys, "show", "nmupy")
+    assert "did you mean numpy?" in near
+
+
+def test_a_name_too_long_for_a_file_name_is_a_usage_error(capsys) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = kboot(capsys, "create", "numpy", "--name", "x" * 300, "--no-smoke")
+    assert code == 2
+    assert "is 300 characters long: at most 100 are allowed" in err
+    assert "Traceback" not in err and "File name too long" not in err
+
+
+def test_config_set_into_a_keras_home_whose_parent_is_missing_is_refused(  # type: ignore[no-untyped-def]
+    capsys, tmp_path: Path
+) -> None:
+    home = tmp_path / "typo" / "deeper" / "kh"
+    code, _, err = kboot(capsys, "config", "set", "floatx=float32", "--keras-home", str(home))
+    assert code == 2
+    assert f"Keras home {home} does not exist, nor does {tmp_path / 'typo'}" in err
+    assert not (tmp_path / "typo").exists()
+    (tmp_path / "file").write_text("x")
+    code, _, err = kboot(capsys, "config", "set", "floatx=float32", "--keras-home",
+                         str(tmp_path / "file"))  # fmt: skip
+    assert code == 2 and "is not a folder" in err
+
+
+def test_config_show_flags_a_malformed_keras_json(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    home = tmp_path / "kh"
+    home.mkdir()
+    (home / "keras.json").write_text("{bad", encoding="utf-8")
+    code, out, _ = kboot(capsys, "config", "show", "--keras-home", str(home))
+    assert code == 0
+    assert "INVALID: Keras ignores the whole file" in out and "not valid JSON" in out
+    code, out, _ = kboot(capsys, "config", "show", "--keras-home", str(home), "--json")
+    view = json.loads(out)
+    assert code == 0 and view["exists"] is True and "not valid JSON" in view["invalid"]
+    assert view["effective"]["backend"] == "tensorflow"  # Keras' defaults apply
+    assert (home / "keras.json").read_text(encoding="utf-8") == "{bad"
+
+
 def test_config_default_home_is_the_isolated_one(capsys, isolated: Path) -> None:  # type: ignore[no-untyped-def]
     code, _, _ = kboot(capsys, "config", "set", "backend=jax")
     assert code == 0
@@ -346,8 +416,8 @@ def test_config_show_malformed_file(capsys, tmp_path: Path) -> None:  # type: ig
     home = tmp_path / "kh"
     home.mkdir()
     (home / "keras.json").write_text("[1, 2]", encoding="utf-8")
-    err = refused(capsys, 1, "config", "show", "--keras-home", str(home))
-    assert "not an object" in err
+    code, out, _ = kboot(capsys, "config", "show", "--keras-home", str(home))
+    assert code == 0 and "INVALID" in out and "not an object" in out  # flagged, not refused
 
 
 # --- list, check, remove ---------------------------------------------------------------------
@@ -365,10 +435,27 @@ def test_list_text_on_empty_home(capsys) -> None:  # type: ignore[no-untyped-def
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("command", ["check", "remove"])
-def test_unknown_env(capsys, command: str) -> None:  # type: ignore[no-untyped-def]
-    err = refused(capsys, 2, command, "nosuchenv")
+def test_unknown_env(capsys) -> None:  # type: ignore[no-untyped-def]
+    err = refused(capsys, 2, "check", "nosuchenv")
     assert "no environment 'nosuchenv'" in err
+
+
+def test_removing_what_is_not_there_is_nothing_to_remove(capsys) -> None:  # type: ignore[no-untyped-def]
+    code, out, _ = kboot(capsys, "remove", "nosuchenv")
+    assert code == 0 and "nothing to remove: no environment 'nosuchenv'" in out
+    code, out, _ = kboot(capsys, "remove", "nosuchenv", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["removed"] is False and "nosuchenv" in data["nothing_to_remove"]
+
+
+def test_check_takes_several_environments_and_names_each(capsys) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = kboot(capsys, "check", "nosuch-a", "nosuch-b", "--json")
+    assert code == 2
+    items = json.loads(out)
+    assert [(i["name"], i["ok"], i["exit_code"]) for i in items] == [
+        ("nosuch-a", False, 2), ("nosuch-b", False, 2)]  # fmt: skip
+    code, _, err = kboot(capsys, "check", "nosuch-a", "nosuch-b")
+    assert code == 2 and "nosuch-a: error: no environment" in err and "nosuch-b: error:" in err
 
 
 @pytest.mark.parametrize("command", ["check", "remove"])
@@ -429,12 +516,11 @@ def test_config_set_in_a_shared_keras_home_never_writes_through_a_planted_link(
     assert json.loads((shared / "keras.json").read_text(encoding="utf-8"))["backend"] == "jax"
 
 
+@pytest.mark.needs("root")  # a symlink owned by another user
 def test_dest_that_is_another_users_symlink_is_refused(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Found in review: a link planted in a shared folder would choose where kboot builds."""
     import os
 
-    if os.geteuid() != 0:
-        pytest.skip("making a symlink owned by another user needs root")  # CI runs as root
     target = tmp_path / "attacker" / "env"
     target.parent.mkdir()
     link = tmp_path / "myenv"
@@ -450,13 +536,13 @@ def test_dest_in_a_folder_everyone_can_write_is_refused(capsys, tmp_path: Path) 
     shared.mkdir()
     shared.chmod(0o777)
     err = refused(capsys, 2, "create", "numpy", "--dest", str(shared / "env"))
-    assert "every user can write without the sticky bit" in err
+    assert "writable by other users (and has no sticky bit)" in err
     shared.chmod(0o1777)  # like /tmp: others cannot rename or delete what is yours
     code, _, err = kboot(
         capsys, "create", "numpy", "--dest", str(shared / "env"), "--python", "/nonexistent"
     )
     assert code == 2 and "no such file" in err  # it got past the folder, to the interpreter
-    assert "every user can write" not in err
+    assert "writable by other users" not in err
 
 
 def test_dest_root_is_named_as_a_filesystem_root(capsys) -> None:  # type: ignore[no-untyped-def]

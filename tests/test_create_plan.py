@@ -10,13 +10,7 @@ from typing import Any
 import pytest
 from packaging.version import Version
 
-from bootstrap.errors import UsageError
-from bootstrap.installers import legacy_pip
-from bootstrap.interpreters import Interpreter
-from bootstrap.lockfile import LockFile
-from bootstrap.profiles import Profile, Sources, load_profile
-from bootstrap.record import EnvRecord, write_record
-from bootstrap.target import (
+from bootstrap.envs.plan import (
     CreateRequest,
     Target,
     _as_recorded,
@@ -25,6 +19,13 @@ from bootstrap.target import (
     state_digest,
     validate_name,
 )
+from bootstrap.install.installers import legacy_pip
+from bootstrap.install.interpreters import Interpreter
+from bootstrap.locks.lockfile import LockFile
+from bootstrap.profiles.catalog import load_profile
+from bootstrap.profiles.model import Profile, Sources
+from bootstrap.state.record import EnvRecord, write_record
+from bootstrap.system.errors import UsageError
 
 PROFILE_TEXT = 'backend = "numpy"\nkeras = ">=3.8,<4"\npackages = ["numpy>=1.26"]\n'
 PY311 = Interpreter(Path("/opt/py/bin/python3.11"), Version("3.11.7"))
@@ -265,7 +266,7 @@ def test_a_record_from_another_kboot_version(profile: Profile) -> None:
 
 def test_a_record_round_trips_through_json(profile: Profile, tmp_path: Path) -> None:
     """describe_changes compares against what a record file holds (JSON: lists, not tuples)."""
-    from bootstrap.record import read_record
+    from bootstrap.state.record import read_record
 
     request = CreateRequest(profile=profile)
     target = make_target(profile, request)

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 from uv import find_uv_bin
 
-from bootstrap.accelerators import HostAccelerators
-from bootstrap.doctor import diagnose, examine
+from bootstrap.doctor.examine import diagnose, examine
+from bootstrap.install.accelerators import HostAccelerators
 from helpers import kboot
+from machine import pyenv_python
 
 LINUX = "x86_64-unknown-linux-gnu"
 NO_DRIVER = HostAccelerators(LINUX)
@@ -148,8 +149,8 @@ def test_package_conflicts(venv: Path, tmp_path: Path, packages: dict[str, str],
     assert exit_code == 1 and code in codes(data, "error"), data["findings"]
 
 
+@pytest.mark.needs("no-nvidia-driver")
 def test_a_cuda_build_without_a_driver(venv: Path, tmp_path: Path) -> None:
-    assert not Path("/proc/driver/nvidia/version").exists(), "this test needs a CPU machine"
     plant(venv, keras="3.15.1", torch="2.11.0+cu130")
     user_keras_json(tmp_path, '{"backend": "torch"}')
     _code, data = doctor(venv, tmp_path)
@@ -170,6 +171,83 @@ def test_numeric_traps(venv: Path, tmp_path: Path, config: str, code: str) -> No
     user_keras_json(tmp_path, config)
     exit_code, data = doctor(venv, tmp_path)
     assert exit_code == 0 and code in codes(data, "warning")
+
+
+@pytest.mark.parametrize(
+    ("value", "code", "title"),
+    [
+        (None, "jax-float64", "JAX_ENABLE_X64 is not set"),
+        ("0", "jax-float64", "JAX_ENABLE_X64='0' turns 64-bit mode off"),
+        ("off", "jax-float64", "JAX_ENABLE_X64='off' turns 64-bit mode off"),
+        ("on", None, None),  # JAX reads on, yes, true, 1 in any case as true
+        ("Yes", None, None),
+        ("TRUE", None, None),
+        ("maybe", "jax-x64-invalid", "JAX_ENABLE_X64='maybe' is not a value JAX accepts"),
+    ],
+)
+def test_jax_enable_x64_is_read_as_jax_reads_it(
+    venv: Path, tmp_path: Path, value: str | None, code: str | None, title: str | None
+) -> None:
+    plant(venv, keras="3.15.1", jax="0.12.0", jaxlib="0.12.0")
+    user_keras_json(tmp_path, '{"backend": "jax", "floatx": "float64"}')
+    extra = {} if value is None else {"JAX_ENABLE_X64": value}
+    _, data = doctor(venv, tmp_path, **extra)
+    x64 = [f for f in data["findings"] if f["code"] in ("jax-float64", "jax-x64-invalid")]
+    if code is None:
+        assert x64 == []
+    else:
+        assert [f["code"] for f in x64] == [code] and title in x64[0]["title"]
+
+
+def test_two_kerases_show_tf_use_legacy_keras_as_set_or_not(venv: Path, tmp_path: Path) -> None:
+    plant(venv, keras="3.15.1", tf_keras="2.21.0", tensorflow="2.21.0")
+    user_keras_json(tmp_path, '{"backend": "tensorflow"}')
+    _, data = doctor(venv, tmp_path)
+    (found,) = [f for f in data["findings"] if f["code"] == "two-kerases"]
+    assert "TF_USE_LEGACY_KERAS (not set)" in found["evidence"] and "None" not in str(found)
+
+
+#: A stand-in for keras that does what Keras 3 does at import: write a missing keras.json
+#: (and its folder) with the defaults, in $KERAS_HOME or ~/.keras.
+WRITING_KERAS = """
+import json, os
+_dir = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+os.makedirs(_dir, exist_ok=True)
+_path = os.path.join(_dir, "keras.json")
+if not os.path.exists(_path):
+    with open(_path, "w") as f:
+        json.dump({"backend": "tensorflow", "floatx": "float32"}, f)
+class config:
+    backend = staticmethod(lambda: "numpy")
+    floatx = staticmethod(lambda: "float32")
+    image_data_format = staticmethod(lambda: "channels_last")
+    epsilon = staticmethod(lambda: 1e-07)
+__version__ = "3.15.1"
+"""
+
+
+@pytest.mark.parametrize("had_folder", [False, True])
+def test_doctor_import_changes_nothing_in_the_users_home(
+    venv: Path, tmp_path: Path, had_folder: bool
+) -> None:
+    """Importing Keras writes ~/.keras/keras.json when it is missing: `doctor --import` takes
+    away what its import made, so the next doctor run reports what the first one did."""
+    plant(venv, keras="3.15.1", numpy="2.4.6")
+    (site(venv) / "keras").mkdir()
+    (site(venv) / "keras" / "__init__.py").write_text(WRITING_KERAS)
+    home = tmp_path / "user"
+    home.mkdir()
+    if had_folder:
+        (home / ".keras").mkdir()
+        (home / ".keras" / "mine.txt").write_text("kept")
+    before = sorted(p.relative_to(home) for p in home.rglob("*"))
+    first_code, first = doctor(venv, tmp_path, "--import")
+    after = sorted(p.relative_to(home) for p in home.rglob("*"))
+    assert after == before  # no keras.json, no .keras folder left behind
+    assert any(f["code"] == "imported" for f in first["findings"]), first
+    second_code, second = doctor(venv, tmp_path)
+    assert second_code == first_code
+    assert second["keras_json"] == first["keras_json"]
 
 
 def test_pythonpath_is_a_warning(venv: Path, tmp_path: Path) -> None:
@@ -199,28 +277,58 @@ def test_a_driver_too_old_for_the_build() -> None:
     ]
 
 
+@pytest.mark.parametrize("how", ["name", "version"])
+def test_python_by_name_on_path_or_by_version_as_create_takes_it(
+    tmp_path: Path, how: str
+) -> None:
+    """`kboot doctor --python python3` (a name on PATH) and `--python 3.11` (a version)."""
+    folder = Path(sys.executable).parent
+    named = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    if how == "name":
+        link = tmp_path / "bin" / "mypython"
+        link.parent.mkdir()
+        link.symlink_to(sys.executable)
+        value, path = "mypython", f"{link.parent}{os.pathsep}{os.environ['PATH']}"
+    else:
+        value, path = named.removeprefix("python"), f"{folder}{os.pathsep}{os.environ['PATH']}"
+    env = {**os.environ, "PATH": path, "HOME": str(tmp_path)}
+    proc = kboot("doctor", "--python", value, "--json", env=env)
+    assert proc.returncode in (0, 1), proc.stderr  # examined (no keras here is an error)
+    data = json.loads(proc.stdout)
+    assert data["python_version"].startswith(named.removeprefix("python")), data
+    missing = kboot("doctor", "--python", "no-such-python-kboot", env=env)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+
+
 def test_not_a_python_a_broken_one_and_python_2_are_usage_errors(tmp_path: Path) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("x")
     broken = tmp_path / "python"
     broken.write_text("#!/bin/sh\nexit 3\n")
     broken.chmod(0o755)
-    for target in (text, broken, tmp_path / "missing"):
+    for target in (text, broken, tmp_path / "missing", Path("/bin/ls")):
         proc = kboot("doctor", "--python", str(target))
         assert proc.returncode == 2, proc.stderr
         assert "kboot: error:" in proc.stderr and "Traceback" not in proc.stderr
-    old = Path.home() / ".pyenv" / "versions"
-    legacy = next(iter(sorted(old.glob("2.7*/bin/python2.7"))), None) if old.is_dir() else None
-    if legacy is None:
-        legacy = tmp_path / "python2"
-        legacy.write_text(
-            "#!/bin/sh\n"
-            'echo "  File x, line 1"; echo "    print x"; '
-            'echo "SyntaxError: invalid syntax" >&2; exit 1\n'
-        )
-        legacy.chmod(0o755)
+        assert '{"import"' not in proc.stderr  # the probe's arguments are not the user's
+    legacy = tmp_path / "python2"  # what Python 2 says to the probe (a real one: below)
+    legacy.write_text(
+        "#!/bin/sh\n"
+        'echo "  File x, line 1"; echo "    print x"; '
+        'echo "SyntaxError: invalid syntax" >&2; exit 1\n'
+    )
+    legacy.chmod(0o755)
     proc = kboot("doctor", "--python", str(legacy))
     assert proc.returncode == 2 and ("3.5 and newer" in proc.stderr or "too old" in proc.stderr)
+
+
+@pytest.mark.integration  # a pyenv interpreter: not in the fast tier
+@pytest.mark.needs("pyenv-2.7")
+def test_a_real_python_2_is_a_usage_error() -> None:
+    proc = kboot("doctor", "--python", str(pyenv_python("2.7")))
+    assert proc.returncode == 2, proc.stderr
+    assert "3.5 and newer" in proc.stderr or "too old" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.integration

@@ -13,10 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bootstrap.errors import KbootError
-from bootstrap.keras_config import read_keras_json
-from bootstrap.profiles import KNOWN_KEYS, Profile, load_profile, parse_profile
-from bootstrap.sync import ENTRY_KEYS, load_manifest
+from bootstrap.fleet.sync import ENTRY_KEYS, load_manifest
+from bootstrap.install.venv import VirtualEnv
+from bootstrap.profiles.catalog import load_profile
+from bootstrap.profiles.keras_json import read_keras_json
+from bootstrap.profiles.model import KNOWN_KEYS, Profile, parse_profile
+from bootstrap.system.errors import KbootError
 
 LEAF = (
     st.none()
@@ -149,3 +151,47 @@ def test_deep_json_in_keras_json_is_a_config_error(tmp_path: Path) -> None:
     path.write_text("[" * 100000 + "]" * 100000, encoding="utf-8")
     with pytest.raises(KbootError):
         read_keras_json(path)
+
+
+# --- pyvenv.cfg: an environment's own description of its Python ------------------------------
+
+CFG_VERSIONS = (
+    st.text(max_size=12)
+    | st.from_regex(r"[0-9\u0660-\u0669]{1,6}(\.[0-9a-z\u0660-\u0669]{0,6}){0,4}", fullmatch=True)
+    | st.sampled_from(["3.11.7.final.0", "3", "3.", ".11", "x.y", "3.x", "99999999999999999999.1"])
+)
+
+
+@FUZZ
+@given(
+    raw=st.binary(max_size=200)
+    | st.builds(
+        lambda key, version, rest: f"home = /usr/bin\n{key} = {version}\n{rest}".encode(
+            "utf-8", "surrogatepass"
+        ),
+        st.sampled_from(["version_info", "version", "python-version"]),
+        CFG_VERSIONS,
+        st.text(max_size=30),
+    )
+)
+def test_any_pyvenv_cfg_opens_or_is_kboots_error(
+    raw: bytes, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A version that is not a number once ended in `int()`'s ValueError: an internal error."""
+    root = tmp_path_factory.mktemp("env")
+    (root / "pyvenv.cfg").write_bytes(raw)
+    try:
+        env = VirtualEnv.open(root, platform="linux")
+    except KbootError as exc:
+        assert str(root) in exc.message
+    else:
+        assert env.version is not None and all(isinstance(n, int) for n in env.version)
+
+
+@pytest.mark.parametrize("version", ["3.x", "x.11", "\u0663.\u0661\u0661", "3", "3.11\u00b2"])
+def test_a_pyvenv_cfg_version_that_is_not_a_number_names_the_file(
+    version: str, tmp_path: Path
+) -> None:
+    (tmp_path / "pyvenv.cfg").write_text(f"version_info = {version}\n", encoding="utf-8")
+    with pytest.raises(KbootError, match=r"pyvenv\.cfg is damaged"):
+        VirtualEnv.open(tmp_path, platform="linux")

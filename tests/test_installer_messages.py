@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bootstrap.errors import UsageError
-from bootstrap.installers import (
+from bootstrap.install.installers import (
     PipInstaller,
     UvInstaller,
     _hash_mismatch,
@@ -13,7 +12,8 @@ from bootstrap.installers import (
     plan_install,
     satisfied_by,
 )
-from bootstrap.wheelhouse import pip_platform_tags
+from bootstrap.locks.wheelhouse import pip_platform_tags
+from bootstrap.system.errors import UsageError
 
 UV_HASH = """\
 Resolved 1 package in 3ms
@@ -240,6 +240,6 @@ def test_an_unknown_platform_is_a_usage_error() -> None:
     ],
 )
 def test_an_install_failure_is_one_line_naming_the_cause(output: str, reason: str) -> None:
-    from bootstrap.installers import install_failure_reason
+    from bootstrap.install.installers import install_failure_reason
 
     assert install_failure_reason(output, "3.11") == reason

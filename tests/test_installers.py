@@ -8,18 +8,18 @@ from pathlib import Path
 import pytest
 from uv import find_uv_bin
 
-from bootstrap import installers
-from bootstrap.environment import VirtualEnv
-from bootstrap.errors import CommandError, InstallError
-from bootstrap.installers import (
+from bootstrap.install import installers
+from bootstrap.install.installers import (
     PipInstaller,
     UvInstaller,
     get_installer,
     install,
     source_args,
 )
-from bootstrap.profiles import Sources
-from bootstrap.runner import CommandResult
+from bootstrap.install.venv import VirtualEnv
+from bootstrap.profiles.model import Sources
+from bootstrap.system.errors import CommandError, InstallError
+from bootstrap.system.runner import CommandResult
 
 REQS = ("keras>=3,<4", "numpy>=1.26")
 ALL_SOURCES = Sources(
@@ -61,6 +61,7 @@ def test_uv_command(env: VirtualEnv) -> None:
         "pip",
         "install",
         "--no-config",  # a planted uv.toml in a parent folder never picks the index
+        "--compile-bytecode",  # as pip does: imports in a shared environment stay fast
         "--python",
         str(env.python),
         *SOURCE_ARGS,
@@ -70,7 +71,9 @@ def test_uv_command(env: VirtualEnv) -> None:
 
 def test_uv_command_default_sources(env: VirtualEnv) -> None:
     cmd = UvInstaller().install_command(env, REQS, Sources())
-    assert cmd[1:] == ["pip", "install", "--no-config", "--python", str(env.python), *REQS]
+    assert cmd[1:] == [
+        "pip", "install", "--no-config", "--compile-bytecode", "--python", str(env.python), *REQS
+    ]  # fmt: skip
     assert Path(cmd[0]).name.startswith("uv")
 
 
@@ -249,3 +252,11 @@ def test_pip_runs_isolated_on_a_known_python(
         "-I",
         "-B",
     ]
+
+
+def test_uv_compiles_bytecode_where_it_can(tmp_path: Path) -> None:
+    """uv's compile step fails on Python 3.6 (no py_compile.PycInvalidationMode)."""
+    old = VirtualEnv(tmp_path, tmp_path / "bin" / "python", tmp_path / "bin", tmp_path, (3, 6))
+    assert "--compile-bytecode" not in UvInstaller().install_command(old, REQS, Sources())
+    new = VirtualEnv(tmp_path, tmp_path / "bin" / "python", tmp_path / "bin", tmp_path, (3, 7))
+    assert "--compile-bytecode" in UvInstaller().install_command(new, REQS, Sources())

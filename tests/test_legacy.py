@@ -14,6 +14,7 @@ from helpers import created, kboot, python_of, report_from_fresh_shell, run_in_f
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.needs("pyenv-3.6")
 def test_theano_on_python_36(tmp_path: Path) -> None:
     data = created(kboot("create", "theano", "--python", "3.6", "--json"))
     assert data["python_version"].startswith("3.6.")
@@ -34,11 +35,13 @@ def test_theano_on_python_36(tmp_path: Path) -> None:
     assert quiet.stderr == ""
 
 
+@pytest.mark.needs("pyenv-3.7")
 def test_theano_prefers_the_newest_fitting_python(tmp_path: Path) -> None:
     data = created(kboot("create", "theano", "--no-smoke", "--json"))
     assert data["python_version"].startswith("3.7.")  # profile: >=3.6,<3.8
 
 
+@pytest.mark.needs("pyenv-3.6")
 def test_plaidml_external_backend(tmp_path: Path) -> None:
     data = created(kboot("create", "plaidml", "--json"))
     assert data["backend"] == "plaidml.keras.backend"
@@ -77,6 +80,7 @@ def backend_profile(write_profile: Any, package: Path, module: str) -> Path:
     return path
 
 
+@pytest.mark.needs("pyenv-3.6")
 def test_external_backend_complete_and_missing_function(
     tmp_path: Path, write_profile: Any, backend_package: Path
 ) -> None:
@@ -138,6 +142,7 @@ def test_tf_keras2_routes_tf_keras_to_keras_2(tmp_path: Path) -> None:
     assert routed.stdout.strip().splitlines()[-1].startswith("tf_keras.")
 
 
+@pytest.mark.needs("pyenv-3.6")  # cntk: Python >=3.5,<3.7
 def test_cntk_fails_with_the_missing_library_named(tmp_path: Path) -> None:
     proc = kboot("create", "cntk")
     assert proc.returncode == 1

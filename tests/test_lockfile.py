@@ -14,18 +14,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from packaging.version import Version
 
-from bootstrap import lockfile
-from bootstrap.errors import UsageError
-from bootstrap.lockfile import (
+from bootstrap.install import platforms
+from bootstrap.install.platforms import host_platform
+from bootstrap.locks import lockfile
+from bootstrap.locks import resolve as locks_resolve
+from bootstrap.locks.lockfile import (
     LockFileError,
     check_lock,
-    host_platform,
-    make_lock,
     parse_lock,
     read_lock,
     requirements_digest,
 )
-from bootstrap.profiles import Profile, Sources, load_profile
+from bootstrap.locks.resolve import make_lock
+from bootstrap.profiles.catalog import load_profile
+from bootstrap.profiles.model import Profile, Sources
+from bootstrap.system.errors import UsageError
+from bootstrap.system.paths import builtin_profiles_dir
 
 HASH_A = "sha256:" + "a" * 64
 HASH_B = "sha256:" + "b" * 64
@@ -289,8 +293,8 @@ def test_host_platform_on_linux_x86_64() -> None:
 def test_host_platform_elsewhere(
     monkeypatch: pytest.MonkeyPatch, system: str, machine: str, expected: str
 ) -> None:
-    monkeypatch.setattr(lockfile.sys, "platform", system)
-    monkeypatch.setattr(lockfile.host, "machine", lambda: machine)
+    monkeypatch.setattr(platforms.sys, "platform", system)
+    monkeypatch.setattr(platforms.host, "machine", lambda: machine)
     assert host_platform() == expected
 
 
@@ -301,7 +305,7 @@ def test_make_lock_refuses_a_bad_python_version_before_running(
     def no_run(*args: object, **kwargs: object) -> None:
         pytest.fail("make_lock ran a command for an invalid --python-version")
 
-    monkeypatch.setattr(lockfile, "run", no_run)
+    monkeypatch.setattr(locks_resolve, "run", no_run)
     output = tmp_path / "out.lock"
     with pytest.raises(UsageError) as info:
         make_lock(profile, python_version=version, platform=PLATFORM, output=output)
@@ -338,28 +342,28 @@ LINUX, MAC = "x86_64-unknown-linux-gnu", "aarch64-apple-darwin"
 def fake_resolutions(monkeypatch: pytest.MonkeyPatch) -> None:
     """uv's answer per target: numpy differs by Python, a mac-only package on macOS."""
 
-    def resolve(profile: Profile, target: lockfile.Target, base: object = None) -> str:
+    def resolve(profile: Profile, target: platforms.Target, base: object = None) -> str:
         numpy = "2.4.6" if target.python == "3.11" else "2.5.5"
         text = f"keras==3.8.0 \\\n    --hash={HASH_A}\nnumpy=={numpy} \\\n    --hash={HASH_B}\n"
         if "darwin" in target.platform:
             text += f"appnope==0.1.4 \\\n    --hash={HASH_A}\n"
         return text
 
-    monkeypatch.setattr(lockfile, "_resolve", resolve)
+    monkeypatch.setattr(locks_resolve, "_resolve", resolve)
 
 
 def test_one_lock_for_several_targets(
     tmp_path: Path, profile: Profile, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake_resolutions(monkeypatch)
-    targets = [lockfile.Target(p, pl) for p in ("3.11", "3.12") for pl in (LINUX, MAC)]
-    result = lockfile.make_lock(profile, targets=targets, output=tmp_path / "lab.lock")
+    targets = [platforms.Target(p, pl) for p in ("3.11", "3.12") for pl in (LINUX, MAC)]
+    result = make_lock(profile, targets=targets, output=tmp_path / "lab.lock")
     lock = read_lock(tmp_path / "lab.lock")
     assert lock.targets == tuple(targets)
     text = (tmp_path / "lab.lock").read_text()
     assert "keras==3.8.0 \\\n" in text  # shared by every target: no marker
-    linux311 = lock.requirements_for(lockfile.Target("3.11", LINUX))
-    mac312 = lock.requirements_for(lockfile.Target("3.12", MAC))
+    linux311 = lock.requirements_for(platforms.Target("3.11", LINUX))
+    mac312 = lock.requirements_for(platforms.Target("3.12", MAC))
     assert "numpy==2.4.6" in linux311 and "appnope" not in linux311 and ";" not in linux311
     assert "numpy==2.5.5" in mac312 and "appnope==0.1.4" in mac312
     for target in targets:  # accepted on each machine of the lab
@@ -428,3 +432,50 @@ def test_any_header_and_body_give_a_lock_or_a_lock_error(
     except (LockFileError, UsageError):
         return
     assert lock.targets and lock.entries
+
+
+def test_lock_into_a_missing_folder_is_refused_before_resolving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_run(*args: object, **kwargs: object) -> None:
+        pytest.fail("make_lock resolved for a lock it cannot write")
+
+    monkeypatch.setattr(locks_resolve, "run", no_run)
+    profile = load_profile(builtin_profiles_dir() / "numpy.toml")
+    with pytest.raises(UsageError, match="no folder"):
+        make_lock(profile, python_version="3.11", platform=PLATFORM,
+                  output=tmp_path / "missing" / "numpy.lock")  # fmt: skip
+
+
+def test_a_wheelhouse_holds_only_the_locks_files(tmp_path: Path) -> None:
+    """Was: a changed or an extra wheel was only skipped by the installer (online, the
+    locked file then came from the index), though the README says both are refused."""
+    import hashlib
+
+    from bootstrap.locks.wheelhouse import check_wheelhouse
+    from bootstrap.system.errors import InstallError
+
+    house = tmp_path / "wh"
+    house.mkdir()
+    wheel = house / "namex-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"the locked wheel")
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    (house / "kboot-lock.txt").write_text(
+        header() + f"namex==0.1.0 \\\n    --hash=sha256:{digest}\n", encoding="utf-8"
+    )
+    lock = read_lock(house / "kboot-lock.txt")
+    check_wheelhouse(house, lock)  # only the lock's files: fine
+
+    extra = house / "namex-99.0.0-py3-none-any.whl"
+    extra.write_bytes(b"planted")
+    with pytest.raises(InstallError) as planted:
+        check_wheelhouse(house, lock)
+    assert planted.value.exit_code == 1
+    assert "namex-99.0.0-py3-none-any.whl is not in the lock" in planted.value.message
+    extra.unlink()
+
+    wheel.write_bytes(b"the locked wheel, changed")
+    with pytest.raises(InstallError) as tampered:
+        check_wheelhouse(house, lock)
+    assert "hash mismatch for namex==0.1.0" in tampered.value.message
+    assert str(wheel) in tampered.value.message

@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import platformdirs
 import pytest
 
-from bootstrap.paths import (
+from bootstrap.system.paths import (
     EnvLayout,
     builtin_profiles_dir,
     envs_dir,

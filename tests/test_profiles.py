@@ -8,17 +8,15 @@ from typing import Any
 
 import pytest
 
-from bootstrap.errors import ProfileError
-from bootstrap.paths import builtin_profiles_dir
-from bootstrap.profiles import (
+from bootstrap.profiles.catalog import list_profiles, load_profile, resolve_profile
+from bootstrap.profiles.model import (
     KERAS2_BACKENDS,
     KERAS3_BACKENDS,
     Profile,
     Sources,
-    list_profiles,
-    load_profile,
-    resolve_profile,
 )
+from bootstrap.system.errors import ProfileError
+from bootstrap.system.paths import builtin_profiles_dir
 from helpers import BUILTIN_NAMES
 
 BUILTINS = builtin_profiles_dir()
@@ -434,7 +432,7 @@ def test_credentials_never_reach_what_kboot_writes(write_profile: Any) -> None:
     ],
 )
 def test_the_generation_comes_from_the_specifier_itself(spec: str, generation: int | None) -> None:
-    from bootstrap.profiles import infer_generation
+    from bootstrap.profiles.model import infer_generation
 
     assert infer_generation("keras", spec) == generation
 

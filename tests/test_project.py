@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bootstrap.errors import ProfileError
-from bootstrap.paths import builtin_profiles_dir
-from bootstrap.project import Catalog, find_project
+from bootstrap.profiles.catalog import Catalog, find_project
+from bootstrap.system.errors import ProfileError
+from bootstrap.system.paths import builtin_profiles_dir
 from helpers import created, kboot, python_of
 
 BUILTINS = builtin_profiles_dir()
@@ -227,6 +227,7 @@ image_data_format = "channels_first"
 """
 
 
+@pytest.mark.integration
 def test_create_with_no_argument_in_a_project_builds_its_default(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -286,6 +287,7 @@ def test_editable_outside_a_project_is_refused_before_anything_is_built(
     assert not (tmp_path / "kboot-home" / "envs").exists()
 
 
+@pytest.mark.needs("root")  # a file owned by another user
 def test_a_project_file_someone_else_owns_is_passed_over(tmp_path: Path) -> None:
     """git's safe.directory rule: another user's kboot.toml in a shared folder (/tmp) must
     not choose the packages kboot installs for you."""
@@ -360,7 +362,7 @@ def test_extending_its_own_name_with_nothing_below_says_so(tmp_path: Path) -> No
 
 
 def test_editable_in_a_monorepo_installs_the_package_you_are_in(tmp_path: Path) -> None:
-    from bootstrap.project import editable_root
+    from bootstrap.profiles.catalog import editable_root
 
     root = project(tmp_path, '[profiles.dev]\nextends = "numpy"\n', kind="kboot.toml")
     package = root / "packages" / "alpha"
@@ -373,6 +375,7 @@ def test_editable_in_a_monorepo_installs_the_package_you_are_in(tmp_path: Path) 
         editable_root(found, root)
 
 
+@pytest.mark.integration
 def test_two_checkouts_of_one_project_do_not_rebuild_each_other(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

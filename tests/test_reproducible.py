@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bootstrap.lockfile import read_lock
+from bootstrap.locks.lockfile import read_lock
 from helpers import created, kboot, kboot_offline, report_from_fresh_shell, start_kboot
 
 pytestmark = pytest.mark.integration
@@ -96,9 +96,11 @@ def test_offline_refuses_tampered_and_names_missing_wheels(
     assert not (tmp_path / "kboot-home" / "envs" / "numpy").exists()
 
 
+@pytest.mark.needs("unshare")
 def test_a_wheelhouse_online_is_still_hash_checked(wheelhouse: Path, tmp_path: Path) -> None:
     """Defect 8: --wheelhouse without --offline ignored kboot-lock.txt, so a planted wheel of
-    a higher version was installed, and its .pth ran during kboot's own smoke test."""
+    a higher version was installed, and its .pth ran during kboot's own smoke test. Issue 15,
+    item 14: the planted wheel, and a tampered one, were then skipped, not refused."""
     house = tmp_path / "wh"
     shutil.copytree(wheelhouse / "wh", house)
     sprung = tmp_path / "SPRUNG"
@@ -112,17 +114,78 @@ def test_a_wheelhouse_online_is_still_hash_checked(wheelhouse: Path, tmp_path: P
         )
         archive.writestr("namex-99.0.0.dist-info/WHEEL", "Wheel-Version: 1.0\nTag: py3-none-any\n")
         archive.writestr("namex-99.0.0.dist-info/RECORD", "")
-    data = created(kboot("create", "numpy", "--wheelhouse", str(house), "--json"))
     locked = read_lock(house / "kboot-lock.txt")
-    assert data["packages"]["namex"] == locked.pins["namex"] != "99.0.0"
+    assert locked.pins["namex"] != "99.0.0"
+    # issue 15, item 14: was quietly skipped (the installer took the locked namex)
+    extra = kboot("create", "numpy", "--wheelhouse", str(house))
+    assert extra.returncode == 1, extra.stderr
+    assert f"{planted} is not in the lock" in extra.stderr
     assert not sprung.exists(), "the planted wheel's code ran"
-    assert data["lock"]["path"] == str(house / "kboot-lock.txt")
+    offline = kboot_offline(tmp_path, "create", "numpy", "--offline", "--wheelhouse", str(house))
+    assert offline.returncode == 1 and f"{planted} is not in the lock" in offline.stderr
+    planted.unlink()
+
+    wheel = next(house.glob("namex-*.whl"))  # was skipped too: online, namex came from the index
+    with zipfile.ZipFile(wheel, "a") as archive:
+        archive.writestr("namex/injected.py", "print('not what was locked')\n")
+    tampered = kboot("create", "numpy", "--wheelhouse", str(house))
+    assert tampered.returncode == 1, tampered.stderr
+    assert "hash mismatch for namex==" in tampered.stderr and wheel.name in tampered.stderr
+    assert "Traceback" not in extra.stderr + tampered.stderr + offline.stderr
+    assert not (tmp_path / "kboot-home" / "envs" / "numpy").exists()
 
     (house / "kboot-lock.txt").unlink()  # a wheelhouse nothing can check is refused
     refused = kboot("create", "numpy", "--name", "other", "--wheelhouse", str(house))
     assert refused.returncode == 2
     assert "holds no kboot-lock.txt" in refused.stderr
     assert not sprung.exists()
+
+
+def test_packages_installed_by_hand_are_lock_drift_until_sync(
+    wheelhouse: Path, tmp_path: Path
+) -> None:
+    """Issue 15, item 7: in an environment built from a lock, another keras and an extra
+    package installed by hand were invisible to sync --check, check, sync and list."""
+    from uv import find_uv_bin
+
+    lock = wheelhouse / "numpy.lock"
+    locked = read_lock(lock).pins["keras"]
+    other = "3.8.0" if locked != "3.8.0" else "3.9.0"
+    lab = tmp_path / "lab.toml"
+    lab.write_text(f'[[env]]\nname = "lab"\nprofile = "numpy"\nlock = "{lock}"\n')
+    assert kboot("sync", str(lab)).returncode == 0
+    assert kboot("sync", str(lab), "--check").returncode == 0
+    (env,) = json.loads(kboot("list", "--json").stdout)
+    python = Path(env["path"]) / "bin" / "python"
+    by_hand = subprocess.run(
+        [find_uv_bin(), "pip", "install", "--python", str(python), "six", f"keras=={other}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert by_hand.returncode == 0, by_hand.stderr
+
+    checked = kboot("sync", str(lab), "--check", "--json")
+    assert checked.returncode == 1, checked.stderr
+    (entry,) = json.loads(checked.stdout)["environments"]
+    assert entry["status"] == "differs" and "six" in entry["detail"]
+    drift = {d["name"]: d for d in entry["lock_drift"]}
+    assert drift["six"]["locked"] is None and drift["six"]["installed"]
+    assert drift["keras"] == {"name": "keras", "locked": locked, "installed": other}
+    check = kboot("check", "lab", "--json")
+    assert check.returncode == 1, check.stderr
+    assert {d["name"] for d in json.loads(check.stdout)["lock_drift"]} == {"keras", "six"}
+    (listed,) = json.loads(kboot("list", "--json").stdout)
+    assert listed["keras_version"] == other  # what is installed, not what the record says
+
+    repaired = kboot("sync", str(lab), "--json")
+    assert repaired.returncode == 0, repaired.stderr
+    (entry,) = json.loads(repaired.stdout)["environments"]
+    assert entry["status"] == "rebuilt" and entry["changed"]
+    assert kboot("sync", str(lab), "--check").returncode == 0
+    (listed,) = json.loads(kboot("list", "--json").stdout)
+    assert listed["keras_version"] == locked and listed["lock_drift"] == []
+    assert not list((Path(env["path"]) / "lib").glob("python*/site-packages/six-*.dist-info"))
 
 
 def test_create_is_idempotent_and_updates_what_changed(tmp_path: Path, write_profile: Any) -> None:

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bootstrap import interrupts, run
-from bootstrap.cli import main
-from bootstrap.errors import Interrupted, MetricsError, ProfileError, UsageError
-from bootstrap.run import (
+from bootstrap.cli.app import main
+from bootstrap.cli.run_table import metric_text, render_run, run_markdown
+from bootstrap.run import execute
+from bootstrap.run.execute import (
     MAX_METRICS,
     MAX_METRICS_BYTES,
     METRICS_VARIABLE,
@@ -39,8 +39,11 @@ from bootstrap.run import (
     run_all,
     run_environ,
 )
-from bootstrap.run_table import metric_text, render_run, run_markdown
-from helpers import readme_blocks
+from bootstrap.system import interrupts
+from bootstrap.system.errors import Interrupted, MetricsError, ProfileError, UsageError
+from helpers import created, readme_blocks
+from helpers import kboot as kboot_process
+from machine import LOCAL_INDEX, TORCH_WHEELS
 
 # --- the command's environment -------------------------------------------------------------
 
@@ -162,7 +165,7 @@ def test_metrics_text_is_printable_and_short() -> None:
     data = json.dumps({"\x1b[31mred": "a\nb", "long": "x" * 500, "lone": "\ud800"}).encode()
     values, _ = parse_metrics(data)
     assert values["?[31mred"] == "a?b"
-    assert len(str(values["long"])) == run.MAX_TEXT
+    assert len(str(values["long"])) == execute.MAX_TEXT
     assert values["lone"] == "?"
 
 
@@ -196,7 +199,7 @@ def test_any_bytes_give_values_or_kboots_error(data: bytes) -> None:
         return
     assert all(isinstance(w, str) for w in warnings)
     for key, value in values.items():
-        assert key.isprintable() and len(key) <= run.MAX_TEXT
+        assert key.isprintable() and len(key) <= execute.MAX_TEXT
         key.encode("utf-8")
         metric_text(value).encode("utf-8")
     json.dumps({k: json_value(v) for k, v in values.items()}, allow_nan=False)
@@ -303,17 +306,19 @@ def test_a_command_not_in_the_environment(tmp_path: Path, fake_env: RunTarget) -
     assert outcome.hint and "profile's packages" in outcome.hint
     script = tmp_path / "script.sh"
     script.write_text("#!/bin/sh\n")
-    again = run.log_folder(tmp_path / "again")
+    again = execute.log_folder(tmp_path / "again")
     report = run_all([fake_env], [str(script)], {"PATH": "/bin"}, log_dir=again)
     assert (report.outcomes[0].status, report.exit_code) == ("not executable", 126)
 
 
-def test_a_run_killed_by_a_signal(tmp_path: Path, fake_env: RunTarget) -> None:
-    report = run_all([fake_env], py("import os, signal; os.kill(os.getpid(), signal.SIGTERM)"),
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGKILL"])  # SIGKILL: the OOM killer's
+def test_a_run_killed_by_a_signal(tmp_path: Path, fake_env: RunTarget, name: str) -> None:
+    number = getattr(signal, name)
+    report = run_all([fake_env], py(f"import os; os.kill(os.getpid(), {int(number)})"),
                      {}, log_dir=tmp_path)  # fmt: skip
     (outcome,) = report.outcomes
-    assert (outcome.status, outcome.exit_code) == ("killed", 128 + signal.SIGTERM)
-    assert outcome.exit_text == "killed (SIGTERM)"
+    assert (outcome.status, outcome.exit_code) == ("killed", 128 + number)
+    assert outcome.exit_text == f"killed ({name})"
 
 
 def test_the_shells_keras_backend_is_overridden_with_one_warning(
@@ -343,20 +348,32 @@ def test_no_stale_metrics_from_an_earlier_run(tmp_path: Path, fake_env: RunTarge
 
 
 def test_one_at_a_time_the_output_is_shown_live(tmp_path: Path, fake_env: RunTarget) -> None:
-    seen: list[tuple[float, bytes]] = []
-    code = "import time\nprint('first', flush=True)\ntime.sleep(1)\nprint('second')\n"
-    started = time.monotonic()
+    """The command prints `first`, then waits until the echo has shown it: were the output
+    shown only at the end, it would give up after 60 s and fail."""
+    shown = tmp_path / "shown"
+    code = (
+        "import pathlib, sys, time\nprint('first', flush=True)\n"
+        "deadline = time.monotonic() + 60\n"
+        f"while not pathlib.Path({str(shown)!r}).exists():\n"
+        "    if time.monotonic() > deadline: sys.exit('first was not shown while I ran')\n"
+        "    time.sleep(0.02)\n"
+        "print('second')\n"
+    )
+    seen: list[bytes] = []
 
     def echo(chunk: bytes) -> None:
-        seen.append((time.monotonic() - started, chunk))
+        seen.append(chunk)
+        if b"first" in b"".join(seen):
+            shown.touch()
 
     report = run_all([fake_env], py(code), {}, log_dir=tmp_path, echo=echo)
-    assert b"".join(chunk for _, chunk in seen) == b"first\nsecond\n"
-    assert seen[0][0] < report.outcomes[0].seconds - 0.5  # before the command ended
+    assert report.outcomes[0].ok, report.outcomes[0].output_tail
+    assert b"".join(seen) == b"first\nsecond\n"
     seen.clear()
     other = target(fake_env.path, name="other")
-    run_all([fake_env, other], py("print(1)"), {}, log_dir=tmp_path, workers=2,
-            echo=lambda chunk: seen.append((0, chunk)))  # fmt: skip
+    both = run_all([fake_env, other], py("print(1)"), {}, workers=2, echo=seen.append,
+                   log_dir=execute.log_folder(tmp_path / "two"))  # fmt: skip
+    assert [o.status for o in both.outcomes] == ["ok", "ok"]
     assert seen == []  # several at once: the logs only
 
 
@@ -371,21 +388,24 @@ def test_cancel_stops_every_run(
     tmp_path: Path, fake_env: RunTarget, clean_cancel: None, workers: int
 ) -> None:
     other = target(fake_env.path, name="other")
-    marker = tmp_path / "started"
-    code = f"import pathlib, time\npathlib.Path({str(marker)!r}).touch()\ntime.sleep(60)\n"
-
-    def cancel_once_started() -> None:
-        deadline = time.monotonic() + 30
-        while not marker.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        interrupts.cancel()
-
-    threading.Thread(target=cancel_once_started, daemon=True).start()
-    started = time.monotonic()
+    marker, finished = tmp_path / "started", tmp_path / "finished"
+    code = (
+        f"import pathlib, time\npathlib.Path({str(marker)!r}).touch()\ntime.sleep(60)\n"
+        f"pathlib.Path({str(finished)!r}).touch()\n"
+    )
+    threading.Thread(target=_when_it_exists, args=(marker, interrupts.cancel), daemon=True).start()
     with pytest.raises(Interrupted):
         run_all([fake_env, other], py(code), {}, log_dir=tmp_path, workers=workers)
     assert marker.exists()
-    assert time.monotonic() - started < 20  # not the 60 s the command sleeps
+    assert not finished.exists()  # stopped: not waited for until its 60 s were over
+
+
+def _when_it_exists(path: Path, then: Callable[[], object], timeout: float = 120) -> None:
+    """Call `then` once `path` exists (or after `timeout` s: the test then fails on its own)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    then()
 
 
 def test_a_sigint_cancels_the_runs_and_exits_130(tmp_path: Path, fake_env: RunTarget) -> None:
@@ -393,21 +413,27 @@ def test_a_sigint_cancels_the_runs_and_exits_130(tmp_path: Path, fake_env: RunTa
     code = "import time; print('ready', flush=True); time.sleep(60)"
     proc = _run_in_own_process(tmp_path, fake_env, code, names=("fake", "other"))
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=20)
+    out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130
     assert "interrupted: interrupted; every run was stopped" in out
 
 
 def _run_in_own_process(
-    tmp_path: Path, fake_env: RunTarget, code: str, names: tuple[str, ...] = ("fake",)
+    tmp_path: Path,
+    fake_env: RunTarget,
+    code: str,
+    names: tuple[str, ...] = ("fake",),
+    grace: float = interrupts.GRACE_SECONDS,
 ) -> subprocess.Popen[str]:
     """run_all of `python -c code` on environments called `names` (all at once), with
-    kboot's real signal handlers, in a process of its own; returns once every run has
-    started (the command prints `ready`)."""
+    kboot's real signal handlers and a grace period of `grace` s, in a process of its own;
+    returns once every run has started (the command prints `ready`)."""
     script = (
         "import sys\nfrom pathlib import Path\n"
-        "from bootstrap import interrupts\nfrom bootstrap.run import RunTarget, run_all\n"
-        "from bootstrap.errors import Interrupted\n"
+        "from bootstrap.system import interrupts\n"
+        "from bootstrap.run.execute import RunTarget, run_all\n"
+        "from bootstrap.system.errors import Interrupted\n"
+        f"interrupts.GRACE_SECONDS = {grace!r}\n"
         "interrupts.install_handlers()\n"
         f"root = Path({str(fake_env.path)!r})\n"
         "targets = [RunTarget(name, root, root / 'bin', 'jax', 'env', root / 'kh')\n"
@@ -420,10 +446,11 @@ def _run_in_own_process(
     )
     proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path), code, *names],
                             stdout=subprocess.PIPE, text=True)  # fmt: skip
-    logs, deadline = [tmp_path / f"{name}.log" for name in names], time.monotonic() + 30
+    logs, deadline = [tmp_path / f"{name}.log" for name in names], time.monotonic() + 120
     while not all(log.exists() and "ready" in log.read_text() for log in logs):
+        assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "the runs did not start"
-        time.sleep(0.05)
+        time.sleep(0.02)
     return proc
 
 
@@ -438,9 +465,9 @@ def test_ctrl_c_reaches_the_command_so_it_can_save_its_work(
         "except KeyboardInterrupt:\n"
         f"    time.sleep(0.5); pathlib.Path({str(saved)!r}).write_text('saved')\n"
     )
-    proc = _run_in_own_process(tmp_path, fake_env, code)
+    proc = _run_in_own_process(tmp_path, fake_env, code, grace=120)  # time to save, if slow
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=20)
+    out, _ = proc.communicate(timeout=180)
     assert proc.returncode == 130, out
     assert saved.read_text() == "saved"  # the script's own handler ran to its end
 
@@ -448,56 +475,66 @@ def test_ctrl_c_reaches_the_command_so_it_can_save_its_work(
 def test_a_second_ctrl_c_kills_a_command_that_ignores_the_first(
     tmp_path: Path, fake_env: RunTarget
 ) -> None:
+    """The command notes the first Ctrl-C and goes on; the second one kills it at once,
+    long before its grace period (here 300 s) is over."""
+    first = tmp_path / "first-ctrl-c"
     code = (
-        "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-        "print('ready', flush=True); time.sleep(60)\n"
+        "import pathlib, signal, time\n"
+        f"signal.signal(signal.SIGINT, lambda *_: pathlib.Path({str(first)!r}).touch())\n"
+        "print('ready', flush=True); time.sleep(600)\n"
     )
-    proc = _run_in_own_process(tmp_path, fake_env, code)
-    started = time.monotonic()
+    proc = _run_in_own_process(tmp_path, fake_env, code, grace=300)
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.5)
+    _when_it_exists(first, lambda: None)  # kboot passed the first one on: it was handled
+    assert first.exists()
     assert proc.poll() is None  # still in its grace period
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=20)
+    out, _ = proc.communicate(timeout=120)  # not the 300 s grace period
     assert proc.returncode == 130, out
-    assert time.monotonic() - started < interrupts.GRACE_SECONDS  # not the grace period
 
 
 def test_a_command_that_ignores_the_signal_is_killed_after_the_grace_period(
     tmp_path: Path, fake_env: RunTarget, clean_cancel: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(interrupts, "GRACE_SECONDS", 1.0)
-    ready = tmp_path / "ready"
+    ready, finished = tmp_path / "ready", tmp_path / "finished"
     code = (
         "import pathlib, signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
         f"pathlib.Path({str(ready)!r}).touch(); time.sleep(60)\n"
+        f"pathlib.Path({str(finished)!r}).touch()\n"
     )
+    signalled: list[float] = []
 
-    def signal_once_started() -> None:
-        deadline = time.monotonic() + 30
-        while not ready.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+    def signal_it() -> None:
+        signalled.append(time.monotonic())
         interrupts.cancel(signal.SIGINT)
 
-    threading.Thread(target=signal_once_started, daemon=True).start()
-    started = time.monotonic()
+    threading.Thread(target=_when_it_exists, args=(ready, signal_it), daemon=True).start()
     with pytest.raises(Interrupted):
         run_all([fake_env], py(code), {}, log_dir=tmp_path)
     assert ready.exists()
-    assert interrupts.GRACE_SECONDS <= time.monotonic() - started < 20  # not the 60 s it sleeps
+    assert time.monotonic() - signalled[0] >= interrupts.GRACE_SECONDS  # it had its grace
+    assert not finished.exists()  # then it was killed, not waited for until its 60 s were over
 
 
 # --- rendering -----------------------------------------------------------------------------
 
 
+def used(*backends: str) -> tuple[execute.KerasReport, ...]:
+    """What processes of a run reported: one per backend given."""
+    return tuple(execute.KerasReport(100 + i, name) for i, name in enumerate(backends))
+
+
 def fake_report(tmp_path: Path) -> RunReport:
-    ok = run.RunOutcome("numpy", "ok", 0, "numpy", tmp_path, "existing", 1.5, 300 * 2**20,
-                        {"loss": 0.123456789, "note": "a|b"}, tmp_path / "numpy.log")  # fmt: skip
-    failed = run.RunOutcome(
+    ok = execute.RunOutcome("numpy", "ok", 0, "numpy", tmp_path, "existing", 1.5, 300 * 2**20,
+                            {"loss": 0.123456789, "note": "a|b"}, tmp_path / "numpy.log",
+                            keras_reports=used("numpy"))  # fmt: skip
+    failed = execute.RunOutcome(
         "jax-cpu", "failed", 1, "jax", tmp_path, "created", 2.0, 2**30, {"loss": float("nan")},
         tmp_path / "jax-cpu.log", output_tail="E   assert 'jax' != 'jax'\n```fence```",
+        keras_reports=used("jax", "jax"),
     )  # fmt: skip
-    missing = run.RunOutcome("tf-cpu", "not found", 127, "tensorflow", message="'x' was not "
+    missing = execute.RunOutcome("tf-cpu", "not found", 127, "tensorflow", message="'x' was not "
                              "found", hint="install it")  # fmt: skip
     return RunReport(("python", "-m", "pytest"), (ok, failed, missing), tmp_path,
                      ("your shell's KERAS_BACKEND=torch was overridden",))  # fmt: skip
@@ -534,6 +571,238 @@ def test_text_table_with_failures_under_it(
     assert "tf-cpu: not found: 'x' was not found" in out
     assert out.rstrip().endswith(f"1 of 3 runs passed; logs in {tmp_path}")
     assert "warning: your shell's KERAS_BACKEND=torch was overridden" in err
+
+
+# --- the backend that ran ------------------------------------------------------------------
+
+
+def backend_report(tmp_path: Path) -> RunReport:
+    """One run of each kind: the environment's backend, another one, several, none, and a
+    command that never started."""
+
+    def outcome(name: str, backend: str, *ran: str, **changes: Any) -> execute.RunOutcome:
+        values: dict[str, Any] = {"status": "ok", "exit_code": 0, "seconds": 1.0,
+                                  "keras_reports": used(*ran), **changes}  # fmt: skip
+        return execute.RunOutcome(name, backend=backend, path=tmp_path, **values)
+
+    return RunReport(("python", "t.py"), (
+        outcome("same", "numpy", "numpy"),
+        outcome("other", "numpy", "jax"),
+        outcome("several", "torch", "torch", "jax"),
+        outcome("silent", "jax"),
+        outcome("missing", "tensorflow", status="not found", exit_code=127, message="no"),
+    ), tmp_path)  # fmt: skip
+
+
+def test_json_gives_the_configured_and_the_used_backend_apart(tmp_path: Path) -> None:
+    runs = {run["name"]: run for run in backend_report(tmp_path).to_dict()["runs"]}
+    fields = ("backend", "backends_used", "backend_mismatch")
+    assert {name: tuple(run[f] for f in fields) for name, run in runs.items()} == {
+        "same": ("numpy", ["numpy"], False),
+        "other": ("numpy", ["jax"], True),
+        "several": ("torch", ["jax", "torch"], True),
+        "silent": ("jax", None, None),  # unknown, not guessed
+        "missing": ("tensorflow", None, None),
+    }
+    assert runs["other"]["keras_processes"] == [{"pid": 100, "backend": "jax", "floatx": None,
+                                                 "image_data_format": None,
+                                                 "keras_version": None}]  # fmt: skip
+    json.dumps(backend_report(tmp_path).to_dict(), allow_nan=False)
+
+
+def test_the_table_shows_the_backend_that_ran_and_flags_another(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    render_run(backend_report(tmp_path))
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines()[1:6]}
+    assert out.splitlines()[0].split() == ["ENV", "BACKEND", "EXIT", "SECONDS", "PEAK", "MEM"]
+    assert rows["same"].split()[1:3] == ["numpy", "0"]
+    assert "jax (set: numpy)" in rows["other"]
+    assert "jax, torch (set: torch)" in rows["several"]
+    assert "unknown (set: jax)" in rows["silent"]
+    assert rows["missing"].split()[1] == "tensorflow"  # it never started
+    assert "note: other: Keras ran on jax, not on the environment's numpy" in out
+    assert "note: several: Keras ran on jax, torch, not on the environment's torch" in out
+    assert "note: unknown: no process of that environment reported its backend" in out
+
+    lines = run_markdown(backend_report(tmp_path)).splitlines()
+    assert lines[4].startswith("| same | numpy | ✅ 0 |")
+    assert lines[5].startswith("| other | ⚠️ jax (set: numpy) | ✅ 0 |")
+    assert lines[7].startswith("| silent | unknown (set: jax) | ✅ 0 |")
+    assert any(line.startswith("> note: other: Keras ran on jax") for line in lines)
+
+
+def test_a_metric_named_backend_is_not_a_second_backend_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = execute.RunOutcome("numpy", "ok", 0, "numpy", metrics={"backend": "numpy"},
+                             keras_reports=used("numpy"))  # fmt: skip
+    render_run(RunReport(("x",), (run,), tmp_path))
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header.split() == ["ENV", "BACKEND", "EXIT", "SECONDS", "PEAK", "MEM", "BACKEND",
+                              "(METRIC)"]  # fmt: skip
+    assert "| backend (metric) |" in run_markdown(RunReport(("x",), (run,), tmp_path))
+
+
+def report_file(folder: Path, name: str, document: Any) -> None:
+    (folder / name).write_text(json.dumps(document))
+
+
+def test_reports_are_read_from_this_environments_processes_only(tmp_path: Path) -> None:
+    env = tmp_path / "env"
+    env.mkdir()
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    mine = {"prefix": str(env), "backend": "jax", "floatx": "float32", "keras": "3.15.1"}
+    report_file(folder, "12-a.json", {**mine, "pid": 12})
+    report_file(folder, "7-b.json", {**mine, "pid": 7, "backend": "torch"})
+    report_file(folder, "8-c.json", {**mine, "pid": 8, "prefix": str(tmp_path / "other-env")})
+    report_file(folder, ".9-d.json", {**mine, "pid": 9})  # one still being written
+    report_file(folder, "10-e.json", [1, 2])
+    report_file(folder, "11-f.json", {**mine, "pid": "11"})
+    (folder / "13-g.json").write_bytes(b"\xff not json")
+    (folder / "14-h.json").symlink_to(folder / "12-a.json")
+    reports = execute.read_keras_reports(folder, env)
+    assert [(r.pid, r.backend) for r in reports] == [(7, "torch"), (12, "jax")]
+    assert reports[1] == execute.KerasReport(12, "jax", "float32", None, "3.15.1")
+    assert execute.read_keras_reports(tmp_path / "none", env) == ()
+
+
+def test_the_report_folder_reaches_the_command_and_no_other(tmp_path: Path) -> None:
+    inherited = {execute.KERAS_REPORT_VARIABLE: "/an/outer/run"}
+    env, _ = run_environ(inherited, target(tmp_path), tmp_path / "m.json")
+    assert execute.KERAS_REPORT_VARIABLE not in env
+    env, _ = run_environ(inherited, target(tmp_path), tmp_path / "m.json", tmp_path / "r")
+    assert env[execute.KERAS_REPORT_VARIABLE] == str(tmp_path / "r")
+
+
+#: A stand-in for Keras: it reports the backend it would pick, as Keras 3 does.
+FAKE_KERAS = """\
+import os
+__version__ = "3.99.0"
+
+
+class config:
+    backend = staticmethod(lambda: os.environ.get("KERAS_BACKEND") or "tensorflow")
+    floatx = staticmethod(lambda: "float32")
+    image_data_format = staticmethod(lambda: "channels_last")
+"""
+
+
+@pytest.fixture(scope="module")
+def reporting_env(tmp_path_factory: pytest.TempPathFactory) -> RunTarget:
+    """A real virtualenv with kboot's startup file and a stand-in keras (no network)."""
+    from bootstrap.install.interpreters import running_interpreter
+    from bootstrap.install.venv import VirtualEnv
+
+    root = tmp_path_factory.mktemp("reporting") / "env"
+    env = VirtualEnv.create(root, running_interpreter())
+    env.write_startup_env({"KERAS_HOME": str(root / "keras-home")})
+    (env.site_packages / "keras").mkdir()
+    (env.site_packages / "keras" / "__init__.py").write_text(FAKE_KERAS)
+    return target(root, name="numpy", backend="numpy", bin_dir=env.bin_dir)
+
+
+CHOOSES_JAX = "import os\nos.environ['KERAS_BACKEND'] = 'jax'\nimport keras\n"
+
+
+def test_a_command_that_chooses_another_backend_is_flagged(
+    tmp_path: Path, reporting_env: RunTarget
+) -> None:
+    report = run_all([reporting_env], py(CHOOSES_JAX), {}, log_dir=tmp_path)
+    (outcome,) = report.outcomes
+    assert (outcome.status, outcome.exit_code, report.exit_code) == ("ok", 0, 0)  # a warning
+    assert (outcome.backend, outcome.backends_used, outcome.backend_mismatch) == (
+        "numpy", ("jax",), True)  # fmt: skip
+    (process,) = outcome.keras_reports
+    assert (process.floatx, process.image_data_format, process.keras_version) == (
+        "float32", "channels_last", "3.99.0")  # fmt: skip
+    assert any("Keras ran on jax, not on the environment's numpy" in w for w in outcome.warnings)
+
+
+def test_strict_backend_fails_the_run(tmp_path: Path, reporting_env: RunTarget) -> None:
+    for name in "abc":
+        (tmp_path / name).mkdir()
+    report = run_all([reporting_env], py(CHOOSES_JAX), {}, log_dir=tmp_path / "a",
+                     strict_backend=True)  # fmt: skip
+    (outcome,) = report.outcomes
+    assert (outcome.status, outcome.exit_code, report.exit_code) == ("wrong backend", 1, 1)
+    assert "(--strict-backend)" in (outcome.message or "")
+    same = run_all([reporting_env], py("import keras"), {}, log_dir=tmp_path / "b",
+                   strict_backend=True).outcomes[0]  # fmt: skip
+    silent = run_all([reporting_env], py("pass"), {}, log_dir=tmp_path / "c",
+                     strict_backend=True).outcomes[0]  # fmt: skip
+    assert (same.status, same.backends_used, same.backend_mismatch) == ("ok", ("numpy",), False)
+    assert (silent.status, silent.backends_used, silent.backend_mismatch) == ("ok", None, None)
+
+
+CHILDREN = """\
+import os, subprocess, sys
+import keras
+subprocess.run([sys.executable, "-c", "import os; os.environ['KERAS_BACKEND'] = 'torch'; "
+                "import keras"], check=True)
+subprocess.run([sys.executable, "-c", "pass"], check=True)  # no keras: no report
+if os.fork() == 0:
+    sys.exit(0)  # a forked child reports too, in its own file
+os.wait()
+"""
+
+
+def test_every_process_that_imported_keras_reports(
+    tmp_path: Path, reporting_env: RunTarget
+) -> None:
+    (outcome,) = run_all([reporting_env], py(CHILDREN), {}, log_dir=tmp_path).outcomes
+    assert outcome.ok, outcome.output_tail
+    assert outcome.backends_used == ("numpy", "torch")
+    assert sorted(r.backend for r in outcome.keras_reports) == ["numpy", "numpy", "torch"]
+    assert len({r.pid for r in outcome.keras_reports}) == 3
+    assert outcome.backend_mismatch is True
+
+
+def test_a_process_killed_before_its_exit_reports_nothing(
+    tmp_path: Path, reporting_env: RunTarget
+) -> None:
+    code = "import os, signal, keras; os.kill(os.getpid(), signal.SIGTERM)"
+    (outcome,) = run_all([reporting_env], py(code), {}, log_dir=tmp_path).outcomes
+    assert outcome.status == "killed", outcome.output_tail
+    assert (outcome.backends_used, outcome.backend_mismatch) == (None, None)
+
+
+def test_an_environment_built_before_the_report_says_so(
+    tmp_path: Path, reporting_env: RunTarget
+) -> None:
+    from dataclasses import replace
+
+    old = replace(reporting_env, reports_backend=False)
+    (outcome,) = run_all([old], py("pass"), {}, log_dir=tmp_path).outcomes
+    assert any("built by an older kboot" in w for w in outcome.warnings)
+    assert execute._reports_backend(tmp_path / "no-such.pth") is False
+
+
+@pytest.mark.parametrize("version", ["3.6", "3.8"])
+def test_the_startup_file_runs_on_old_pythons(tmp_path: Path, version: str) -> None:
+    """Keras 2 environments run Python 3.6: the startup file must too (and stay quiet)."""
+    import pwd
+
+    from bootstrap.install.venv import _STARTUP_CODE
+
+    pyenv = Path(os.environ.get("PYENV_ROOT") or Path(pwd.getpwuid(os.getuid()).pw_dir) / ".pyenv")
+    python = next(iter(sorted(pyenv.glob(f"versions/{version}.*/bin/python"))), None)
+    if python is None:
+        pytest.skip(f"no Python {version} in {pyenv}/versions")
+    code = _STARTUP_CODE % ascii(json.dumps({}))
+    fake = tmp_path / "site"
+    (fake / "keras").mkdir(parents=True)
+    (fake / "keras" / "__init__.py").write_text(FAKE_KERAS)
+    (tmp_path / "r").mkdir()
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(fake),
+           execute.KERAS_REPORT_VARIABLE: str(tmp_path / "r")}  # fmt: skip
+    done = subprocess.run([str(python), "-c", f"exec({code!a}, {{}})\nimport keras"], env=env,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    (report,) = [json.loads(p.read_text()) for p in (tmp_path / "r").iterdir()]
+    assert report["backend"] == "tensorflow"
 
 
 # --- the CLI -------------------------------------------------------------------------------
@@ -597,14 +866,14 @@ def test_options_after_the_double_dash_belong_to_the_command(
 
 
 def test_logs_folder(tmp_path: Path) -> None:
-    assert run.log_folder(tmp_path / "a" / "b") == tmp_path / "a" / "b"
+    assert execute.log_folder(tmp_path / "a" / "b") == tmp_path / "a" / "b"
     assert (tmp_path / "a" / "b").is_dir()
     (tmp_path / "file").write_text("")
     with pytest.raises(UsageError, match="cannot use the folder"):
-        run.log_folder(tmp_path / "file")
+        execute.log_folder(tmp_path / "file")
     # a folder that holds anything gets a new subfolder: kboot overwrites no file
     (tmp_path / "a" / "b" / "numpy.log").write_text("the user's")
-    again = run.log_folder(tmp_path / "a" / "b")
+    again = execute.log_folder(tmp_path / "a" / "b")
     assert again.parent == tmp_path / "a" / "b" and again.name.startswith("run-")
     assert list(again.iterdir()) == []
     assert (tmp_path / "a" / "b" / "numpy.log").read_text() == "the user's"
@@ -622,9 +891,6 @@ def test_an_existing_log_is_not_overwritten(tmp_path: Path, fake_env: RunTarget)
 
 
 # --- real environments ---------------------------------------------------------------------
-
-TORCH_WHEELS = Path(os.environ.get("KBOOT_TEST_TORCH_WHEELS", "/opt/wheels"))
-LOCAL_INDEX = os.environ.get("KBOOT_TEST_INDEX_URL", "file:///opt/pypi/simple")
 
 # the README's training script, as written there: the README cannot drift from this test
 (TRAIN,) = [b for b in readme_blocks("python") if b.startswith("# train.py")]
@@ -671,9 +937,8 @@ def kboot_at(
 
 
 @pytest.mark.integration
+@pytest.mark.needs("torch-cpu-wheels", "local-index")
 def test_a_training_script_on_four_backends(tmp_path: Path, shared_home: Path) -> None:
-    wheels = sorted(TORCH_WHEELS.glob("torch-*+cpu-*.whl"))
-    assert wheels, f"no CPU torch wheel in {TORCH_WHEELS} (set KBOOT_TEST_TORCH_WHEELS)"
     made = kboot_at(shared_home, tmp_path, "create", "torch-cpu", "--index-url", LOCAL_INDEX,
                     "--find-links", str(TORCH_WHEELS))  # fmt: skip
     assert made.returncode == 0, made.stderr
@@ -690,14 +955,15 @@ def test_a_training_script_on_four_backends(tmp_path: Path, shared_home: Path) -
     for name, backend in expected.items():
         row = runs[name]
         assert (row["status"], row["exit_code"], row["backend"]) == ("ok", 0, backend), row
-        assert row["metrics"]["backend"] == backend  # the shell's KERAS_BACKEND did not win
+        # what Keras really used: the shell's KERAS_BACKEND did not win
+        assert (row["backends_used"], row["backend_mismatch"]) == ([backend], False), row
         assert isinstance(row["metrics"]["loss"], float) and math.isfinite(row["metrics"]["loss"])
         assert row["metrics"]["trained"] is (backend != "numpy")
         assert row["peak_memory_bytes"] > 50 * 2**20
         assert Path(row["log"]) == tmp_path / "logs" / f"{name}.log"
         assert "loss " in Path(row["log"]).read_text()  # the script's own output
     assert runs["torch-cpu"]["action"] == "existing"  # built above, used as it is
-    assert data["metrics"] == ["backend", "loss", "trained"]
+    assert data["metrics"] == ["loss", "trained"]
     assert any("KERAS_BACKEND=tensorflow was overridden" in w for w in data["warnings"])
 
     # again: every environment exists now, none is rebuilt
@@ -765,6 +1031,55 @@ def test_a_librarys_tests_on_several_backends(
     assert "kt-numpy: not found: 'no-such-tool-kboot' was not found in kt-numpy" in missing.stdout
 
 
+#: As several keras-io guides begin: the script picks its backend itself.
+PICKS_JAX = """\
+import os
+
+os.environ["KERAS_BACKEND"] = "jax"
+import keras
+
+print("ran on", keras.config.backend())
+"""
+
+
+@pytest.mark.integration
+def test_the_backend_a_script_picks_itself_is_shown_and_flagged(
+    tmp_path: Path, shared_home: Path
+) -> None:
+    (tmp_path / "guide.py").write_text(PICKS_JAX)
+    own_tmp = {"TMPDIR": str(tmp_path)}  # the logs' folders
+    proc = kboot_at(shared_home, tmp_path, "run", "numpy", "--json", "--", "python", "guide.py",
+                    env=own_tmp)  # fmt: skip
+    data = json.loads(proc.stdout)
+    assert proc.returncode == 0, (proc.stderr, data)  # a warning, not a failure
+    (row,) = data["runs"]
+    assert (row["status"], row["backend"], row["backends_used"], row["backend_mismatch"]) == (
+        "ok", "numpy", ["jax"], True)  # fmt: skip
+    (process,) = row["keras_processes"]
+    assert process["keras_version"].startswith("3.") and process["floatx"] == "float32"
+    assert "Keras ran on jax, not on the environment's numpy" in proc.stderr
+    assert "ran on jax" in Path(row["log"]).read_text()
+
+    strict = kboot_at(shared_home, tmp_path, "run", "numpy", "--strict-backend", "--", "python",
+                      "guide.py", env=own_tmp)  # fmt: skip
+    assert strict.returncode == 1, strict.stderr
+    header, first = strict.stdout.splitlines()[:2]
+    assert header.split()[:3] == ["ENV", "BACKEND", "EXIT"]  # one BACKEND column
+    assert first.split()[:6] == ["numpy", "jax", "(set:", "numpy)", "wrong", "backend"]
+    assert "note: numpy: Keras ran on jax, not on the environment's numpy" in strict.stdout
+
+    # the environment's own backend when the script leaves it alone; unknown without keras
+    own = kboot_at(shared_home, tmp_path, "run", "numpy", "--json", "--strict-backend", "--",
+                   "python", "-c", "import keras", env=own_tmp)  # fmt: skip
+    assert own.returncode == 0, own.stderr
+    (row,) = json.loads(own.stdout)["runs"]
+    assert (row["backends_used"], row["backend_mismatch"]) == (["numpy"], False)
+    silent = kboot_at(shared_home, tmp_path, "run", "numpy", "--", "python", "-c", "import json",
+                      env=own_tmp)  # fmt: skip
+    assert silent.returncode == 0, silent.stderr
+    assert silent.stdout.splitlines()[1].split()[:4] == ["numpy", "unknown", "(set:", "numpy)"]
+
+
 def test_ctrl_c_leaves_nothing_the_command_started_running(
     tmp_path: Path, fake_env: RunTarget
 ) -> None:
@@ -776,14 +1091,13 @@ def test_ctrl_c_leaves_nothing_the_command_started_running(
         f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
         "print('ready', flush=True); time.sleep(60)\n"
     )
-    proc = _run_in_own_process(tmp_path, fake_env, code)
+    # a grace period longer than the wait below: the command ended, nothing waits it out
+    proc = _run_in_own_process(tmp_path, fake_env, code, grace=300)
     background = int(pid_file.read_text())
-    started = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=20)
+    out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out
-    assert time.monotonic() - started < interrupts.GRACE_SECONDS
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60
     while _running(background):
         assert time.monotonic() < deadline, "the command's background process still runs"
         time.sleep(0.05)
@@ -799,18 +1113,23 @@ def _running(pid: int) -> bool:
 def test_a_background_process_does_not_hold_kboot_up(tmp_path: Path, fake_env: RunTarget) -> None:
     """Without a signal, a command that leaves something running ends when it ends (the
     spawner's report pipe is not inherited)."""
-    started = time.monotonic()
-    command = ["sh", "-c", "sleep 30 >/dev/null 2>&1 &"]
+    pid_file = tmp_path / "background.pid"
+    command = ["sh", "-c", f"sleep 300 >/dev/null 2>&1 & echo $! > {pid_file}"]
     report = run_all([fake_env], command, {"PATH": "/usr/bin:/bin"}, log_dir=tmp_path)
     assert report.exit_code == 0
-    assert time.monotonic() - started < 10
+    background = int(pid_file.read_text())
+    try:
+        assert _running(background)  # run_all came back while it still runs
+    finally:
+        os.kill(background, signal.SIGKILL)
 
 
 def test_a_signal_while_the_main_thread_holds_the_children_lock_does_not_hang() -> None:
     """The handler runs in the main thread between two bytecodes: it may find the lock
     held by that same thread (register, unregister, in_grace)."""
     script = (
-        "import os, signal\nfrom bootstrap import interrupts\ninterrupts.install_handlers()\n"
+        "import os, signal\nfrom bootstrap.system import interrupts\n"
+        "interrupts.install_handlers()\n"
         "try:\n"
         "    with interrupts._children_lock:\n"
         "        os.kill(os.getpid(), signal.SIGINT)\n"
@@ -819,6 +1138,42 @@ def test_a_signal_while_the_main_thread_holds_the_children_lock_does_not_hang() 
         "    print('interrupted')\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=20
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=120
     )
     assert proc.stdout.strip() == "interrupted", proc.stderr
+
+
+#: Writes a fixed file name in the current folder, waits for the other run to start (or
+#: 3 s), reads the file back and reports whether it read its own.
+SHARED_FILE = (
+    "import glob, json, os, time\n"
+    "me = os.environ['VIRTUAL_ENV']\n"
+    "open('shared.txt', 'w').write(me)\n"
+    "open('started-' + os.path.basename(me), 'w').close()\n"
+    "deadline = time.time() + 3\n"
+    "while time.time() < deadline and len(glob.glob('started-*')) < 2:\n"
+    "    time.sleep(0.05)\n"
+    "json.dump({'own': open('shared.txt').read() == me}, open(os.environ['KBOOT_METRICS'], 'w'))\n"
+)
+
+
+@pytest.mark.integration
+def test_runs_go_one_at_a_time_so_none_reads_anothers_files(tmp_path: Path) -> None:
+    """keras-io's timeseries example writes and reads best_model.keras in the current
+    folder: runs at once read each other's. One at a time (the default), each reads its
+    own; `--jobs 2` shares the folder, as documented."""
+    for name in ("run-a", "run-b"):
+        created(kboot_process("create", "numpy", "--name", name, "--no-smoke", "--json"))
+    script = tmp_path / "shared.py"
+    script.write_text(SHARED_FILE, encoding="utf-8")
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    proc = kboot_process("run", "run-a", "run-b", "--json", "--", "python", str(script), cwd=alone)
+    assert proc.returncode == 0, proc.stderr
+    assert [o["metrics"]["own"] for o in json.loads(proc.stdout)["runs"]] == [True, True]
+    together = tmp_path / "together"
+    together.mkdir()
+    both = ["run-a", "run-b", "--jobs", "2", "--json", "--", "python", str(script)]
+    proc = kboot_process("run", *both, cwd=together)
+    assert proc.returncode == 0, proc.stderr
+    assert False in [o["metrics"]["own"] for o in json.loads(proc.stdout)["runs"]]

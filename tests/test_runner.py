@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bootstrap.errors import CommandError
-from bootstrap.runner import TAIL_LINES, run, tail
+from bootstrap.system.errors import CommandError
+from bootstrap.system.runner import TAIL_LINES, run, tail
 
 
 def py(code: str) -> list[str]:
@@ -84,16 +84,21 @@ def test_missing_executable(tmp_path: Path) -> None:
     assert err.message.startswith("asking for a version failed")
 
 
-def test_timeout_kills_the_child() -> None:
-    code = "import sys, time; print('started', flush=True); time.sleep(30)"
-    started = time.monotonic()
+def test_timeout_kills_the_child(tmp_path: Path) -> None:
+    finished = tmp_path / "finished"
+    code = (
+        "import os, pathlib, time; print('started', os.getpid(), flush=True); time.sleep(60); "
+        f"pathlib.Path({str(finished)!r}).touch()"
+    )
     with pytest.raises(CommandError) as info:
         run(py(code), timeout=4, what="sleeping")  # room for a slow start on a busy machine
-    assert time.monotonic() - started < 25  # killed, not waited for: it would sleep 30 s
     err = info.value
     assert err.returncode == -1
     assert err.message == "sleeping did not finish within 4 s"
     assert "started" in err.output_tail
+    child = int(err.output_tail.split("started")[1].split()[0])
+    assert not Path(f"/proc/{child}").exists()  # killed and reaped
+    assert not finished.exists()  # killed, not waited for until its 60 s were over
 
 
 def test_undecodable_output_is_replaced() -> None:
@@ -108,17 +113,18 @@ def test_tail() -> None:
 
 def test_a_killed_builds_orphans_are_found_by_its_token_and_stopped() -> None:
     """SIGKILL does not reach kboot's children: the next kboot stops them by their token."""
-    from bootstrap import interrupts
+    from bootstrap.system import interrupts
 
+    token = f"tok-{os.getpid()}-{time.monotonic_ns()}"  # unique: other test runs go on
     mine = subprocess.Popen(
-        ["sleep", "60"], env={**os.environ, interrupts.OPERATION_VARIABLE: "tok-1"}
+        ["sleep", "60"], env={**os.environ, interrupts.OPERATION_VARIABLE: token}
     )
     other = subprocess.Popen(
-        ["sleep", "60"], env={**os.environ, interrupts.OPERATION_VARIABLE: "tok-12"}
+        ["sleep", "60"], env={**os.environ, interrupts.OPERATION_VARIABLE: f"{token}2"}
     )
     try:
-        assert interrupts.stop_orphans("tok-1") == 0
-        assert mine.wait(timeout=5) == -9
+        assert interrupts.stop_orphans(token) == 0
+        assert mine.wait(timeout=60) == -9
         assert other.poll() is None, "another build's process is left alone"
     finally:
         other.kill()
@@ -126,10 +132,55 @@ def test_a_killed_builds_orphans_are_found_by_its_token_and_stopped() -> None:
 
 
 def test_children_of_a_build_carry_its_token(tmp_path: Path) -> None:
-    from bootstrap import interrupts
+    from bootstrap.system import interrupts
 
     with interrupts.operation("tok-xyz"):
         result = run([sys.executable, "-c", "import os; print(os.environ['KBOOT_OPERATION'])"])
     assert result.stdout.strip() == "tok-xyz"
     outside = run([sys.executable, "-c", "import os; print(os.environ.get('KBOOT_OPERATION'))"])
     assert outside.stdout.strip() == "None"
+
+
+@pytest.mark.parametrize("logged", [False, True], ids=["run", "run_logged"])
+def test_a_signal_between_starting_a_child_and_registering_it_kills_and_reaps_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, logged: bool
+) -> None:
+    """Ctrl-C the moment Popen returns, before kboot counts the child among its own: the
+    child must not live on (in its own process group) while a rollback deletes its folder."""
+    import signal
+
+    from bootstrap.system import interrupts
+    from bootstrap.system.runner import run_logged
+
+    started: list[subprocess.Popen[str]] = []
+    real_popen = subprocess.Popen
+
+    def popen_then_signal(*args: object, **kwargs: object) -> subprocess.Popen[str]:
+        child: subprocess.Popen[str] = real_popen(*args, **kwargs)  # type: ignore[call-overload]  # a pass-through
+        started.append(child)
+        signal.raise_signal(signal.SIGINT)  # its handler runs before this line returns
+        return child
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    interrupts.install_handlers()
+    monkeypatch.setattr(subprocess, "Popen", popen_then_signal)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            if logged:
+                run_logged(["sleep", "60"], output=tmp_path / "out.log", env=dict(os.environ))
+            else:
+                run(["sleep", "60"])
+    finally:
+        monkeypatch.undo()
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+        interrupts.reset()
+    [child] = started
+    try:
+        assert child.returncode is not None, "the child still runs, unregistered"
+        assert child.returncode == -signal.SIGKILL  # killed, and waited for by kboot
+        assert child not in interrupts._children
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()

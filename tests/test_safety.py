@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -173,7 +174,7 @@ def test_remove_refuses_a_symlink_to_an_environment(tmp_path: Path, profiles: Pa
 
 def test_lock_files_are_never_opened_through_a_symlink(tmp_path: Path, profiles: Path) -> None:
     """Defect 7 (locks): a symlink planted at a lock file's name is not truncated through."""
-    from bootstrap.locking import lock_file_for
+    from bootstrap.system.process_lock import lock_file_for
 
     victim = tmp_path / "victim.txt"
     victim.write_text("precious", encoding="utf-8")
@@ -461,3 +462,123 @@ def test_one_environment_never_leaks_its_config_into_another(
         capture_output=True, text=True, env={**base, "KERAS_HOME": str(mine)}, check=False,
     )  # fmt: skip
     assert proc.stdout.split("\n")[:2] == [f"{mine} from-a", f"{mine} None"]
+
+
+# --- the folder's identity: a folder made at an environment's name is the user's -------------
+
+
+def assert_refused_naming(proc: subprocess.CompletedProcess[str], folder: Path) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert str(folder) in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_replaced_environment_folder_is_never_deleted(tmp_path: Path) -> None:
+    """Item 3, the issue's sequence: mv env env.mine; mkdir -p env/lib; cp
+    env.mine/kboot-env.json env/; echo thesis > env/lib/thesis.txt; kboot remove numpy."""
+    env = Path(created(kboot("create", "numpy", "--json"))["path"])
+    mine = env.with_name("numpy.mine")
+    env.rename(mine)
+    (env / "lib").mkdir(parents=True)
+    shutil.copy(mine / "kboot-env.json", env / "kboot-env.json")
+    (env / "lib" / "thesis.txt").write_text("thesis\n", encoding="utf-8")
+    before, moved = files_of(env), files_of(mine)
+    for args in (("remove", "numpy"), ("create", "numpy"), ("check", "numpy")):
+        proc = kboot(*args)
+        assert_refused_naming(proc, env)
+        assert files_of(env) == before and files_of(mine) == moved, args
+    health = {i["path"]: i["health"] for i in json.loads(kboot("list", "--json").stdout)}
+    assert health[str(env)].startswith("replaced"), health
+
+
+def own_venv(folder: Path) -> dict[str, bytes]:
+    """The user's own virtualenv, made where kboot's half-built one was."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
+    (folder / "lib" / "thesis.txt").write_text("years of work", encoding="utf-8")
+    return files_of(folder)
+
+
+REPLACED_KILLS = [
+    ("create", "build-installed"),
+    ("rebuild", "build-installed"),
+    ("rebuild", "rebuild-moved-0"),
+    ("remove", "remove-moved-0"),
+]
+
+
+@pytest.mark.parametrize(
+    ("what", "point"), REPLACED_KILLS, ids=[f"{w}@{p}" for w, p in REPLACED_KILLS]
+)
+def test_a_folder_replaced_after_a_kill_is_left_to_its_user(
+    tmp_path: Path, profiles: Path, what: str, point: str
+) -> None:
+    """Item 3 after a kill: the user deletes the half-done folder and makes their own venv
+    there; the next command leaves it (exit 2, naming it); moved away, the name builds."""
+    proj = tmp_path / "proj"
+    base = ("create", "lab", "--dest", str(proj), "--no-smoke")
+    if what != "create":
+        created(kboot(*base, "--json"))
+    if what == "rebuild":
+        set_profile(profiles, LAB_PLUS)
+    killed = run_killed(point, *(("remove", str(proj)) if what == "remove" else base))
+    assert killed.returncode == -signal.SIGKILL, (point, killed.stderr)
+    shutil.rmtree(proj)
+    mine = own_venv(proj)
+    then = [("remove", str(proj)), base] if what == "remove" else [base]
+    for args in then:  # the next command, and one more
+        assert_refused_naming(kboot(*args), proj)
+        assert files_of(proj) == mine
+    proj.rename(tmp_path / "theirs")  # 0 names unusable
+    created(kboot(*base, "--json"))
+    env_works(proj)
+    assert files_of(tmp_path / "theirs") == mine
+
+
+@pytest.mark.parametrize("point", ["create-journaled", "build-started", "build-installed"])
+def test_a_kill_after_a_removal_that_kept_keras_home_leaves_the_name_usable(
+    tmp_path: Path, profiles: Path, point: str
+) -> None:
+    """Item 5: create, a file in its keras-home, remove, a create killed: the next create
+    and sync build there again, and the file survives."""
+    proj = tmp_path / "proj"
+    base = ("create", "lab", "--dest", str(proj), "--no-smoke")
+    created(kboot(*base, "--json"))
+    (proj / "keras-home" / "my_model.keras").write_text("weights", encoding="utf-8")
+    removed = kboot("remove", str(proj))
+    assert removed.returncode == 0, removed.stderr
+    killed = run_killed(point, *base)
+    assert killed.returncode == -signal.SIGKILL, (point, killed.stderr)
+    again = kboot(*base, "--json")
+    assert again.returncode == 0, again.stderr
+    env_works(proj)
+    assert (proj / "keras-home" / "my_model.keras").read_text(encoding="utf-8") == "weights"
+
+
+def test_a_file_added_after_a_removal_does_not_block_create_or_check(
+    tmp_path: Path, profiles: Path
+) -> None:
+    """Item 15: `check` says the folder holds only your files and create builds there; create
+    does, keeping them (it used to say 'not a kboot environment' for good)."""
+    proj = tmp_path / "proj"
+    base = ("create", "lab", "--dest", str(proj), "--no-smoke")
+    created(kboot(*base, "--json"))
+    mine = plant_user_files(proj)
+    assert kboot("remove", str(proj)).returncode == 0
+    (proj / "later.txt").write_text("after the removal", encoding="utf-8")
+    checked = kboot("check", str(proj))
+    assert checked.returncode == 2 and "builds there again" in checked.stderr, checked.stderr
+    again = kboot(*base, "--json")
+    assert again.returncode == 0, again.stderr
+    env_works(proj)
+    assert_user_files(proj, mine)
+    assert (proj / "later.txt").read_text(encoding="utf-8") == "after the removal"
+    # the folder the removal left, replaced by another one at its name: the user's, and
+    # check and create say so alike (exit 2, naming it)
+    assert kboot("remove", str(proj)).returncode == 0
+    proj.rename(tmp_path / "moved")
+    proj.mkdir()
+    (proj / "thesis.txt").write_text("mine", encoding="utf-8")
+    for args in (("check", str(proj)), base):
+        proc = kboot(*args)
+        assert_refused_naming(proc, proj)
+        assert "made at its name since" in proc.stderr or "replaced" in proc.stderr, args
+    assert files_of(proj) == {"thesis.txt": b"mine"}

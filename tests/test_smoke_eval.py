@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bootstrap.smoke import (
+from bootstrap.envs.smoke import (
     SCRUBBED,
     Expectation,
     HostGpuInfo,
@@ -118,6 +118,23 @@ def test_compute_dtype_mismatch() -> None:
     assert "returned float32" in result.problems[0]
     assert "does not compute in float16" in result.problems[0]
     assert result.reported["compute_dtype"] == "float32"
+
+
+@pytest.mark.parametrize("value", ["0", "off", "False", "no"])
+def test_float64_on_jax_with_x64_turned_off_in_the_shell_blames_the_variable(value: str) -> None:
+    expect = Expectation("jax", "float64", "channels_last", 1e-07)
+    data = report(floatx="float64", jax_enable_x64_env=value,
+                  compute={"dtype": "float32", "values": [2.0] * 4})  # fmt: skip
+    (problem,) = evaluate(data, expect, host=NO_GPU_HOST).problems
+    assert f"JAX_ENABLE_X64={value!r} in your environment turns JAX's 64-bit mode off" in problem
+    assert "unset it" in problem and "does not compute" not in problem
+
+
+def test_float64_on_jax_without_the_variable_still_blames_the_backend() -> None:
+    expect = Expectation("jax", "float64", "channels_last", 1e-07)
+    data = report(floatx="float64", compute={"dtype": "float32", "values": [2.0] * 4})
+    (problem,) = evaluate(data, expect, host=NO_GPU_HOST).problems
+    assert "does not compute in float64" in problem
 
 
 def test_wrong_compute_values() -> None:

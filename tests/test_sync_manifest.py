@@ -6,8 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from bootstrap.errors import EXIT_FAILED, EXIT_OK, InstallError, ProfileError, UsageError
-from bootstrap.sync import ManifestError, SyncEntry, SyncResult, load_manifest
+from bootstrap.fleet.sync import ManifestError, SyncEntry, SyncResult, load_manifest
+from bootstrap.system.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    InstallError,
+    KbootError,
+    ProfileError,
+    UsageError,
+)
 
 
 def write_manifest(tmp_path: Path, text: str, name: str = "kboot.toml") -> Path:
@@ -286,7 +293,7 @@ def test_check_all_ok_with_an_extra_is_in_sync_without_prune() -> None:
     data = outcome.to_dict()
     assert data["manifest"] == "/m/kboot.toml"
     assert data["check"] is True
-    assert data["in_sync"] is True
+    assert data["in_sync"] is True and data["was_in_sync"] is True
     assert data["ok"] is True
     assert data["changed"] is False
     assert [e["name"] for e in data["environments"]] == ["a"]
@@ -317,7 +324,7 @@ def test_check_with_nothing_listed_is_in_sync() -> None:
     assert outcome.exit_code == EXIT_OK
 
 
-def test_a_sync_that_changed_things_succeeds_but_is_not_reported_in_sync() -> None:
+def test_a_sync_that_changed_things_is_in_sync_after_and_was_not_before() -> None:
     outcome = result(
         SyncEntry("a", "created", changed=True),
         SyncEntry("b", "unchanged"),
@@ -328,8 +335,10 @@ def test_a_sync_that_changed_things_succeeds_but_is_not_reported_in_sync() -> No
     )
     assert outcome.changed
     assert outcome.exit_code == EXIT_OK
-    assert not outcome.in_sync  # 'created' and 'updated' were not in sync before this run
+    assert not outcome.was_in_sync  # 'created' and 'updated' were not in sync before
+    assert outcome.in_sync  # and are now: a script reading in_sync after a sync sees true
     data = outcome.to_dict()
+    assert data["in_sync"] is True and data["was_in_sync"] is False
     assert data["ok"] is True
     assert data["changed"] is True
     assert [e["name"] for e in data["environments"]] == ["a", "b", "c"]
@@ -356,6 +365,7 @@ def test_a_failed_entry_gives_its_exit_code_and_error() -> None:
         "changed": False,
         "detail": "installing keras failed",
         "seconds": 1.235,
+        "lock_drift": [],
         "error": "installing keras failed",
         "exit_code": 1,
     }
@@ -414,9 +424,9 @@ def test_bad_source_keys(tmp_path: Path, text: str, message: str) -> None:
 
 def test_an_empty_manifest_cannot_prune_everything(tmp_path: Path) -> None:
     """Lab item 23: --prune with a manifest that lists nothing is refused."""
-    from bootstrap.ledger import Entry, Ledger
-    from bootstrap.progress import RecordingReporter
-    from bootstrap.sync import sync_manifest
+    from bootstrap.fleet.sync import sync_manifest
+    from bootstrap.state.ledger import Entry, Ledger
+    from bootstrap.system.progress import RecordingReporter
 
     home = tmp_path / "kboot-home"
     env = (home / "envs" / "kept").resolve()
@@ -432,3 +442,9 @@ def test_an_empty_manifest_cannot_prune_everything(tmp_path: Path) -> None:
         )
     assert "would remove all 1" in info.value.message
     assert env.is_dir()
+
+
+def test_a_sync_with_a_failure_is_not_in_sync_after() -> None:
+    failed = SyncEntry("b", "failed", error=KbootError("no"))
+    outcome = result(SyncEntry("a", "created", changed=True), failed, check_only=False)
+    assert not outcome.in_sync and not outcome.was_in_sync

@@ -1,0 +1,187 @@
+"""The typer CLI: parse options, call one core function, render its result.
+
+No business logic here: each command module (create, fleet, run, profiles, envs, doctor,
+config) parses its options, calls one core function and renders the result. Errors are
+KbootError subclasses, caught once in `main()`, printed as one message on stderr with the
+documented exit code.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from typing import Annotated, Any, NoReturn
+
+import typer
+import typer.core
+
+from bootstrap import __version__
+from bootstrap.cli.base import (
+    app,
+    clean_help,
+    emit_json,
+)
+from bootstrap.system.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    KbootError,
+)
+from bootstrap.system.redaction import debug_logging
+
+# importing a command module registers its commands, in the order `kboot --help` lists them
+# isort: off
+from bootstrap.cli import create  # noqa: F401
+from bootstrap.cli import fleet  # noqa: F401
+from bootstrap.cli import run  # noqa: F401
+from bootstrap.cli import profiles  # noqa: F401
+from bootstrap.cli import envs  # noqa: F401
+from bootstrap.cli import doctor  # noqa: F401
+from bootstrap.cli import config  # noqa: F401
+# isort: on
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"kboot {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Log every command run; tracebacks on errors.")
+    ] = False,
+) -> None:
+    if debug:
+        debug_logging(sys.stderr)  # kboot's lines only, each redacted
+
+
+def _cli_exception_types() -> tuple[tuple[type[Exception], ...], tuple[type[BaseException], ...]]:
+    """Usage-error and abort classes: recent typer bundles its own click, older typer uses click."""
+    usage: list[type[Exception]] = []
+    aborts: list[type[BaseException]] = [typer.Abort, KeyboardInterrupt]
+    try:
+        from typer._click import exceptions as bundled
+    except ImportError:
+        pass
+    else:
+        usage.append(bundled.ClickException)
+    try:
+        import click
+    except ImportError:  # typer with its bundled click does not install click
+        pass
+    else:
+        usage.append(click.ClickException)
+        aborts.append(click.exceptions.Abort)
+    return tuple(usage), tuple(aborts)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the CLI, turn every KbootError into one line and an exit code."""
+    args = _debug_first(sys.argv[1:] if argv is None else argv)
+    own = args[: args.index("--")] if "--" in args else args  # not a command's own args
+    debug = "--debug" in own or os.environ.get("KBOOT_DEBUG") == "1"
+    usage_errors, aborts = _cli_exception_types()
+    from bootstrap.system import interrupts
+
+    # SIGINT, SIGTERM (kill, CI cancel, timeouts) and SIGHUP (a closed terminal) stop every
+    # child at once and roll back like Ctrl-C
+    interrupts.install_handlers()
+    command = typer.main.get_command(app)
+    as_json = "--json" in own
+
+    def fail(exc: KbootError) -> NoReturn:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        _print_error(exc, debug=debug)
+        if as_json:  # scripts parsing stdout get a document, not silence
+            emit_json(_error_document(exc.message, type(exc).__name__, exc.hint, exc.exit_code))
+        sys.exit(exc.exit_code)
+
+    try:
+        code = command.main(args=args, prog_name="kboot", standalone_mode=False)
+    except KbootError as exc:
+        fail(exc)
+    except usage_errors as exc:
+        shown = io.StringIO()  # the usage line as --help shows it: ENV, not {ENV}
+        exc.show(file=shown)  # type: ignore[attr-defined]  # both ClickException flavours
+        sys.stderr.write(clean_help(shown.getvalue()) + "\n")
+        exit_code = getattr(exc, "exit_code", EXIT_USAGE)
+        exit_code = (
+            EXIT_USAGE if exit_code in (0, 2) and type(exc).__name__ != "FileError" else exit_code
+        )
+        if as_json:
+            message = exc.format_message()  # type: ignore[attr-defined]
+            emit_json(_error_document(message, "UsageError", "see --help", exit_code))
+        sys.exit(exit_code)
+    except aborts:
+        sys.stderr.write("kboot: interrupted\n")
+        if as_json:
+            emit_json(_error_document("interrupted", "Interrupted", None, EXIT_INTERRUPTED))
+        sys.exit(EXIT_INTERRUPTED)
+    except OSError as exc:  # the machine said no: a full disk, a read-only folder, permissions
+        where = f" ({exc.filename})" if exc.filename else ""
+        fail(
+            KbootError(
+                f"{exc.strerror or exc}{where}",
+                hint="free some space or fix the permissions, then run it again; kboot rolled "
+                "back what it had started",
+            )
+        )
+    except Exception as exc:  # a bug in kboot: one line, and the traceback with --debug
+        if debug:
+            raise
+        from bootstrap.system.redaction import redact
+
+        sys.stderr.write(
+            f"kboot: internal error: {type(exc).__name__}: {redact(str(exc))}\n"
+            "  hint: rerun with --debug for the traceback, and please report it\n"
+        )
+        if as_json:
+            kind = f"internal error: {type(exc).__name__}"
+            emit_json(_error_document(str(exc), kind, "please report it", EXIT_FAILED))
+        sys.exit(EXIT_FAILED)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _debug_first(args: list[str]) -> list[str]:
+    """`kboot create numpy --debug` as `kboot --debug create numpy`: the flag belongs to
+    kboot itself, wherever it is typed (but not after `--`, where it is a command's)."""
+    own = args[: args.index("--")] if "--" in args else args
+    if "--debug" not in own[1:]:
+        return list(args)
+    where = own.index("--debug", 1) if own[0] != "--debug" else None
+    if where is None:
+        return list(args)
+    return ["--debug", *args[:where], *args[where + 1 :]]
+
+
+def _error_document(message: str, kind: str, hint: str | None, exit_code: int) -> dict[str, Any]:
+    return {"ok": False, "error": message, "kind": kind, "hint": hint, "exit_code": exit_code}
+
+
+def _print_error(exc: KbootError, *, debug: bool) -> None:
+    from bootstrap.cli.consoles import error_console
+    from bootstrap.system.errors import CommandError, InstallError
+    from bootstrap.system.redaction import redact
+
+    exc.message = redact(exc.message)
+    exc.hint = redact(exc.hint) if exc.hint else exc.hint
+    exc.details = redact(exc.details) if exc.details else exc.details
+    console = error_console()
+    # an installer's output tail always helps; a Python traceback only when asked for
+    if exc.details and (debug or isinstance(exc, InstallError | CommandError)):
+        console.print(exc.details, markup=False, highlight=False, style="dim")
+    elif exc.details:
+        exc.hint = (exc.hint + "; " if exc.hint else "") + "--debug shows the traceback"
+    console.print(f"kboot: error: {exc.message}", markup=False, highlight=False, style="bold red")
+    if exc.hint:
+        console.print(f"  hint: {exc.hint}", markup=False, highlight=False)

@@ -1,0 +1,3 @@
+"""Many environments at once: batch creates and manifests (sync), and the lock targets of a
+manifest.
+"""

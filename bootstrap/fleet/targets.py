@@ -1,0 +1,203 @@
+"""Which targets a lock or a download is for: `kboot lock PROFILE|MANIFEST` and
+`kboot download PROFILE`.
+
+Targets are every combination of the `--python-version` and `--platform` options given
+(default: the Python kboot would pick for the profile, on this machine). A manifest is
+locked entry by entry, each into the file its `lock` key names (relative to the
+manifest), or `locks/<name>.lock` beside it.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bootstrap.fleet.sync import ManifestEntry, load_manifest
+from bootstrap.install.interpreters import find_interpreter
+from bootstrap.install.platforms import Target, host_platform
+from bootstrap.locks.lockfile import parse_freeze, read_lock
+from bootstrap.locks.resolve import LockResult, make_lock
+from bootstrap.locks.wheelhouse import DownloadResult, download
+from bootstrap.profiles.catalog import catalog
+from bootstrap.profiles.model import Profile
+from bootstrap.system.errors import UsageError
+from bootstrap.system.progress import Reporter
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def default_python(profile: Profile, requested: str | None = None) -> str:
+    """The Python X.Y kboot would build `profile` with here."""
+    if requested and re.fullmatch(r"\d+\.\d+", requested):
+        return requested
+    found = find_interpreter(profile.python_specifier, requested=requested)
+    return f"{found.version.major}.{found.version.minor}"
+
+
+def targets_for(
+    profile: Profile,
+    pythons: Sequence[str] | None,
+    platforms: Sequence[str] | None,
+    *,
+    python: str | None = None,
+) -> list[Target]:
+    versions = list(dict.fromkeys(pythons or [default_python(profile, python)]))
+    places = list(dict.fromkeys(platforms or [host_platform()]))
+    return [Target(v, p) for v in versions for p in places]
+
+
+def with_accelerator(profile: Profile, requested: str | None, targets: Sequence[Target]) -> Profile:
+    """The profile with its accelerator's build for the lock's targets. This machine's
+    driver is read for a target of its own platform; another platform gets the CPU build
+    on `auto`, or the CUDA build asked for (`--accelerator cuda`: lock for GPU nodes from
+    anywhere). Targets that need different builds go in separate locks."""
+    from bootstrap.install import accelerators
+
+    if not (requested or profile.accelerator):
+        return profile
+    resolved = []
+    for target in targets:
+        host = None
+        if target.platform != host_platform():
+            host = accelerators.HostAccelerators(target.platform, read=False)
+        applied, choice = accelerators.resolve(
+            profile, requested, host=host, platform=target.platform
+        )
+        resolved.append((applied, choice))
+    first = resolved[0][0]
+    differ = [
+        c
+        for p, c in resolved
+        if (p.requirements(), p.sources) != (first.requirements(), first.sources)
+    ]
+    if differ:
+        labels = ", ".join(
+            f"{t}: {c.label if c else '-'}" for t, (_, c) in zip(targets, resolved, strict=True)
+        )
+        raise UsageError(
+            f"these targets need different builds of {profile.backend} ({labels})",
+            hint="lock them separately, one -o FILE each, or name the build with --accelerator",
+        )
+    return first
+
+
+def is_manifest(ref: str) -> bool:
+    """A path to a TOML file of [[env]] tables (a profile file has a `backend`)."""
+    path = Path(ref).expanduser()
+    if not ref.endswith(".toml") or not path.is_file():
+        return False
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
+        return False
+    return isinstance(data.get("env"), list) and "backend" not in data
+
+
+@dataclass(frozen=True)
+class EntryLock:
+    name: str
+    result: LockResult
+    named_in_manifest: bool  # the entry's `lock` key names this file (sync will use it)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "lock": str(self.result.path),
+            "used_by_sync": self.named_in_manifest,
+            "targets": [t.to_dict() for t in self.result.lock.targets],
+            "packages": len(self.result.lock.pins),
+        }
+
+
+def lock_manifest(
+    manifest: Path,
+    *,
+    pythons: Sequence[str] | None,
+    platforms: Sequence[str] | None,
+    folder: Path | None = None,
+) -> list[EntryLock]:
+    """Lock every entry of a manifest, inline profiles too."""
+    entries = load_manifest(manifest, locks_must_exist=False)
+    folder = folder or manifest.parent / "locks"
+    locked = []
+    for entry in entries:
+        output = entry.lock or folder / f"{entry.name}.lock"
+        output.parent.mkdir(parents=True, exist_ok=True)
+        targets = targets_for(entry.profile, pythons, platforms, python=entry.python)
+        result = make_lock(
+            with_accelerator(_with_sources(entry), entry.accelerator, targets),
+            targets=targets,
+            output=output,
+        )
+        locked.append(EntryLock(entry.name, result, entry.lock is not None))
+    return locked
+
+
+def _with_sources(entry: ManifestEntry) -> Profile:
+    return entry.profile.with_sources(entry.sources) if entry.sources else entry.profile
+
+
+def lock_profile(
+    ref: str,
+    *,
+    pythons: Sequence[str] | None,
+    platforms: Sequence[str] | None,
+    accelerator: str | None,
+    base_packages: Path | None,
+    output: Path | None,
+) -> LockResult:
+    """`kboot lock PROFILE`: the profile as this folder names it, for each target."""
+    loaded = catalog().resolve(ref)
+    targets = targets_for(loaded, pythons, platforms)
+    base = None
+    if base_packages is not None:
+        try:
+            base = parse_freeze(base_packages.read_text(encoding="utf-8"), base_packages)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read --base-packages {base_packages}: {exc}") from None
+    return make_lock(
+        with_accelerator(loaded, accelerator, targets), targets=targets, output=output, base=base
+    )
+
+
+def download_profile(
+    ref: str,
+    *,
+    dest: Path,
+    pythons: Sequence[str] | None,
+    platforms: Sequence[str] | None,
+    lock: Path | None,
+    accelerator: str | None,
+    reporter: Reporter,
+) -> DownloadResult:
+    """`kboot download PROFILE`: every wheel for the targets asked (with --lock: those of
+    the lock, narrowed to the --python-version/--platform given)."""
+    loaded = catalog().resolve(ref)
+    if lock is None:
+        wanted = targets_for(loaded, pythons, platforms)
+    else:
+        wanted = [
+            target
+            for target in read_lock(lock).targets
+            if (not pythons or target.python in pythons)
+            and (not platforms or target.platform in platforms)
+        ]
+        if not wanted:
+            raise UsageError(
+                f"--lock {lock} has no target for the --python-version/--platform given",
+                hint="leave them out to download for every target of the lock",
+            )
+    return download(
+        with_accelerator(loaded, accelerator, wanted),
+        dest=dest,
+        targets=wanted,
+        lock_path=lock,
+        reporter=reporter,
+    )

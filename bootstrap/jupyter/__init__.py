@@ -1,0 +1,3 @@
+"""Jupyter kernelspecs for kboot's environments, and kboot's own ledger of the kernels it
+registered.
+"""

@@ -1,0 +1,1 @@
+"""Lock files (what exactly to install, hash-checked) and the wheelhouses downloaded from them."""

@@ -1,0 +1,1 @@
+"""kboot run: one command on several environments, with a result per environment."""
