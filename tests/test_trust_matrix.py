@@ -94,9 +94,7 @@ REPORTS = "list reports the environment as refused (path named), reads and runs 
 UNREGISTER = "the environment goes; the kernel ledger is named and not acted on"
 REMOVE_LINK = "remove deletes kboot's parts, a link as a link (never followed)"
 NO_KERNEL = "no kernel registered: the Jupyter kernels folder is not touched"
-RUN_REPORTS = "run reports the environment refused (path named), runs nothing: exit 1"
-RUN_KERAS = "kboot reads nothing in keras-home; `true` does not import keras"
-LIST_RECORD = "list shows the record's values: it reads nothing in keras-home"
+NOT_IN_SYNC = "sync --check: NOT in sync (exit 1), the entry refused with the path named"
 READ_ONLY = "config show only reads, through no link but the user's own: no refusal"
 NOT_REFUSED: dict[tuple[str, str, str], tuple[int, str]] = {
     ("config-show", "keras-home", "writable"): (0, READ_ONLY),
@@ -112,27 +110,12 @@ NOT_REFUSED: dict[tuple[str, str, str], tuple[int, str]] = {
     **{("remove", "kernel-ledger", how): (0, UNREGISTER) for how in ("writable", "link")},
     **{("remove", "env-keras.json", how): (0, REMOVE_LINK) for how in ("writable", "link")},
     **{("remove", "jupyter-kernels", how): (0, NO_KERNEL) for how in ("writable", "link")},
-    **{("run", "env", how): (1, RUN_REPORTS) for how in ("writable", "link")},
-    **{("run", "env-keras.json", how): (0, RUN_KERAS) for how in ("writable", "link")},
-    ("sync-check", "env", "link"): (1, "sync --check: NOT in sync, a link"),
-    ("sync-check", "env-keras.json", "link"): (1, "sync --check reports it NOT in sync, named"),
-    ("sync-check", "env-keras.json", "writable"): (0, "sync --check reads no keras-home"),
-    **{("list", "env-keras.json", how): (0, LIST_RECORD) for how in ("writable", "link")},
+    **{("sync-check", "env", how): (1, NOT_IN_SYNC) for how in ("writable", "link")},
+    **{("sync-check", "env-keras.json", how): (1, NOT_IN_SYNC) for how in ("writable", "link")},
+    **{("list", "env-keras.json", how): (0, REPORTS) for how in ("writable", "link")},
 }
-#: Open gaps of issue 15 (the case fails today; strict: it passes once fixed).
-KERAS_HOME_GAP = (
-    "the smoke test / probe's Keras reads keras-home/keras.json, and kboot does not judge "
-    "keras-home by the trust rule (nor refuse another user's link there) first"
-)
-GAPS: dict[tuple[str, str, str], str] = {
-    **{
-        (command, "env-keras.json", how): KERAS_HOME_GAP
-        for command in ("check", "doctor")
-        for how in ("writable", "link")
-    },
-    ("sync-check", "env", "writable"): "sync --check reports an environment folder others "
-    "can write as in sync (list refuses it)",
-}
+#: Issue 15's gaps, all closed: a case listed here is expected to fail (strict xfail).
+GAPS: dict[tuple[str, str, str], str] = {}
 
 CASES = [
     (command, location, plant)
@@ -237,10 +220,12 @@ def test_trust_matrix(
     expected, _reason = NOT_REFUSED.get((command, location, how), (2, ""))
     out = proc.stdout + proc.stderr
     assert proc.returncode == expected, out
-    if expected == 2:
-        assert str(named) in proc.stderr, proc.stderr
+    if expected == 2:  # run reports each environment's refusal in its report, on stdout
+        assert str(named) in (out if command == "run" else proc.stderr), out
     elif _reason == REPORTS:
-        assert f"refused: the environment {named} is not safe to use" in proc.stdout, out
+        assert "refused: the environment" in proc.stdout and str(named) in proc.stdout, out
+    elif _reason == NOT_IN_SYNC:
+        assert "NOT in sync" in out and str(named) in proc.stdout, out
     assert "Traceback" not in out and "internal error" not in out, out
     assert TOKEN not in out, "the secret was printed"
     for path in files_kboot_could_write(world):

@@ -95,10 +95,10 @@ def target_python(ref: str | None, python: str | None, environ: Mapping[str, str
     if ref and python:
         raise UsageError("give ENV or --python, not both")
     if ref:
+        from bootstrap.envs.lifecycle import open_to_run
         from bootstrap.envs.names import resolve
-        from bootstrap.install.venv import VirtualEnv
 
-        return VirtualEnv.open(resolve(ref, environ).path).python
+        return open_to_run(resolve(ref, environ).path).python
     if python:
         path = Path(python).expanduser()
         if path.is_dir():  # a venv or conda prefix

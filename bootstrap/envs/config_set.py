@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bootstrap.envs.lifecycle import open_to_run
 from bootstrap.envs.names import resolve
 from bootstrap.envs.smoke import REQUIRED_ENTRIES, check_backend_module
 from bootstrap.install.venv import VirtualEnv
@@ -55,7 +56,7 @@ def interpreter_for_check(ref: str, environ: Mapping[str, str]) -> Path:
         if read_record(path) is not None:
             return VirtualEnv.open(path).python
     elif not looks_like_path(ref):  # a name: what it means everywhere
-        return VirtualEnv.open(resolve(ref, environ).path).python
+        return open_to_run(resolve(ref, environ).path).python
     raise UsageError(
         f"--python {ref!r} is neither an interpreter nor a kboot environment",
         hint="give the path of the Python that will run keras, or an environment name",

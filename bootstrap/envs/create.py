@@ -104,6 +104,8 @@ def create_environment(
         for note in lifecycle.recover(ledger, target.path):
             reporter.info(note)
         existing = lifecycle.inspect(ledger, target.path)
+        if existing.kind == "kboot":  # as check, run and list judge it: nothing is read there
+            lifecycle.check_trusted_to_run(target.path)
         target = _keep_editable(existing, target, request)
         build = Builder(request, target, reporter, environ, ledger)
         build.plan_kernel(existing)
@@ -192,6 +194,8 @@ def plan_create(request: CreateRequest, *, environ: Mapping[str, str] | None = N
     ledger = Ledger(kboot_home(environ))
     entry = ledger.get(target.path)
     existing = lifecycle.inspect(ledger, target.path)
+    if existing.kind == "kboot":  # refused as create refuses it
+        lifecycle.check_trusted_to_run(target.path)
     target = _keep_editable(existing, target, request)  # as create keeps it
     kernel = None
     record = existing.record if existing.kind == "kboot" else None

@@ -318,7 +318,7 @@ def kernel_env(
             removed = unregister(kernel_ledger, path)
             action = "unregistered" if removed is not None else "absent"
             return KernelResult(name, path, action, removed=removed, steps=_steps(reporter))
-        env = VirtualEnv.open(path)
+        env = lifecycle.open_to_run(path)
         if not env.python.exists():
             raise EnvironmentStateError(
                 f"{env.python} is missing (was its base Python removed?)",

@@ -71,6 +71,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from bootstrap.install.venv import VirtualEnv
+from bootstrap.profiles.keras_json import KERAS_JSON
 from bootstrap.state.ledger import (
     BUILD,
     BUILD_ENTRIES,
@@ -98,8 +100,13 @@ from bootstrap.state.ledger import (
 )
 from bootstrap.state.record import EnvRecord, read_record, write_record
 from bootstrap.system import interrupts
-from bootstrap.system.errors import EnvironmentStateError, KbootError, UsageError
-from bootstrap.system.files import atomic_write
+from bootstrap.system.errors import (
+    EnvironmentStateError,
+    KbootError,
+    UntrustedPathError,
+    UsageError,
+)
+from bootstrap.system.files import atomic_write, foreign_link, trusted_dir
 from bootstrap.system.paths import ENV_KERAS_HOME, RECORD_FILE
 
 __all__ = ["READY", "DamagedEntry", "Entry", "Ledger", "open_ledger"]
@@ -200,6 +207,35 @@ def keras_home_user_entries(home: Path) -> tuple[str, ...]:
     return tuple(sorted(entries_of(home) - kboot_s))
 
 
+def open_to_run(path: Path) -> VirtualEnv:
+    """The environment at `path`, opened to start its Python (a smoke test, doctor's probe,
+    a kernel, `kboot run`): the one place that judges what that Python will read first.
+
+    The environment's folder and its Keras home must pass the trust rule (`trusted_dir`),
+    and its keras.json must not be another user's link: Keras reads that file at import,
+    as the user who runs it. UntrustedPathError (exit 2) names the path.
+    """
+    check_trusted_to_run(path)
+    return VirtualEnv.open(path)
+
+
+def check_trusted_to_run(path: Path) -> None:
+    """`open_to_run`'s checks alone, for a caller that opens the environment later."""
+    trusted_dir(path, what="the environment")
+    home = path / ENV_KERAS_HOME
+    if os.path.lexists(home):
+        trusted_dir(home, what="the environment's Keras home")
+        link = foreign_link(home / KERAS_JSON)
+        if link is not None:
+            raise UntrustedPathError(
+                f"the environment's keras.json {link[0]} is a symlink that another user made "
+                f"({link[1]}); Keras would read it through the link, so kboot starts nothing "
+                "there",
+                hint=f"delete the link (rm {link[0]}); kboot create ... --force writes the "
+                "environment's own keras.json again",
+            )
+
+
 def _empty_folder(path: Path) -> bool:
     try:
         return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
@@ -239,9 +275,12 @@ class Existing:
 
 def inspect(ledger: Ledger, path: Path) -> Existing:  # noqa: PLR0911  # one verdict a line
     """Absent, empty, kept (the user's files a removal left), kboot's (proven by the
-    ledger) or foreign. Reads only."""
+    ledger) or foreign. Reads only. A folder there that another user could change is
+    refused first (`trusted_dir`, UntrustedPathError naming it): kboot neither builds in it
+    nor calls what is in it up to date, as `list` reports it refused."""
     if not exists(path):
         return Existing(path, "absent")
+    trusted_dir(path, what="the environment")
     if path.is_symlink():
         return Existing(path, "foreign", reason="it is a symlink")
     if not path.is_dir():

@@ -33,7 +33,6 @@ from bootstrap.system.errors import (
     UntrustedPathError,
     UsageError,
 )
-from bootstrap.system.files import trusted_dir
 from bootstrap.system.paths import envs_dir, kboot_home, locks_dir
 from bootstrap.system.process_lock import env_lock, is_locked
 from bootstrap.system.progress import Reporter
@@ -121,7 +120,7 @@ def _record_health(  # noqa: PLR0911  # one verdict per line
     if not os.path.lexists(path):
         return None, "missing: the folder was deleted (kboot remove forgets it)"
     try:  # another user's link, or a folder they can write: nothing in it is read or run
-        trusted_dir(path, what="the environment")
+        lifecycle.check_trusted_to_run(path)
     except UntrustedPathError as exc:
         return None, f"refused: {exc.message}"
     if not same_folder(path, entry.folder_id):
@@ -249,6 +248,7 @@ def check_env(ref: str, environ: Mapping[str, str], *, allow_cpu: bool = False) 
     path = resolve(ref, environ, ledger=ledger).path
     entry = ledger.get(path)
     assert entry is not None  # resolve checked it
+    lifecycle.check_trusted_to_run(path)  # the refusal itself (exit 2), not list's word for it
     record, health, own = _health(path, entry, environ, read_installed(path))
     if health.startswith(REPLACED):  # not kboot's: the same refusal as create and remove
         raise UsageError(f"{path} cannot be checked: {health}")
@@ -260,7 +260,7 @@ def check_env(ref: str, environ: Mapping[str, str], *, allow_cpu: bool = False) 
             if record
             else "run the kboot create that made it again, or kboot remove it",
         )
-    env = VirtualEnv.open(path)
+    env = lifecycle.open_to_run(path)
     accepted_cpu = allow_cpu or record.allow_cpu
     expected = expectation(Profile.from_dict(record.profile), allow_cpu=accepted_cpu)
     smoke = run_smoke(env, expected, scope=record.scope, environ=environ)

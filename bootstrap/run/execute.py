@@ -803,14 +803,16 @@ def _create(
 
 def load_target(path: Path, ledger: Ledger, environ: Mapping[str, str]) -> RunTarget:
     """A kboot environment as it is, if it is in a state to run commands."""
+    from bootstrap.envs.lifecycle import check_trusted_to_run, open_to_run
     from bootstrap.envs.manage import summarize
-    from bootstrap.install.venv import VirtualEnv
     from bootstrap.profiles.model import Profile
     from bootstrap.system.paths import PTH_FILE
 
     entry = ledger.get(path)
     if entry is None:
         raise EnvironmentStateError(f"{path} is not an environment kboot made")
+    if os.path.lexists(path):  # refused as every command refuses it: exit 2, path named
+        check_trusted_to_run(path)
     summary = summarize(entry, environ)
     record = summary.record
     if record is None or summary.health.startswith(("broken", "busy", "missing")):
@@ -818,7 +820,7 @@ def load_target(path: Path, ledger: Ledger, environ: Mapping[str, str]) -> RunTa
             f"{summary.name} cannot run commands: {summary.health}",
             hint="kboot list shows its state; kboot create repairs it",
         )
-    env = VirtualEnv.open(path)
+    env = open_to_run(path)
     warnings = () if summary.health == "ok" else (f"{summary.name}: {summary.health}",)
     return RunTarget(
         name=record.name,
