@@ -15,7 +15,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bootstrap.install.venv import VirtualEnv
 
 #: The built-in profiles kboot ships (the tests of each say what it must be).
 BUILTIN_NAMES = frozenset(
@@ -205,3 +208,55 @@ def other_user() -> Iterator[OtherUser]:
             if subprocess.run(["userdel", name], capture_output=True, check=False).returncode == 0:
                 break
             time.sleep(0.2)
+
+
+#: Keras 3 as the smoke test's probe sees it: the backend from keras.json (else
+#: tensorflow), the profile's other values, and a 2x2 matmul that gives 2.0 everywhere.
+FAKE_KERAS = """\
+import json, os
+__version__ = "3.15.1"
+try:
+    with open(os.path.join(os.environ["KERAS_HOME"], "keras.json")) as _f:
+        _backend = json.load(_f).get("backend", "tensorflow")
+except (OSError, ValueError, KeyError, AttributeError):
+    _backend = "tensorflow"
+
+
+class config:
+    backend = staticmethod(lambda: _backend)
+    floatx = staticmethod(lambda: "float32")
+    image_data_format = staticmethod(lambda: "channels_last")
+    epsilon = staticmethod(lambda: 1e-07)
+
+
+class _Array:
+    dtype = "float32"
+
+    def reshape(self, *shape):
+        return [2.0, 2.0, 2.0, 2.0]
+
+
+class ops:
+    ones = staticmethod(lambda shape, dtype=None: _Array())
+    matmul = staticmethod(lambda a, b: a)
+    convert_to_numpy = staticmethod(lambda x: x)
+"""
+
+
+def handmade_env(folder: Path) -> VirtualEnv:
+    """A virtualenv made by hand (python -m venv, no pip) holding FAKE_KERAS."""
+    from bootstrap.install.venv import VirtualEnv
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
+    env = VirtualEnv.open(folder)
+    (env.site_packages / "keras").mkdir()
+    (env.site_packages / "keras" / "__init__.py").write_text(FAKE_KERAS)
+    return env
+
+
+def plant(site_packages: Path, packages: dict[str, str]) -> None:
+    """Installed distributions as installers leave them: a dist-info folder each."""
+    for name, version in packages.items():
+        info = site_packages / f"{name.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")

@@ -140,6 +140,14 @@ def test_tf_keras2_routes_tf_keras_to_keras_2(tmp_path: Path) -> None:
         env, tmp_path, "import tensorflow as tf; print(tf.keras.layers.Dense.__module__)"
     )
     assert routed.stdout.strip().splitlines()[-1].startswith("tf_keras.")
+    # one TensorFlow distribution: tf-keras requires `tensorflow`, so no tensorflow-cpu next
+    # to it (doctor's tf-twice error, which the smoke test would fail on), and no warning
+    # that a CPU build would fit better (tf-keras leaves no choice)
+    assert "tensorflow" in data["packages"] and "tensorflow-cpu" not in data["packages"]
+    assert data["smoke"]["warnings"] == [], data["smoke"]["warnings"]
+    doctor = kboot("doctor", "tf-keras2", "--json")
+    assert doctor.returncode == 0, doctor.stdout
+    assert json.loads(doctor.stdout)["ok"] is True
 
 
 @pytest.mark.needs("pyenv-3.6")  # cntk: Python >=3.5,<3.7

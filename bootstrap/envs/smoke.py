@@ -2,7 +2,9 @@
 
 The probe (`_probe.py`) runs in the environment's own interpreter and only
 reports; `evaluate` compares that report with what the profile expects, as a
-pure function, so the GPU logic can be tested with any device list.
+pure function, so the GPU logic can be tested with any device list. Before it,
+doctor's inspection (`_inspect.py`) runs there too: every error `kboot doctor`
+would report (`environment_errors`) fails the smoke test as well.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bootstrap.envs import diagnosis
+from bootstrap.envs.findings import Finding, errors
+from bootstrap.install.accelerators import HostAccelerators, read_host
 from bootstrap.profiles.variables import jax_flag, shown
 from bootstrap.system.errors import SmokeError
 from bootstrap.system.runner import run_python
@@ -152,12 +157,13 @@ class HostGpuInfo:
         return driver
 
 
-def host_gpu_info(environ: Mapping[str, str] | None = None) -> HostGpuInfo:
-    """The machine's NVIDIA driver, read as the accelerator choice reads it."""
-    from bootstrap.install.accelerators import read_host
-
+def host_gpu_info(
+    environ: Mapping[str, str] | None = None, host: HostAccelerators | None = None
+) -> HostGpuInfo:
+    """The machine's NVIDIA driver, read as the accelerator choice reads it (or `host`,
+    already read)."""
     environ = os.environ if environ is None else environ
-    host = read_host()
+    host = host or read_host()
     return HostGpuInfo(
         host.driver or ("unknown version" if host.problem and "proc" in host.problem else None),
         shutil.which("nvidia-smi") is not None,
@@ -194,6 +200,23 @@ def probe_environment(
     return None, result.output_tail, result.seconds
 
 
+def inspect_environment(
+    python: Path, *, environ: Mapping[str, str], version: tuple[int, int] | None
+) -> dict[str, Any] | None:
+    """Doctor's inspection of the environment (no keras import), isolated as the probe is;
+    None when it printed no report (the smoke probe then says why)."""
+    result = run_python(
+        python,
+        ["-c", diagnosis.PROBE_SOURCE, json.dumps({"import": False})],
+        version=version,
+        env=environ,
+        check=False,
+        what="inspecting the environment",
+        timeout=120,
+    )
+    return diagnosis.read_report(result.stdout)
+
+
 def probe_environ(base: Mapping[str, str], *, keep_keras_home: bool) -> dict[str, str]:
     env = {k: v for k, v in base.items() if k not in SCRUBBED}
     if not keep_keras_home:
@@ -209,14 +232,17 @@ def evaluate(
     host: HostGpuInfo,
     output_tail: str = "",
     seconds: float = 0.0,
+    findings: Sequence[Finding] = (),
 ) -> SmokeReport:
-    """Compare the probe's report with the profile: every difference is a problem."""
+    """Compare the probe's report with the profile: every difference is a problem, and so
+    is every error among doctor's `findings` about the environment."""
+    broken = tuple(f.line() for f in errors(findings))
     if report is None:
         return SmokeReport(
             ok=False,
             reported={},
             devices=(),
-            problems=("the probe printed no report (the interpreter crashed?)",),
+            problems=("the probe printed no report (the interpreter crashed?)", *broken),
             seconds=seconds,
             details=output_tail,
         )
@@ -225,12 +251,12 @@ def evaluate(
             ok=False,
             reported={},
             devices=(),
-            problems=(import_problem(expected.keras_module, report["import_error"]),),
+            problems=(import_problem(expected.keras_module, report["import_error"]), *broken),
             packages=report.get("packages", {}),
             seconds=seconds,
             details=report.get("traceback"),
         )
-    problems: list[str] = []
+    problems: list[str] = list(broken)
     warnings: list[str] = []
     reported = {key: report.get(key) for key in CHECKED_KEYS}
     for key in CHECKED_KEYS:
@@ -351,7 +377,14 @@ def _check_build(
                 f"a CUDA profile got a CPU build of {backend} ({how}): no GPU would ever be "
                 "used; check the profile's sources"
             )
-    elif expected.build is None and build == "cuda" and not expected.gpu:
+    elif (
+        expected.build is None
+        and build == "cuda"
+        and not expected.gpu
+        # tf-keras requires `tensorflow` itself, CUDA-built on Linux (it runs on the CPU
+        # without the nvidia libraries): tensorflow-cpu is no choice there
+        and not (backend == "tensorflow" and expected.keras_module == "tf_keras")
+    ):
         warnings.append(
             f"this is a CUDA build of {backend} ({how}) in a profile that needs no GPU: "
             'accelerator = "cpu" in the profile gets the smaller CPU build'

@@ -6,14 +6,17 @@ import re
 import tempfile
 from collections.abc import Mapping
 
+from bootstrap.envs.diagnosis import environment_errors
 from bootstrap.envs.smoke import (
     Expectation,
     SmokeReport,
     evaluate,
     host_gpu_info,
+    inspect_environment,
     probe_environ,
     probe_environment,
 )
+from bootstrap.install.accelerators import HostAccelerators, read_host
 from bootstrap.install.venv import VirtualEnv
 from bootstrap.profiles.model import Profile
 from bootstrap.system.errors import (
@@ -38,8 +41,17 @@ def expectation(profile: Profile, *, allow_cpu: bool) -> Expectation:
 
 
 def run_smoke(
-    env: VirtualEnv, expected: Expectation, *, scope: str, environ: Mapping[str, str]
+    env: VirtualEnv,
+    expected: Expectation,
+    *,
+    scope: str,
+    environ: Mapping[str, str],
+    host: HostAccelerators | None = None,
 ) -> SmokeReport:
+    """Import keras there and compare with the profile; and fail on every error `kboot
+    doctor` reports about the environment, from the same diagnosis (`host`: the machine
+    as read, given by tests)."""
+    host = host or read_host()
     probe_env = probe_environ(environ, keep_keras_home=scope == "user")
     if scope == "user":  # the keras.json Keras finds from the real home, named outright
         probe_env["KERAS_HOME"] = str(user_keras_home(environ))
@@ -47,11 +59,19 @@ def run_smoke(
     # there and goes, not in the user's home
     with tempfile.TemporaryDirectory(prefix="kboot-smoke-home-") as home:
         probe_env.update(HOME=home, USERPROFILE=home)
+        # what is there before keras is imported (an import may write a keras.json)
+        inspected = inspect_environment(env.python, environ=probe_env, version=env.version)
         report, tail, seconds = probe_environment(
             env.python, expected, environ=probe_env, version=env.version
         )
+    findings = environment_errors(inspected, probe_env, host) if inspected is not None else ()
     return evaluate(
-        report, expected, host=host_gpu_info(environ), output_tail=tail, seconds=seconds
+        report,
+        expected,
+        host=host_gpu_info(environ, host),
+        output_tail=tail,
+        seconds=seconds,
+        findings=findings,
     )
 
 

@@ -1,7 +1,9 @@
-# Runs inside the Python that `kboot doctor` examines (3.5 or newer): standard library
-# only, no annotations, no f-strings. It reports what is there (packages, startup files,
-# the variables the interpreter sees after its startup, keras.json) without importing
-# keras, unless argv[1] asks for it ({"import": true}); one JSON line after MARKER.
+# Runs inside the Python that `kboot doctor` examines, and inside every environment the
+# smoke test checks (3.5 or newer): standard library only, no annotations, no f-strings.
+# It reports what is there (packages, startup files, the variables the interpreter sees
+# after its startup, keras.json, the CUDA libraries of the nvidia-* wheels and those in
+# LD_LIBRARY_PATH's folders) without importing keras, unless argv[1] asks for it
+# ({"import": true}); one JSON line after MARKER.
 import json
 import os
 import re
@@ -18,6 +20,14 @@ WATCHED = (
     "TF_USE_LEGACY_KERAS",
     "CUDA_VISIBLE_DEVICES",
     "PYTHONPATH",
+)
+#: Reported, not looked for in startup files: they matter for the GPU only.
+GPU_VARIABLES = (
+    "LD_LIBRARY_PATH",
+    "XLA_PYTHON_CLIENT_PREALLOCATE",
+    "XLA_PYTHON_CLIENT_MEM_FRACTION",
+    "XLA_PYTHON_CLIENT_ALLOCATOR",
+    "TF_FORCE_GPU_ALLOW_GROWTH",
 )
 
 
@@ -118,6 +128,66 @@ def conda_scripts(prefix):
     return found
 
 
+def modules_found(names):
+    """Whether each backend's top-level module can be found (an external Keras 2 backend
+    need not share its distribution's name); found, not imported."""
+    import importlib.util
+
+    found = {}
+    for name in names:
+        if not isinstance(name, str) or not name:
+            continue
+        top = name.split(".")[0]
+        try:
+            found[top] = importlib.util.find_spec(top) is not None
+        except (ImportError, ValueError):
+            found[top] = False
+    return found
+
+
+def is_library(name):
+    return name.startswith("lib") and ".so" in name
+
+
+def nvidia_libraries(folders):
+    """The shared libraries the nvidia-* wheels brought: {file name: the wheel's folder}
+    (site-packages/nvidia/cudnn/lib/libcudnn.so.9 -> "cudnn")."""
+    found = {}
+    for folder in folders:
+        top = os.path.join(folder, "nvidia")
+        if not os.path.isdir(top):
+            continue
+        for sub in sorted(os.listdir(top)):
+            lib = os.path.join(top, sub, "lib")
+            if not os.path.isdir(lib):
+                continue
+            for item in sorted(os.listdir(lib)):
+                if is_library(item):
+                    found.setdefault(item, sub)
+    return found
+
+
+def library_path(wheel_libraries):
+    """LD_LIBRARY_PATH's folders, each with its files that bear the name of a library the
+    wheels brought (libcudnn.so.9, libcudnn.so.9.1.0: {name: the file a link points to})."""
+    entries = []
+    value = os.environ.get("LD_LIBRARY_PATH") or ""
+    for folder in value.split(os.pathsep):
+        if not folder:
+            continue
+        entry = {"folder": folder, "libraries": {}}
+        try:
+            names = sorted(os.listdir(folder)) if wheel_libraries else []
+        except OSError:
+            names = []
+        for item in names:
+            if any(item == lib or item.startswith(lib + ".") for lib in wheel_libraries):
+                target = os.path.basename(os.path.realpath(os.path.join(folder, item)))
+                entry["libraries"][item] = target
+        entries.append(entry)
+    return entries
+
+
 def imported(config_path):
     """What `import keras` gives; what the import writes (Keras makes a missing keras.json
     and its folder) is taken away again: doctor changes nothing."""
@@ -178,19 +248,26 @@ def main():
     request = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
     prefix = sys.prefix
     folders = site_folders()
+    # sys.path, not only the site folders: a base Python's CUDA wheels count too
+    wheel_libraries = nvidia_libraries([e for e in sys.path if e and os.path.isdir(e)])
+    environ = {k: os.environ.get(k) for k in WATCHED + GPU_VARIABLES}
     report = {
         "python": "%d.%d.%d" % tuple(sys.version_info[:3]),
         "executable": sys.executable,
         "prefix": prefix,
         "venv": prefix != getattr(sys, "base_prefix", prefix),
         "conda": os.path.isdir(os.path.join(prefix, "conda-meta")),
-        "environ": {k: os.environ.get(k) for k in WATCHED},
+        "environ": environ,
         "packages": packages(),
         "site_folders": folders,
         "startup_files": startup_files(folders),
         "keras_json": keras_json(),
         "conda_scripts": conda_scripts(prefix),
+        "nvidia_libraries": wheel_libraries,
+        "library_path": library_path(wheel_libraries),
     }
+    config = report["keras_json"].get("values") or {}
+    report["modules"] = modules_found([environ.get("KERAS_BACKEND"), config.get("backend")])
     if request.get("import"):
         report["imported"] = imported(report["keras_json"]["path"])
     sys.stdout.write("\n" + MARKER + json.dumps(report) + "\n")
