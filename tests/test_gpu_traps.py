@@ -9,8 +9,11 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bootstrap.doctor.examine import examine
+from bootstrap.envs.diagnosis import diagnose
 from bootstrap.envs.findings import Finding
 from bootstrap.envs.smoke import Expectation
 from bootstrap.envs.verify import run_smoke
@@ -206,3 +209,43 @@ def test_jax_and_tensorflow_both_reserving_the_gpu(
         assert "TF_FORCE_GPU_ALLOW_GROWTH='1'" in finding.evidence
     smoke = run_smoke(venv, JAX_EXPECTED, scope="user", environ=user_environ(tmp_path), host=DRIVER)
     assert smoke.ok, smoke.problems  # a warning: it works, badly
+
+
+NAMES = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30)
+LIBRARY_NAMES = st.one_of(
+    NAMES, st.sampled_from(["libcudnn.so.9", "libcudnn.so.9.1.0", "libcudnn.so.9.x", "lib.so.1"])
+)
+
+
+@settings(max_examples=200)
+@given(
+    packages=st.dictionaries(
+        st.one_of(NAMES, st.sampled_from(["tensorflow", "jax", "jaxlib", "jax-cuda12-plugin",
+                                           "jax-cuda12-pjrt", "nvidia-cudnn-cu12", "torch"])),
+        NAMES,
+    ),
+    wheel=st.dictionaries(LIBRARY_NAMES, NAMES, max_size=4),
+    held=st.dictionaries(LIBRARY_NAMES, LIBRARY_NAMES, max_size=4),
+    variables=st.dictionaries(
+        st.sampled_from(["LD_LIBRARY_PATH", "XLA_PYTHON_CLIENT_PREALLOCATE",
+                         "TF_FORCE_GPU_ALLOW_GROWTH", "XLA_PYTHON_CLIENT_MEM_FRACTION"]),
+        st.one_of(st.none(), NAMES),
+    ),
+)  # fmt: skip
+def test_any_packages_and_libraries_on_disk_give_findings(
+    packages: dict[str, str],
+    wheel: dict[str, str],
+    held: dict[str, str],
+    variables: dict[str, str | None],
+) -> None:
+    """Names and versions come from folder names on disk: any of them gives findings."""
+    report = {
+        "packages": packages,
+        "environ": variables,
+        "nvidia_libraries": wheel,
+        "library_path": [{"folder": "/x", "libraries": held}],
+        "keras_json": {"path": "/h/.keras/keras.json", "exists": False},
+    }
+    for host in (DRIVER, NO_DRIVER):
+        for finding in diagnose(report, {}, host):
+            assert finding.severity in ("error", "warning", "info") and finding.title
