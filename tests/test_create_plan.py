@@ -16,6 +16,8 @@ from bootstrap.envs.plan import (
     _as_recorded,
     describe_changes,
     in_place_ok,
+    name_for_folder,
+    resolve_target,
     state_digest,
     validate_name,
 )
@@ -97,6 +99,37 @@ def test_refused_names(name: str) -> None:
     assert repr(name) in info.value.message
     assert info.value.hint is not None
     assert "--dest" in info.value.hint
+
+
+@pytest.mark.parametrize(
+    ("folder", "name"),
+    [("lab", "lab"), ("env x", "env-x"), ("my  env (2)", "my-env-2"), (" lab ", "lab"),
+     ("a..b", "a.b"), (".venv", "venv"), ("é-lab", "lab"), ("x\ny", "x-y")],
+)  # fmt: skip
+def test_a_dest_folder_any_name_gets_an_environment_name(folder: str, name: str) -> None:
+    assert name_for_folder(folder) == name
+
+
+@pytest.mark.parametrize("folder", ["é", "...", "   ", "(*)"])
+def test_a_dest_folder_with_nothing_to_name_by_asks_for_name(folder: str) -> None:
+    with pytest.raises(UsageError) as info:
+        name_for_folder(folder)
+    assert repr(folder) in info.value.message
+    assert info.value.hint is not None and "--name NAME" in info.value.hint
+    assert "--dest" not in info.value.hint  # given already
+
+
+def test_a_dest_with_spaces_keeps_its_path_and_gets_a_name(
+    profile: Profile, tmp_path: Path
+) -> None:
+    dest = tmp_path / "dir with spaces" / "env x"
+    home = {"KBOOT_HOME": str(tmp_path / "kboot-home")}
+    name, path = resolve_target(CreateRequest(profile, dest=dest), home)
+    assert (name, path) == ("env-x", dest)
+    name, _ = resolve_target(CreateRequest(profile, dest=dest, name="mine"), home)
+    assert name == "mine"
+    with pytest.raises(UsageError, match="'my env' is not allowed"):
+        resolve_target(CreateRequest(profile, dest=dest, name="my env"), home)
 
 
 # ---- legacy pip ------------------------------------------------------------------------

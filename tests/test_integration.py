@@ -358,3 +358,28 @@ def test_scope_user_environments_share_one_keras_json(keras_home: Path) -> None:
     assert repaired["action"] == "updated"
     assert repaired["changes"][0].startswith("keras.json: backend is 'numpy'")
     assert json.loads((keras_home / "keras.json").read_text())["backend"] == "jax"
+
+
+def test_a_dest_with_spaces_builds_runs_and_is_found(tmp_path: Path) -> None:
+    """Any path works as --dest (issue 16 item 15): the folder keeps its name, the
+    environment is named without the space, its console scripts (a /bin/sh trampoline in
+    a venv at such a path) run, and the "use it" line pastes back into a shell."""
+    dest = tmp_path / "dir with spaces" / "env x"
+    proc = kboot("create", "numpy", "--dest", str(dest))
+    assert proc.returncode == 0, proc.stderr
+    assert f"created env-x at {dest}" in proc.stdout
+    assert "smoke test passed" in proc.stdout
+    use_it = next(line for line in proc.stdout.splitlines() if line.startswith("use it: "))
+    command = use_it.removeprefix("use it: ").replace("your_script.py", "-c 'print(1 + 1)'")
+    shell = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=False)
+    assert (shell.returncode, shell.stdout) == (0, "2\n"), (command, shell.stderr)
+    assert report_from_fresh_shell(dest, tmp_path)["backend"] == "numpy"
+    script = subprocess.run(
+        [str(dest / "bin" / "numpy-config"), "--version"], capture_output=True, text=True,
+        check=False,
+    )  # fmt: skip
+    assert script.returncode == 0 and script.stdout.strip(), script.stderr
+    for ref in ("env-x", str(dest)):
+        checked = kboot("check", ref, "--json")
+        assert checked.returncode == 0, checked.stderr
+        assert json.loads(checked.stdout)["ok"] is True

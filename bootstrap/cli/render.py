@@ -128,8 +128,20 @@ def render_create(result: CreateResult) -> None:
     else:
         console.print("smoke test skipped (--no-smoke)", markup=False)
     bin_dir = "Scripts" if sys.platform == "win32" else "bin"
-    console.print(f"use it: {Path(result.path) / bin_dir / 'python'} your_script.py", markup=False)
+    python = shell_word(str(Path(result.path) / bin_dir / "python"))
+    console.print(f"use it: {python} your_script.py", markup=False)
     _kernel_lines(console, result.kernel)
+
+
+def shell_word(text: str) -> str:
+    """`text` as one word a shell reads back as it is: a path with a space is pasted whole."""
+    if sys.platform == "win32":
+        import subprocess
+
+        return subprocess.list2cmdline([text])
+    import shlex
+
+    return shlex.quote(text)
 
 
 def _kernel_lines(console: Console, kernel: Kernel | None) -> None:

@@ -91,20 +91,42 @@ class CreateRequest:
 MAX_NAME = 100
 
 
-def validate_name(name: str) -> str:
+NAME_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit, no '..'"
+
+
+def validate_name(name: str, *, hint: str | None = None) -> str:
+    """`name` if it can name an environment (a folder, a lock file, a kernelspec name);
+    else a UsageError whose hint is `hint`, or the rule and where to build instead."""
     if len(name) > MAX_NAME:
         raise UsageError(
             f"environment name {name[:20]}... is {len(name)} characters long: at most "
             f"{MAX_NAME} are allowed",
-            hint="give a shorter --name",
+            hint=hint or "give a shorter --name",
         )
     if not _NAME.fullmatch(name) or ".." in name:
         raise UsageError(
             f"environment name {name!r} is not allowed",
-            hint="use letters, digits, '.', '_' and '-' (no path separators or '..'); "
-            "to build somewhere else use --dest PATH",
+            hint=hint
+            or f"use {NAME_RULE}; to build in another folder, give its path with --dest PATH",
         )
     return name
+
+
+def name_for_folder(folder: str) -> str:
+    """The name of an environment built with `--dest FOLDER` and no --name: the folder's
+    own name, or, where that holds what a name cannot (a space: "env x"), the name with
+    each run of such characters made one '-' ("env-x"). The folder keeps its own name:
+    any path works; only kboot's name for it (kernels, `kboot check NAME`) is derived."""
+    if _NAME.fullmatch(folder) and ".." not in folder:
+        return validate_name(folder, hint="give it a shorter name with --name NAME")
+    derived = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9._-]+", "-", folder)).strip("-._")
+    hint = f"name the environment with --name NAME ({NAME_RULE}); the folder keeps its own"
+    if not derived:
+        raise UsageError(
+            f"the folder name {folder!r} has nothing kboot can name an environment by",
+            hint=hint,
+        )
+    return validate_name(derived, hint=hint)
 
 
 def resolve_target(request: CreateRequest, environ: Mapping[str, str]) -> tuple[str, Path]:
@@ -115,7 +137,7 @@ def resolve_target(request: CreateRequest, environ: Mapping[str, str]) -> tuple[
         check_link(given)
         dest = Path(os.path.realpath(given))
         check_dest(dest, kboot_home(environ))
-        name = validate_name(dest.name if request.name is None else request.name)
+        name = name_for_folder(dest.name) if request.name is None else validate_name(request.name)
         return name, dest
     name = validate_name(request.profile.default_env_name if request.name is None else request.name)
     return name, Path(os.path.realpath(envs_dir(environ))) / name
