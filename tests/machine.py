@@ -130,6 +130,30 @@ def _posix() -> str | None:
     return None if os.name == "posix" else f"not a POSIX system ({sys.platform})"
 
 
+#: What makes root a user that file permissions apply to (no DAC override).
+DROP_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--"]
+
+
+def as_unprivileged(argv: list[str]) -> list[str]:
+    """`argv` run so that file permissions refuse it: as is for a user, through setpriv
+    without the capabilities that let root past them for root."""
+    return [*DROP_DAC, *argv] if hasattr(os, "geteuid") and os.geteuid() == 0 else argv
+
+
+def _permissions() -> str | None:
+    """A folder's permissions can refuse the test's commands (`as_unprivileged`)."""
+    posix = _posix()
+    if posix or os.geteuid() != 0:
+        return posix
+    with tempfile.TemporaryDirectory() as folder:
+        os.chmod(folder, 0)
+        ran = _run(as_unprivileged(["ls", folder]))
+        os.chmod(folder, 0o700)
+    if isinstance(ran, str):
+        return f"root cannot drop its capabilities: {ran}"
+    return None if ran.returncode != 0 else "root here reads a folder of mode 000 even without them"
+
+
 #: Every requirement by name, and `pyenv-X.Y` for a pyenv-installed Python X.Y.
 REQUIREMENTS: dict[str, Check] = {
     "unshare": _unshare,
@@ -141,6 +165,7 @@ REQUIREMENTS: dict[str, Check] = {
     "torch-cpu-wheels": _torch_cpu_wheels,
     "local-index": _local_index,
     "posix": _posix,
+    "permissions": _permissions,
 }
 
 

@@ -27,6 +27,7 @@ from bootstrap.system.errors import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     KbootError,
+    from_os_error,
 )
 from bootstrap.system.redaction import debug_logging
 
@@ -128,14 +129,7 @@ def main(argv: list[str] | None = None) -> None:
             emit_json(_error_document("interrupted", "Interrupted", None, EXIT_INTERRUPTED))
         sys.exit(EXIT_INTERRUPTED)
     except OSError as exc:  # the machine said no: a full disk, a read-only folder, permissions
-        where = f" ({exc.filename})" if exc.filename else ""
-        fail(
-            KbootError(
-                f"{exc.strerror or exc}{where}",
-                hint="free some space or fix the permissions, then run it again; kboot rolled "
-                "back what it had started",
-            )
-        )
+        fail(from_os_error(exc, writes=writes(own)))
     except Exception as exc:  # a bug in kboot: one line, and the traceback with --debug
         if debug:
             raise
@@ -150,6 +144,18 @@ def main(argv: list[str] | None = None) -> None:
             emit_json(_error_document(str(exc), kind, "please report it", EXIT_FAILED))
         sys.exit(EXIT_FAILED)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+#: the commands that only read: an error there has nothing to roll back, and no space to free
+READ_ONLY = frozenset({"list", "show", "profiles", "doctor", "check", "config show"})
+
+
+def writes(args: list[str]) -> bool:
+    """Whether the command in `args` (kboot's own, before any `--`) may write: all but the
+    read-only ones, and `sync --check`."""
+    words = [arg for arg in args if not arg.startswith("-")]
+    command = " ".join(words[:2]) if words[:1] == ["config"] else " ".join(words[:1])
+    return not (command in READ_ONLY or (command == "sync" and "--check" in args))
 
 
 def _debug_first(args: list[str]) -> list[str]:

@@ -38,6 +38,8 @@ from bootstrap.system.errors import (
     KbootError,
     KernelError,
     UsageError,
+    os_error_hint,
+    os_error_reason,
 )
 from bootstrap.system.paths import PTH_FILE
 from bootstrap.system.progress import Reporter
@@ -436,6 +438,11 @@ def _failure(exc: BaseException, path: Path, *, rebuilding: bool) -> KbootError:
         return Interrupted(f"interrupted; {path} was left {before}")
     if isinstance(exc, KbootError):
         return exc
+    if isinstance(exc, OSError):  # the machine said no: its words, and a hint for them
+        return EnvironmentStateError(
+            f"creating {path} failed: {os_error_reason(exc)}; everything was rolled back",
+            hint=os_error_hint(exc, writes=True),
+        )
     return EnvironmentStateError(
         f"creating {path} failed: {type(exc).__name__}: {exc}; everything was rolled back",
         hint="rerun with --debug to see where",

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bootstrap.install.interpreters import Interpreter
-from bootstrap.system.errors import EnvironmentStateError
+from bootstrap.system.errors import EnvironmentStateError, os_error_hint
 from bootstrap.system.files import atomic_write
 from bootstrap.system.paths import PTH_FILE, EnvLayout, read_pyvenv_cfg
 from bootstrap.system.runner import CommandResult, run_python
@@ -177,7 +177,9 @@ class VirtualEnv:
             raise EnvironmentStateError(
                 f"virtualenv could not create {root} with {interpreter.path}: "
                 f"{lines[-1] if lines else type(exc).__name__}",
-                hint="free some space or fix the folder's permissions"
+                hint=os_error_hint(exc, writes=True)
+                if isinstance(exc, OSError)
+                else "free some space or fix the folder's permissions"
                 if "No space left" in str(exc) or "ermission" in str(exc)
                 else None,
             ) from None

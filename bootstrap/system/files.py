@@ -51,6 +51,12 @@ def trusted_dir(path: Path, *, what: str = "folder") -> None:
             hint="use the real folder of your own, not another user's link to it",
         )
     problem = untrusted_dir(path)
+    if problem is not None and problem[0].is_symlink():  # left by realpath: it loops
+        raise UntrustedPathError(
+            f"{what} {path} cannot be used: {problem[0]} is a symlink that loops (it leads "
+            "back to itself)",
+            hint="replace the link with the real folder (ls -l shows where it points)",
+        )
     if problem is not None:
         folder, reason = problem
         where = "it" if folder == Path(os.path.realpath(path)) else f"{folder}, above it,"

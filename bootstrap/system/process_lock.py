@@ -10,6 +10,7 @@ once it holds the lock, that the file it locked is still the one at that name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import sys
@@ -18,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bootstrap.system.errors import EnvironmentStateError, LockedError
+from bootstrap.system.errors import EnvironmentStateError, LockedError, os_error_hint
 from bootstrap.system.files import O_NOFOLLOW, private_dir
 
 
@@ -87,9 +88,13 @@ def _open_lock_file(path: Path) -> int:
     try:
         return os.open(path, os.O_RDWR | os.O_CREAT | O_NOFOLLOW, 0o600)
     except OSError as exc:
+        hint = (
+            "a symlink there is refused; remove it, or set KBOOT_HOME to a folder of yours"
+            if exc.errno == errno.ELOOP
+            else os_error_hint(exc, writes=True)
+        )
         raise EnvironmentStateError(
-            f"cannot open the lock file {path}: {exc.strerror}",
-            hint="a symlink there is refused; remove it, or set KBOOT_HOME to a folder of yours",
+            f"cannot open the lock file {path}: {exc.strerror}", hint=hint
         ) from None
 
 
