@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -100,6 +101,36 @@ def complete_envs(incomplete: str) -> list[str]:
     return [name for name in found if name.startswith(incomplete)]
 
 
+def complete_choices(*choices: str) -> Callable[[str], list[str]]:
+    """Shell completion of an option that takes one of `choices` (--installer uv|pip)."""
+
+    def complete(incomplete: str) -> list[str]:
+        return [choice for choice in choices if choice.startswith(incomplete)]
+
+    return complete
+
+
+def complete_assignments(ctx: Any, incomplete: str) -> list[str]:  # click's Context
+    """Shell completion of `kboot config set KEY=VALUE`: the keys, then each key's values.
+    bash splits a word at `=` (its COMP_WORDBREAKS): `floatx=fl` arrives as the words
+    `floatx`, `=` and the incomplete `fl`, and the reply replaces `fl` only."""
+    from bootstrap.profiles.keras_json import SETTABLE_KEYS, VALUES_OF
+
+    args = list(ctx.params.get("assignments") or ())  # the words before, parsed leniently
+
+    def values(key: str, typed: str, before: str) -> list[str]:
+        return [f"{before}{v}" for v in VALUES_OF.get(key, ()) if v.startswith(typed)]
+
+    if len(args) >= 2 and args[-1] == "=":  # bash: KEY, =, then the value begun
+        return values(args[-2], incomplete, "")
+    if not incomplete and args and args[-1] in SETTABLE_KEYS:  # bash, just after KEY=
+        return values(args[-1], "", "")  # (click drops a lone `=`; readline inserts after it)
+    if "=" in incomplete:  # zsh, fish: the whole word
+        key, _, typed = incomplete.partition("=")
+        return values(key, typed, f"{key}=")
+    return [f"{key}=" for key in SETTABLE_KEYS if key.startswith(incomplete)]
+
+
 ExtraIndexUrlOpt = Annotated[
     list[str] | None, typer.Option(metavar="URL", help="Extra package index (repeatable).")
 ]
@@ -115,6 +146,7 @@ AcceleratorOpt = Annotated[
     str | None,
     typer.Option(
         metavar="auto|cpu|cuda|cuda-12|cuda-13",
+        autocompletion=complete_choices("auto", "cpu", "cuda", "cuda-12", "cuda-13"),
         help="Which build of TensorFlow, JAX or PyTorch: auto reads the NVIDIA driver "
         "(default for the tf, jax and torch profiles); cuda picks the newest CUDA the driver "
         "runs. Default: the profile's accelerator.",

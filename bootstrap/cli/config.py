@@ -12,6 +12,7 @@ import typer.core
 from bootstrap.cli.base import (
     Command,
     JsonOpt,
+    complete_assignments,
     config_app,
     emit_json,
 )
@@ -55,6 +56,7 @@ def config_set(
         list[str],
         typer.Argument(
             metavar="KEY=VALUE",
+            autocompletion=complete_assignments,
             help="KEY=VALUE pairs: backend, floatx, image_data_format, epsilon, nnx_enabled.",
         ),
     ],

@@ -21,6 +21,7 @@ from bootstrap.cli.base import (
     JsonOpt,
     WaitOpt,
     app,
+    complete_choices,
     complete_profiles,
     emit_json,
 )
@@ -61,13 +62,16 @@ def create(
     installer: Annotated[
         str,
         typer.Option(
-            metavar="uv|pip", help="uv (fast, default) or pip (the environment's own pip)."
+            metavar="uv|pip",
+            autocompletion=complete_choices("uv", "pip"),
+            help="uv (fast, default) or pip (the environment's own pip).",
         ),
     ] = "uv",
     scope: Annotated[
         str,
         typer.Option(
             metavar="env|user",
+            autocompletion=complete_choices("env", "user"),
             help="env: keras.json inside the environment (default); "
             "user: merge into your own keras.json, with a backup.",
         ),

@@ -17,6 +17,7 @@ from bootstrap.cli.base import (
     JsonOpt,
     WaitOpt,
     app,
+    complete_choices,
     complete_envs,
     emit_json,
 )
@@ -137,7 +138,9 @@ def kernel(
     installer: Annotated[
         str,
         typer.Option(
-            metavar="uv|pip", help="Install ipykernel with uv (default) or the environment's pip."
+            metavar="uv|pip",
+            autocompletion=complete_choices("uv", "pip"),
+            help="Install ipykernel with uv (default) or the environment's pip.",
         ),
     ] = "uv",
     index_url: Annotated[

@@ -30,7 +30,7 @@ class _RunCommand(Command):
             split = args.index("--")
             ctx.meta["kboot_command"] = args[split + 1 :]
             args = args[:split]
-        elif not {"-h", "--help"} & set(args):
+        elif not ctx.resilient_parsing and not {"-h", "--help"} & set(args):  # <TAB> parses
             from bootstrap.run.execute import EXAMPLE
 
             raise UsageError("kboot run needs `-- COMMAND` after the profiles", hint=EXAMPLE)

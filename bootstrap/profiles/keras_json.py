@@ -54,6 +54,13 @@ KERAS_DEFAULTS: Mapping[str, Any] = {
 }
 KNOWN_BACKENDS = tuple(dict.fromkeys((*KERAS3_BACKENDS, *KERAS2_BACKENDS)))
 SETTABLE_KEYS = ("backend", "floatx", "image_data_format", "epsilon", "nnx_enabled")
+#: the values a settable key takes, where they are few (shell completion offers them)
+VALUES_OF: Mapping[str, tuple[str, ...]] = {
+    "backend": KNOWN_BACKENDS,
+    "floatx": FLOATX_VALUES,
+    "image_data_format": IMAGE_DATA_FORMATS,
+    "nnx_enabled": ("true", "false"),
+}
 
 
 def read_keras_json(path: Path) -> dict[str, Any] | None:
