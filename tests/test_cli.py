@@ -164,6 +164,41 @@ def test_show_text(capsys) -> None:  # type: ignore[no-untyped-def]
     assert "torch" in out
 
 
+def test_show_prints_what_create_uses_and_what_it_extends(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16 items 22 and 23: a profile extending torch-cpu that drops its index still
+    gets the PyTorch CPU index from its accelerator; show says so, and says what it
+    extends, and its --json is the profile create resolves."""
+    import os
+
+    from bootstrap.envs.create import _prepare
+    from bootstrap.envs.names import profile_for
+    from bootstrap.envs.plan import CreateRequest
+    from bootstrap.system.progress import RecordingReporter
+
+    (tmp_path / "kboot.toml").write_text(
+        '[profiles.mine]\nextends = "torch-cpu"\nextra_index_urls = []\n', encoding="utf-8"
+    )
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = kboot(capsys, "show", "mine")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[1] == f"# extends: torch-cpu ({Path(__file__).parent.parent / 'profiles'}" \
+        "/torch-cpu.toml)"  # fmt: skip
+    index = next(line for line in lines if line.startswith("extra_index_urls = "))
+    assert index.startswith('extra_index_urls = ["https://download.pytorch.org/whl/cpu"]')
+    assert "the accelerator's build; the profile says []" in index
+    code, out, _ = kboot(capsys, "show", "mine", "--json")
+    shown = json.loads(out)
+    assert shown["extends"] and shown["build"]["chosen"] == "cpu"
+    declared = profile_for("mine", os.environ, tmp_path)
+    target = _prepare(CreateRequest(declared), RecordingReporter(), dict(os.environ))
+    used = target.profile.to_dict()
+    for key in ("packages", "sources", "accelerator", "gpu", "backend", "python", "keras"):
+        assert shown[key] == used[key], key
+
+
 def test_show_unknown_profile(capsys) -> None:  # type: ignore[no-untyped-def]
     err = refused(capsys, 2, "show", "nunpy")
     assert "unknown profile 'nunpy'" in err

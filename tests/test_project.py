@@ -101,6 +101,36 @@ def test_same_name_packages_replace_and_remove_packages_takes_away(tmp_path: Pat
     assert lean.env == {"MY_FLAG": "1"}
 
 
+@pytest.mark.parametrize("key", ["extra_index_urls", "find_links"])
+def test_an_empty_list_drops_what_the_parent_lists(tmp_path: Path, key: str) -> None:
+    """Issue 16 item 22: `extra_index_urls = []` replaces the parent's, as any key does."""
+    root = project(
+        tmp_path,
+        '[tool.kboot.profiles.base]\nbackend = "numpy"\npackages = ["numpy"]\n'
+        f'{key} = ["https://mirror.example/simple"]\n'
+        f'[tool.kboot.profiles.mine]\nextends = "base"\n{key} = []\n',
+    )
+    found = profiles_in(root)
+    assert getattr(found.resolve("base").sources, key) == ("https://mirror.example/simple",)
+    assert getattr(found.resolve("mine").sources, key) == ()
+
+
+def test_a_profile_knows_the_chain_it_extends(tmp_path: Path) -> None:
+    root = project(
+        tmp_path,
+        '[tool.kboot.profiles.a]\nextends = "b"\n[tool.kboot.profiles.b]\nextends = "torch-cpu"\n',
+    )
+    a = profiles_in(root).resolve("a")
+    assert a.extends == (
+        f"b ({root / 'pyproject.toml'} [tool.kboot.profiles.b])",
+        f"torch-cpu ({BUILTINS / 'torch-cpu.toml'})",
+    )
+    assert a.to_dict()["extends"] == list(a.extends)
+    # where values come from is no part of what is built: the digest is torch-cpu's own
+    assert a.digest() == profiles_in(root).resolve("torch-cpu").digest()
+    assert profiles_in(root).resolve("torch-cpu").extends == ()
+
+
 def test_extending_its_own_name_means_the_next_layer_down(tmp_path: Path) -> None:
     root = project(
         tmp_path, '[tool.kboot.profiles.jax-cpu]\nextends = "jax-cpu"\nfloatx = "float64"\n'

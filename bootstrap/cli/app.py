@@ -8,6 +8,7 @@ documented exit code.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import sys
@@ -25,6 +26,7 @@ from bootstrap.cli.base import (
 from bootstrap.system.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
+    EXIT_SIGPIPE,
     EXIT_USAGE,
     KbootError,
     from_os_error,
@@ -84,8 +86,60 @@ def _cli_exception_types() -> tuple[tuple[type[Exception], ...], tuple[type[Base
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the CLI, turn every KbootError into one line and an exit code."""
-    args = _debug_first(sys.argv[1:] if argv is None else argv)
+    """Console entry point: run the CLI, turn every KbootError into one line and an exit code;
+    a reader that stops reading (`kboot list | head`) ends kboot as it ends ls and git."""
+    try:
+        try:
+            _main(sys.argv[1:] if argv is None else argv)
+        finally:  # here, not at exit, where a closed pipe is only a warning
+            if not _typer_met_a_closed_pipe():
+                sys.stdout.flush()
+    except BrokenPipeError:
+        _pipe_closed()
+    except SystemExit:
+        if _typer_met_a_closed_pipe():  # it says so by exiting 1
+            _pipe_closed()
+        raise
+
+
+def _usage_failure(exc: Exception, *, as_json: bool) -> NoReturn:
+    """click's usage error (either flavour): its message and usage line, or with --json
+    the document and one line."""
+    exit_code = getattr(exc, "exit_code", EXIT_USAGE)
+    exit_code = (
+        EXIT_USAGE if exit_code in (0, 2) and type(exc).__name__ != "FileError" else exit_code
+    )
+    if as_json:
+        message = exc.format_message()  # type: ignore[attr-defined]
+        sys.stderr.write(f"kboot: error: {_one_line(message)}\n")
+        emit_json(_error_document(message, "UsageError", "see --help", exit_code))
+    else:
+        shown = io.StringIO()  # the usage line as --help shows it: ENV, not {ENV}
+        exc.show(file=shown)  # type: ignore[attr-defined]  # both ClickException flavours
+        sys.stderr.write(clean_help(shown.getvalue()) + "\n")
+    sys.exit(exit_code)
+
+
+def _typer_met_a_closed_pipe() -> bool:
+    return type(sys.stdout).__name__ == "PacifyFlushWrapper"
+
+
+def _pipe_closed() -> NoReturn:
+    """stdout's reader went away: end quietly, killed by SIGPIPE as ls and git are (a shell
+    says 141; `set -o pipefail` sees it as it sees theirs). Nothing is half-done: kboot
+    writes its results to stdout after the work, and a failure has rolled back already."""
+    import signal
+
+    with contextlib.suppress(OSError):  # the interpreter's last flush finds /dev/null
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGPIPE)
+    os._exit(EXIT_SIGPIPE)  # no SIGPIPE (Windows): the code a shell would show
+
+
+def _main(argv: list[str]) -> None:
+    args = _debug_first(argv)
     own = args[: args.index("--")] if "--" in args else args  # not a command's own args
     debug = "--debug" in own or os.environ.get("KBOOT_DEBUG") == "1"
     usage_errors, aborts = _cli_exception_types()
@@ -102,9 +156,12 @@ def main(argv: list[str] | None = None) -> None:
             import traceback
 
             traceback.print_exc()
-        _print_error(exc, debug=debug)
-        if as_json:  # scripts parsing stdout get a document, not silence
-            emit_json(_error_document(exc.message, type(exc).__name__, exc.hint, exc.exit_code))
+        if as_json:  # the document says it all; stderr one line, for the person watching
+            _print_error_line(exc)
+            document = _error_document(exc.message, type(exc).__name__, exc.hint, exc.exit_code)
+            emit_json({**document, "details": exc.details} if exc.details else document)
+        else:
+            _print_error(exc, debug=debug)
         sys.exit(exc.exit_code)
 
     try:
@@ -112,22 +169,14 @@ def main(argv: list[str] | None = None) -> None:
     except KbootError as exc:
         fail(exc)
     except usage_errors as exc:
-        shown = io.StringIO()  # the usage line as --help shows it: ENV, not {ENV}
-        exc.show(file=shown)  # type: ignore[attr-defined]  # both ClickException flavours
-        sys.stderr.write(clean_help(shown.getvalue()) + "\n")
-        exit_code = getattr(exc, "exit_code", EXIT_USAGE)
-        exit_code = (
-            EXIT_USAGE if exit_code in (0, 2) and type(exc).__name__ != "FileError" else exit_code
-        )
-        if as_json:
-            message = exc.format_message()  # type: ignore[attr-defined]
-            emit_json(_error_document(message, "UsageError", "see --help", exit_code))
-        sys.exit(exit_code)
+        _usage_failure(exc, as_json=as_json)
     except aborts:
         sys.stderr.write("kboot: interrupted\n")
         if as_json:
             emit_json(_error_document("interrupted", "Interrupted", None, EXIT_INTERRUPTED))
         sys.exit(EXIT_INTERRUPTED)
+    except BrokenPipeError:  # stdout's reader went away: main() ends kboot as ls ends
+        raise
     except OSError as exc:  # the machine said no: a full disk, a read-only folder, permissions
         fail(from_os_error(exc, writes=writes(own)))
     except Exception as exc:  # a bug in kboot: one line, and the traceback with --debug
@@ -136,8 +185,8 @@ def main(argv: list[str] | None = None) -> None:
         from bootstrap.system.redaction import redact
 
         sys.stderr.write(
-            f"kboot: internal error: {type(exc).__name__}: {redact(str(exc))}\n"
-            "  hint: rerun with --debug for the traceback, and please report it\n"
+            f"kboot: internal error: {type(exc).__name__}: {_one_line(redact(str(exc)))}\n"
+            + ("" if as_json else "  hint: rerun with --debug for the traceback, and report it\n")
         )
         if as_json:
             kind = f"internal error: {type(exc).__name__}"
@@ -172,6 +221,17 @@ def _debug_first(args: list[str]) -> list[str]:
 
 def _error_document(message: str, kind: str, hint: str | None, exit_code: int) -> dict[str, Any]:
     return {"ok": False, "error": message, "kind": kind, "hint": hint, "exit_code": exit_code}
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _print_error_line(exc: KbootError) -> None:
+    """With --json: the message alone, on one line (the document has the hint and details)."""
+    from bootstrap.system.redaction import redact
+
+    sys.stderr.write(f"kboot: error: {_one_line(redact(exc.message))}\n")
 
 
 def _print_error(exc: KbootError, *, debug: bool) -> None:

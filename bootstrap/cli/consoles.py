@@ -10,14 +10,21 @@ from rich.console import Console
 from rich.table import Table
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """rich would exit 1 (a failure to `set -o pipefail`); the entry point ends kboot
+        as a closed pipe ends ls and git instead."""
+        raise BrokenPipeError
+
+
 def out_console() -> Console:
     # piped output is read by scripts and pasted into issues: never cut or fold it
     width = None if sys.stdout.isatty() else 4096
-    return Console(highlight=False, soft_wrap=True, width=width)
+    return _Console(highlight=False, soft_wrap=True, width=width)
 
 
 def error_console() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    return _Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def print_table(console: Console, table: Table) -> None:

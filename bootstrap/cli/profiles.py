@@ -47,16 +47,19 @@ def show(
     ],
     as_json: JsonOpt = False,
 ) -> None:
-    """Show one profile's validated values and where it comes from (every field of
-    --json; the text is a valid profile to start your own from).
+    """Show what `kboot create PROFILE` would build here: the profile's validated values
+    with its accelerator's build of the backend applied, where it comes from and what it
+    extends (every field of --json; the text is a valid profile to start your own from).
 
     Example: kboot show jax-cpu > ~/.config/kboot/profiles/mine.toml
     """
     from bootstrap.cli.render import render_profile
     from bootstrap.envs.names import profile_for
+    from bootstrap.install import accelerators
 
     loaded = profile_for(profile, os.environ, Path.cwd())
+    built, build = accelerators.resolve(loaded, None)  # as create resolves it
     if as_json:
-        emit_json(loaded.to_dict())
+        emit_json({**built.to_dict(), **({"build": build.to_dict()} if build else {})})
     else:
-        render_profile(loaded)
+        render_profile(loaded, built, build)

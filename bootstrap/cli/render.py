@@ -11,6 +11,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from bootstrap.cli.consoles import error_console, out_console, print_table
 from bootstrap.doctor.examine import DoctorResult, severity_rank
@@ -20,6 +21,7 @@ from bootstrap.envs.manage import CheckResult, EnvSummary
 from bootstrap.envs.smoke import SmokeReport
 from bootstrap.fleet.batch import BatchItem
 from bootstrap.fleet.sync import SyncResult
+from bootstrap.install.accelerators import Choice
 from bootstrap.jupyter.registry import Kernel, KernelStatus, Unregistered
 from bootstrap.profiles.catalog import Catalog, ProfileEntry
 from bootstrap.profiles.keras_json import ConfigView
@@ -223,22 +225,36 @@ def render_profiles(entries: Sequence[ProfileEntry], found: Catalog) -> None:
     )
 
 
-def render_profile(profile: Profile) -> None:
-    """The validated profile as TOML, so `kboot show X > mine.toml` is a valid start."""
+def render_profile(declared: Profile, built: Profile, build: Choice | None) -> None:
+    """What `create` here would build from the profile, as TOML (so `kboot show X >
+    mine.toml` is a valid start), with comments saying where it comes from: its file, the
+    profiles it extends, and the values its accelerator picks on this machine."""
+    profile = built
     where = f"{profile.path} [{profile.table}]" if profile.table else str(profile.path)
-    sys.stdout.write(f"# {profile.name}: {where}\n{profile_toml(profile)}")
+    head = [f"# {profile.name}: {where}"]
+    if declared.extends:
+        head.append(f"# extends: {' -> '.join(declared.extends)}")
+    if build is not None:
+        head.append(f"# accelerator {build.requested}: the {build.label} build ({build.reason})")
+    sys.stdout.write("\n".join(head) + "\n" + profile_toml(built, declared))
 
 
-def profile_toml(profile: Profile) -> str:
+def profile_toml(profile: Profile, declared: Profile | None = None) -> str:
     data = profile.content()
-    sources = data.pop("sources")
-    data.update(sources)
+    data.update(data.pop("sources"))
+    said = {} if declared is None else declared.content()
+    said.update(said.pop("sources", {}))
     lines = []
     for key, value in data.items():  # every field `show --json` has, in the same order
         if key == "gpu" and profile.accelerator is not None:
             lines.append(f"# gpu = {_toml_value(value)}  (follows from the accelerator)")
         elif value is None:
             lines.append(f"# {key}: not set")
+        elif key in said and said[key] != value:  # the accelerator's build, on this machine
+            lines.append(
+                f"{key} = {_toml_value(value)}  # with the accelerator's build; the profile "
+                f"says {_toml_value(said[key])}"
+            )
         else:
             lines.append(f"{key} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"
@@ -265,41 +281,62 @@ def render_envs(envs: Sequence[EnvSummary]) -> None:
     if not envs:
         console.print("no environments yet; try: kboot create numpy", markup=False)
         return
-    table = Table(box=None, pad_edge=False)
     with_kernels = any(env.kernel for env in envs)  # a column only where there are kernels
     kernel_column = ("KERNEL",) if with_kernels else ()
     columns = ("NAME", "BACKEND", "FLOATX", "PYTHON", "KERAS", "HEALTH", *kernel_column, "PATH")
+    rows = [_env_row(env, with_kernels) for env in envs]
+    table = Table(box=None, pad_edge=False)
     for column in columns:
         table.add_column(column, overflow="fold")
-    for env in envs:
-        data = env.to_dict()
-        health = data["health"]
-        style = (
-            "green"
-            if health == "ok"
-            else "red"
-            if health.startswith(("broken", "failed"))
-            else "yellow"
-        )
-        table.add_row(
-            _escape(env.name),
-            data["backend"] or "-",
-            data["floatx"] or "-",
-            data["python"] or "-",
-            data["keras_version"] or "-",
-            f"[{style}]{_escape(health)}[/]",
-            *((_kernel_cell(env.kernel),) if with_kernels else ()),
-            _escape(str(env.path)),
-        )
+    for row in rows:
+        table.add_row(*row)
+    wide = console.options.update_width(1 << 20)  # the width it wants, not the terminal's
+    if console.is_terminal and console.measure(table, options=wide).maximum > console.width:
+        _print_narrow(console, columns, rows)
+        return
     print_table(console, table)
 
 
-def _kernel_cell(kernel: KernelStatus | None) -> str:
+def _print_narrow(console: Console, columns: Sequence[str], rows: Sequence[Sequence[Text]]) -> None:
+    """The table for a terminal too narrow for it, where rich would fold names mid-word and
+    paths in pieces: the columns but the last, each row's last cell (the path) whole on a
+    line of its own below it; a line longer than the terminal wraps as it is."""
+    widths = [max(len(c), *(len(row[i].plain) for row in rows)) for i, c in enumerate(columns)]
+    header = Text("  ".join(c.ljust(w) for c, w in zip(columns[:-1], widths, strict=False)))
+    header.rstrip()
+    console.print(header, style="bold", soft_wrap=True)
+    for row in rows:
+        line = Text("  ").join(
+            cell + " " * (w - len(cell.plain)) for cell, w in zip(row[:-1], widths, strict=False)
+        )
+        line.rstrip()
+        console.print(line, soft_wrap=True)
+        console.print(Text("  ") + row[-1], soft_wrap=True)
+
+
+def _env_row(env: EnvSummary, with_kernels: bool) -> tuple[Text, ...]:
+    data = env.to_dict()
+    health = data["health"]
+    bad = health.startswith(("broken", "failed"))
+    style = "green" if health == "ok" else "red" if bad else "yellow"
+    return (
+        Text(env.name),
+        Text(data["backend"] or "-"),
+        Text(data["floatx"] or "-"),
+        Text(data["python"] or "-"),
+        Text(data["keras_version"] or "-"),
+        Text(health, style=style),
+        *((_kernel_cell(env.kernel),) if with_kernels else ()),
+        Text(str(env.path)),
+    )
+
+
+def _kernel_cell(kernel: KernelStatus | None) -> Text:
     if kernel is None:
-        return "-"
+        return Text("-")
     if kernel.state == "ok":
-        return _escape(kernel.name)
-    return f"{_escape(kernel.name)} [yellow]{_escape(kernel.state)}[/]"
+        return Text(kernel.name)
+    return Text(kernel.name) + Text(f" {kernel.state}", style="yellow")
 
 
 def render_check(result: CheckResult) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -114,6 +115,9 @@ def examine(
     return DoctorResult(python, str(report.get("python")), tuple(findings), report)
 
 
+_PYTHON_ERROR = re.compile(r"[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt): ")
+
+
 def probe(python: Path, environ: Mapping[str, str], *, do_import: bool) -> dict[str, Any]:
     """Run the doctor's probe in `python`, from a private folder, with the user's variables."""
     import tempfile
@@ -141,10 +145,11 @@ def probe(python: Path, environ: Mapping[str, str], *, do_import: bool) -> dict[
             f"{python} is a Python too old for kboot doctor (3.5 or newer is needed)",
             hint="run it on the Python 3 environment that runs keras",
         )
-    # what it said, without the probe it was handed (its source and arguments are ours)
+    # what it said, only where that is a Python's error (`ModuleNotFoundError: ...`): another
+    # program's words are about the probe it was handed (`ls: cannot access '-c'`), ours
     reason = said[-1] if said else ""
-    if not reason or "import" in reason or len(reason) > 200:
-        reason = f"exit code {result.returncode}"
+    if not _PYTHON_ERROR.match(reason) or len(reason) > 200:
+        reason = f"exit code {result.returncode}; it did not run Python code"
     raise UsageError(
         f"{python} is not a working Python interpreter ({reason})",
         hint="give the Python you run keras with: a path, a name on PATH, or a version",

@@ -39,6 +39,7 @@ from bootstrap.profiles.model import (
     Sources,
     local_or_url,
     looks_like_path,
+    nul_in_toml,
 )
 from bootstrap.system.errors import EXIT_FAILED, EXIT_OK, KbootError, ProfileError
 from bootstrap.system.paths import envs_dir
@@ -126,7 +127,8 @@ def load_manifest(path: Path, *, locks_must_exist: bool = True) -> list[Manifest
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ManifestError(f"{path}: invalid TOML: {exc}") from None
+        nul = nul_in_toml(text)
+        raise ManifestError(f"{path}: invalid TOML: {nul[1] if nul else exc}") from None
     except RecursionError:
         raise ManifestError(f"{path}: nested too deeply to be a manifest") from None
     unknown = [key for key in data if key != "env"]

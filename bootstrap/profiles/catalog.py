@@ -37,6 +37,7 @@ from bootstrap.profiles.model import (
     Profile,
     local_or_url,
     looks_like_path,
+    nul_in_toml,
     parse_profile,
     project_env_name,
     read_profile_data,
@@ -161,7 +162,7 @@ def _read_project(path: Path) -> Project | None:
     except tomllib.TOMLDecodeError as exc:
         if pyproject and not _mentions_kboot(text):
             return None  # not ours: someone else's broken file is theirs to fix
-        line, reason = _toml_error_line(exc, text)
+        line, reason = nul_in_toml(text) or _toml_error_line(exc, text)
         raise ProfileError(
             f"{path}, line {line}: invalid TOML: {reason}",
             hint=f"fix line {line} of {path.name} (kboot reads its "
@@ -427,8 +428,11 @@ class Catalog:
         )
 
     def _build(self, source: _Source) -> Profile:
-        data = self._expand(source, chain=())
+        parents: list[str] = []
+        data = self._expand(source, chain=(), parents=parents)
         profile = parse_profile(data, path=source.path, name=source.name, where=source.where)
+        if parents:
+            profile = replace(profile, extends=tuple(parents))
         if source.origin == "project" and self.project is not None:
             profile = replace(
                 profile,
@@ -437,8 +441,11 @@ class Catalog:
             )
         return profile
 
-    def _expand(self, source: _Source, chain: tuple[str, ...]) -> dict[str, Any]:
-        """The source's table with everything it extends folded in."""
+    def _expand(
+        self, source: _Source, chain: tuple[str, ...], parents: list[str] | None = None
+    ) -> dict[str, Any]:
+        """The source's table with everything it extends folded in; `parents` gets what it
+        extends, nearest first (`jax-cpu (.../jax-cpu.toml)`)."""
         data = dict(source.data)
         ref = data.pop("extends", None)
         remove = data.pop("remove_packages", None)
@@ -472,7 +479,9 @@ class Catalog:
             raise ProfileError(
                 f"{source.where}: extends '{ref}': {exc.message}", hint=exc.hint
             ) from None
-        inherited = self._expand(parent, (*chain, source.where))
+        if parents is not None:
+            parents.append(f"{ref} ({parent.where})" if parent.where != ref else ref)
+        inherited = self._expand(parent, (*chain, source.where), parents)
         # the parent's local find_links are relative to the parent's own file
         links = inherited.get("find_links")
         if isinstance(links, list):

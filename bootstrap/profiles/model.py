@@ -256,6 +256,9 @@ class Profile:
     #: of its build files (a new dependency in pyproject.toml is a change to install)
     editable: str | None = None
     editable_digest: str | None = None
+    #: the profiles it extends, nearest first, each with its file: where its values come
+    #: from (`kboot show`), not what is built (so neither in `content()` nor in digests)
+    extends: tuple[str, ...] = ()
 
     @property
     def default_env_name(self) -> str:
@@ -294,7 +297,7 @@ class Profile:
         credentials of index URLs masked: they say how to fetch, not what is built, and
         this is what records, `--json` and `show` carry."""
         data = asdict(self)
-        del data["name"], data["path"], data["project"], data["table"]
+        del data["name"], data["path"], data["project"], data["table"], data["extends"]
         if data["editable"] is None:  # kept out unless used: older records' digests stay
             del data["editable"], data["editable_digest"]
         # offline is how this run installs, not what the profile is
@@ -308,7 +311,9 @@ class Profile:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
-        where = {"table": self.table} if self.table else {}
+        where: dict[str, Any] = {"table": self.table} if self.table else {}
+        if self.extends:
+            where["extends"] = list(self.extends)
         return {"name": self.name, "path": str(self.path), **where, **self.content()}
 
     @classmethod
@@ -394,6 +399,20 @@ def _strings(
     return tuple(value)
 
 
+def nul_in_toml(text: str) -> tuple[int, str] | None:
+    """Where text that should be TOML holds a NUL byte (line, and what to say), which
+    tomllib reports only as some unexpected character; None: it holds none."""
+    at = text.find("\0")
+    if at < 0:
+        return None
+    line = text.count("\n", 0, at) + 1
+    column = at - (text.rfind("\n", 0, at) + 1) + 1
+    return line, (
+        f"a NUL byte at line {line}, column {column}: TOML is text and holds none (a binary "
+        "file, or one saved half-written?)"
+    )
+
+
 def read_profile_data(path: Path) -> dict[str, Any]:
     """One profile file's table, or kboot's own error naming the file."""
     try:
@@ -405,13 +424,17 @@ def read_profile_data(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ProfileError(f"cannot read profile {path}: {exc.strerror}") from None
     try:
-        return tomllib.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
+        return tomllib.loads(text)
     except UnicodeDecodeError as exc:
         raise ProfileError(f"{path}: not UTF-8 text ({exc.reason})") from None
     except tomllib.TOMLDecodeError as exc:
+        nul = nul_in_toml(text)
         raise ProfileError(
-            f"{path}: invalid TOML: {exc}",
-            hint="fix the syntax; see `kboot show numpy` for a model",
+            f"{path}: invalid TOML: {nul[1] if nul else exc}",
+            hint="remove the NUL byte (an editor shows it as ^@)"
+            if nul
+            else "fix the syntax; see `kboot show numpy` for a model",
         ) from None
     except RecursionError:
         raise ProfileError(f"{path}: nested too deeply to be a profile") from None

@@ -308,7 +308,7 @@ def read_metrics(path: Path) -> tuple[dict[str, Scalar], list[str]]:
     """What a run wrote to its metrics file, and warnings; never raises. No file: none."""
     try:
         # O_NONBLOCK: a FIFO put there must not hold kboot up; only a regular file is read
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | _NOFOLLOW)  # no link
     except FileNotFoundError:
         return {}, []
     except OSError as exc:

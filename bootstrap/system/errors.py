@@ -13,6 +13,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # the operation failed: install, smoke test, I/O
 EXIT_USAGE = 2  # bad usage or a bad profile
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
+EXIT_SIGPIPE = 141  # stdout's reader went away (`| head`): killed by SIGPIPE, as ls and git
 
 
 class KbootError(Exception):
