@@ -9,14 +9,19 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from rich.console import Console
 
 from bootstrap.cli import render
 from bootstrap.envs.manage import EnvSummary
+from bootstrap.profiles.model import read_profile_data
 from bootstrap.run.execute import read_metrics
+from bootstrap.system.errors import ProfileError
 from helpers import kboot
 
 
@@ -147,3 +152,18 @@ def test_doctor_on_a_program_that_is_no_python_keeps_the_probe_to_itself(program
     assert "did not run Python code" in first
     for leak in ("import", "-c", "{", "Try "):
         assert leak not in first
+
+
+@given(st.text(max_size=40), st.text(max_size=40))
+def test_any_profile_with_a_nul_byte_is_refused_naming_it(before: str, after: str) -> None:
+    text = before + "\0" + after
+    line = before.count("\n") + 1
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "p.toml"
+        path.write_bytes(text.encode("utf-8", "surrogatepass"))
+        with pytest.raises(ProfileError) as info:
+            read_profile_data(path)
+    message = info.value.message
+    assert "NUL byte" in message or "not UTF-8" in message, message
+    if "NUL byte" in message:
+        assert f"at line {line}," in message or "\0" in before
