@@ -32,9 +32,11 @@ from bootstrap.state.ledger import (
     Entry,
     Ledger,
     LedgerError,
+    entry_id,
     folder_id,
     migrate,
     parse_entry,
+    same_entry,
 )
 from bootstrap.state.record import EnvRecord, parse_record, read_record, write_record
 from bootstrap.system.errors import (
@@ -723,6 +725,29 @@ def test_a_killed_removal_leaves_what_the_user_made_again_at_kboot_s_names(
     assert not (env / "pyvenv.cfg").exists() and not (env / "kboot-env.json").exists()
     entry = ledger.get(env)
     assert entry is not None and entry.token is None and "lib" in entry.kept
+
+
+def test_an_entry_made_again_is_told_apart_even_on_the_same_inode(tmp_path: Path) -> None:
+    """A folder deleted and made again often gets the freed inode back (that made the test
+    above fail now and then): a journal also records the change time and what the entry
+    holds, so the new folder is not taken for kboot's. A change to the inode counts, as
+    here on the very same inode; so do other contents, whatever the clock says; an
+    earlier kboot's three numbers still compare."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "python3.11").mkdir()
+    recorded = entry_id(lib)
+    assert recorded is not None and same_entry(lib, recorded)
+    assert same_entry(lib, recorded[:3])  # a journal an earlier kboot wrote
+    before = os.lstat(lib).st_ino
+    os.chmod(lib, 0o750)  # the inode changes, the folder is the same
+    assert os.lstat(lib).st_ino == before
+    assert not same_entry(lib, recorded)
+    recorded = entry_id(lib)
+    (lib / "python3.11").rmdir()
+    (lib / "thesis.txt").write_text("years of work", encoding="utf-8")
+    assert not same_entry(lib, recorded)
+    assert not same_entry(tmp_path / "gone", recorded)
 
 
 def remove_with_kept_keras_home(ledger: Ledger, env: Path) -> dict[str, str]:

@@ -91,6 +91,7 @@ from bootstrap.state.ledger import (
     Entry,
     Ledger,
     entries_of,
+    entry_id,
     exists,
     folder_id,
     new_token,
@@ -785,7 +786,7 @@ def remove(ledger: Ledger, existing: Existing) -> Removed:
         backup=path / f".kboot-removing-{token[:12]}",
         moved=tuple(doomed),
         # (each was just seen; one gone meanwhile gets an identity nothing has)
-        moved_ids=tuple(folder_id(path / name) or (0, 0, -1) for name in doomed),
+        moved_ids=tuple(entry_id(path / name) or (0, 0, -1, 0, 0) for name in doomed),
         kept=tuple(sorted(kept)),
         pid=os.getpid(),
     )

@@ -16,6 +16,7 @@ This module only reads and writes those files; `lifecycle` acts on environments.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -273,7 +274,7 @@ def parse_identity(value: object, key: str, fail: Callable[[str], KbootError]) -
         return None
     if (
         not isinstance(value, list)
-        or len(value) not in (2, 3)
+        or len(value) not in (2, 3, 5)
         or not all(isinstance(n, int) and not isinstance(n, bool) for n in value)
     ):
         raise fail(f"'{key}' is not a device, an inode and an owner")
@@ -476,10 +477,34 @@ def folder_id(path: Path) -> FolderId | None:
     return (info.st_dev, info.st_ino, info.st_uid)
 
 
+def entry_id(path: Path) -> FolderId | None:
+    """The identity of an entry kboot is about to move (never followed if a link): device,
+    inode, owner, the time its inode last changed, and what it holds (a folder: its names;
+    anything else: its size). The inode alone is not proof: a folder deleted and made
+    again at once often gets the freed inode back, and within one tick of the file
+    system's clock even the change time may be the same; what it holds tells that one
+    apart. kboot changes nothing in an entry between recording it and moving it; where
+    anything else did, the entry is kept, the safe side."""
+    try:
+        info = os.lstat(path)
+        if stat.S_ISDIR(info.st_mode):
+            names = "\0".join(sorted(entries_of(path))).encode("utf-8", "surrogateescape")
+            held = int.from_bytes(hashlib.blake2b(names, digest_size=7).digest(), "big")
+        else:
+            held = info.st_size
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino, info.st_uid, info.st_ctime_ns, held)
+
+
 def same_entry(path: Path, recorded: FolderId | None) -> bool:
     """Is what is at `path` (a file, a folder or a link, never followed) still the entry
-    whose identity kboot recorded?"""
-    return recorded is not None and folder_id(path) == tuple(recorded)
+    whose identity kboot recorded (`entry_id`; a journal of an earlier kboot holds three
+    numbers, compared as they are)?"""
+    if recorded is None:
+        return False
+    now = entry_id(path)
+    return now is not None and now[: len(recorded)] == tuple(recorded)
 
 
 def same_folder(path: Path, recorded: FolderId | None) -> bool:
