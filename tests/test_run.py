@@ -850,6 +850,22 @@ def test_help_teaches_with_an_example(capsys: pytest.CaptureFixture[str]) -> Non
         assert code_meaning in text
 
 
+@pytest.mark.parametrize("columns", ["80", "200"])
+def test_help_fits_in_80_columns(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, columns: str
+) -> None:
+    """Wrapped text follows the terminal; the examples are kept as written, so they must
+    fit an 80-column terminal themselves."""
+    monkeypatch.setenv("COLUMNS", columns)
+    code, out, _ = kboot(capsys, "run", "--help")
+    assert code == 0 and "kboot run jax-cpu torch-cpu --markdown" in out
+    examples = [line for line in out.splitlines() if line.strip().startswith("kboot run ")]
+    assert len(examples) == 3
+    too_wide = [line for line in (out.splitlines() if columns == "80" else examples)
+                if len(line) > 80]  # fmt: skip
+    assert too_wide == []
+
+
 def test_options_after_the_double_dash_belong_to_the_command(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

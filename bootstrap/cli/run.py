@@ -110,7 +110,7 @@ def run_cmd(
     \b
       kboot run numpy jax-cpu tf-cpu torch-cpu -- python train.py
       kboot run jax-cpu torch-cpu --jobs 2 -- python -m pytest
-      kboot run jax-cpu torch-cpu --markdown -- python -m pytest >> $GITHUB_STEP_SUMMARY
+      kboot run jax-cpu torch-cpu --markdown -- python -m pytest >> summary.md
     """
     from bootstrap.cli.run_table import RunProgress, render_run, run_markdown
     from bootstrap.run.execute import run_command
