@@ -39,6 +39,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("USERPROFILE", str(home))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(home / ".local" / "state"))  # kboot run's logs
     monkeypatch.setenv("KBOOT_HOME", str(tmp_path / "kboot-home"))
     monkeypatch.setenv("KBOOT_PROFILES", str(tmp_path / "user-profiles"))
     monkeypatch.setenv("UV_CACHE_DIR", _REAL_UV_CACHE)

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,7 @@ from hypothesis import strategies as st
 from bootstrap.cli.app import main
 from bootstrap.cli.run_table import metric_text, render_run, run_markdown
 from bootstrap.run import execute
+from bootstrap.run import logs as run_logs
 from bootstrap.run.execute import (
     MAX_METRICS,
     MAX_METRICS_BYTES,
@@ -40,8 +42,9 @@ from bootstrap.run.execute import (
     run_environ,
 )
 from bootstrap.system import interrupts
-from bootstrap.system.errors import Interrupted, MetricsError, ProfileError, UsageError
-from helpers import created, readme_blocks
+from bootstrap.system.errors import MetricsError, ProfileError, UsageError
+from bootstrap.system.paths import run_logs_dir
+from helpers import created, readme_blocks, start_kboot
 from helpers import kboot as kboot_process
 from machine import LOCAL_INDEX, TORCH_WHEELS
 
@@ -306,7 +309,8 @@ def test_a_command_not_in_the_environment(tmp_path: Path, fake_env: RunTarget) -
     assert outcome.hint and "profile's packages" in outcome.hint
     script = tmp_path / "script.sh"
     script.write_text("#!/bin/sh\n")
-    again = execute.log_folder(tmp_path / "again")
+    again = tmp_path / "again"
+    again.mkdir()
     report = run_all([fake_env], [str(script)], {"PATH": "/bin"}, log_dir=again)
     assert (report.outcomes[0].status, report.exit_code) == ("not executable", 126)
 
@@ -370,9 +374,10 @@ def test_one_at_a_time_the_output_is_shown_live(tmp_path: Path, fake_env: RunTar
     assert report.outcomes[0].ok, report.outcomes[0].output_tail
     assert b"".join(seen) == b"first\nsecond\n"
     seen.clear()
+    (tmp_path / "two").mkdir()
     other = target(fake_env.path, name="other")
     both = run_all([fake_env, other], py("print(1)"), {}, workers=2, echo=seen.append,
-                   log_dir=execute.log_folder(tmp_path / "two"))  # fmt: skip
+                   log_dir=tmp_path / "two")  # fmt: skip
     assert [o.status for o in both.outcomes] == ["ok", "ok"]
     assert seen == []  # several at once: the logs only
 
@@ -394,10 +399,14 @@ def test_cancel_stops_every_run(
         f"pathlib.Path({str(finished)!r}).touch()\n"
     )
     threading.Thread(target=_when_it_exists, args=(marker, interrupts.cancel), daemon=True).start()
-    with pytest.raises(Interrupted):
-        run_all([fake_env, other], py(code), {}, log_dir=tmp_path, workers=workers)
+    report = run_all([fake_env, other], py(code), {}, log_dir=tmp_path, workers=workers)
     assert marker.exists()
     assert not finished.exists()  # stopped: not waited for until its 60 s were over
+    assert report.interrupted and report.exit_code == 130
+    first, second = report.outcomes
+    assert first.status == "interrupted" and first.message and "(cancelled)" in first.message
+    # one at a time the second never started; at once it was stopped too
+    assert second.status == ("not started" if workers == 1 else "interrupted")
 
 
 def _when_it_exists(path: Path, then: Callable[[], object], timeout: float = 120) -> None:
@@ -415,7 +424,85 @@ def test_a_sigint_cancels_the_runs_and_exits_130(tmp_path: Path, fake_env: RunTa
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130
-    assert "interrupted: interrupted; every run was stopped" in out
+    data = json.loads(out)
+    assert (data["interrupted"], data["exit_code"], data["ok"]) == (True, 130, False)
+    assert [run["status"] for run in data["runs"]] == ["interrupted", "interrupted"]
+
+
+#: Ends at once in the environment called `done`; elsewhere waits, and when stopped by
+#: SIGINT or SIGTERM notes where it was in its metrics, as a training script would.
+STOPPABLE = """\
+import json, os, signal, sys, time
+name = os.path.basename(os.environ["KBOOT_METRICS"]).split(".")[0]
+if name == "done":
+    print("done at once"); sys.exit(0)
+def stop(number, frame):
+    json.dump({"stopped_at": "step 3"}, open(os.environ["KBOOT_METRICS"], "w"))
+    print("stopping"); sys.exit(1)
+signal.signal(signal.SIGINT, stop)
+signal.signal(signal.SIGTERM, stop)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_reports_what_finished_what_stopped_and_what_did_not_start(
+    tmp_path: Path, fake_env: RunTarget, signum: int
+) -> None:
+    """One at a time: `broken` could not be made ready, `done` ended, `fake` was running
+    when the signal came, `other` never started. The report (what `--json` prints) has
+    all four, and the exit code is 130."""
+    names = ("broken", "done", "fake", "other")
+    proc = _run_in_own_process(tmp_path, fake_env, STOPPABLE, names=names, jobs=1)
+    proc.send_signal(signum)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    data = json.loads(out)
+    assert (data["ok"], data["exit_code"], data["interrupted"]) == (False, 130, True)
+    broken, done, stopped, other = data["runs"]
+    assert (broken["status"], broken["exit_code"], broken["error"]) == ("not run", 2, "no such")
+    assert (done["status"], done["exit_code"], done["ok"]) == ("ok", 0, True)
+    assert Path(done["log"]).read_text() == "done at once\n"
+    name = signal.Signals(signum).name
+    assert (stopped["status"], stopped["exit_code"]) == ("interrupted", 130)
+    assert f"interrupted ({name}) while it ran" in stopped["error"]
+    assert 0 < stopped["seconds"] < 60
+    assert stopped["metrics"] == {"stopped_at": "step 3"}  # what it wrote as it stopped
+    assert stopped["output_tail"] == "ready\nstopping"
+    assert Path(stopped["log"]) == tmp_path / "fake.log"
+    assert (other["status"], other["exit_code"], other["log"], other["seconds"]) == (
+        "not started", 130, None, None)  # fmt: skip
+    assert f"interrupted ({name}) before it started" in other["error"]
+    assert not (tmp_path / "other.log").exists()
+
+
+def test_an_interrupt_of_runs_at_once_reports_each(tmp_path: Path, fake_env: RunTarget) -> None:
+    proc = _run_in_own_process(tmp_path, fake_env, STOPPABLE, names=("fake", "other"))
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    runs = json.loads(out)["runs"]
+    assert [run["status"] for run in runs] == ["interrupted", "interrupted"]
+    assert [run["metrics"] for run in runs] == [{"stopped_at": "step 3"}] * 2
+    assert [run["output_tail"] for run in runs] == ["ready\nstopping"] * 2
+
+
+def test_a_second_signal_kills_at_once_and_the_report_still_comes(
+    tmp_path: Path, fake_env: RunTarget
+) -> None:
+    """A command that ignores the first signal: the second one kills it (long before the
+    300 s grace period), and the report is still printed whole."""
+    code = "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n" + (
+        "print('ready', flush=True); time.sleep(600)\n")  # fmt: skip
+    proc = _run_in_own_process(tmp_path, fake_env, code, names=("fake", "other"), grace=300)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    assert proc.poll() is None  # in its grace period
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert [run["status"] for run in json.loads(out)["runs"]] == ["interrupted"] * 2
 
 
 def _run_in_own_process(
@@ -424,30 +511,38 @@ def _run_in_own_process(
     code: str,
     names: tuple[str, ...] = ("fake",),
     grace: float = interrupts.GRACE_SECONDS,
+    jobs: int | None = None,
 ) -> subprocess.Popen[str]:
-    """run_all of `python -c code` on environments called `names` (all at once), with
-    kboot's real signal handlers and a grace period of `grace` s, in a process of its own;
-    returns once every run has started (the command prints `ready`)."""
+    """run_all of `python -c code` on environments called `names` (`jobs` at once, by
+    default all; one called `broken` is one that could not be made ready), with kboot's
+    real signal handlers and a grace period of `grace` s, in a process of its own; prints
+    the report as JSON. Returns once every run has started (the command prints `ready`,
+    or `done` in an environment called `done`); one at a time, once the first has."""
     script = (
         "import sys\nfrom pathlib import Path\n"
         "from bootstrap.system import interrupts\n"
-        "from bootstrap.run.execute import RunTarget, run_all\n"
-        "from bootstrap.system.errors import Interrupted\n"
+        "import json\n"
+        "from bootstrap.run.execute import RunTarget, Unavailable, run_all\n"
+        "from bootstrap.system.errors import ProfileError\n"
         f"interrupts.GRACE_SECONDS = {grace!r}\n"
         "interrupts.install_handlers()\n"
         f"root = Path({str(fake_env.path)!r})\n"
         "targets = [RunTarget(name, root, root / 'bin', 'jax', 'env', root / 'kh')\n"
-        "           for name in sys.argv[3:]]\n"
-        "try:\n"
-        "    run_all(targets, ['python', '-c', sys.argv[2]], {}, log_dir=Path(sys.argv[1]),\n"
-        "            workers=len(targets))\n"
-        "except Interrupted as exc:\n"
-        "    print('interrupted:', exc.message); sys.exit(exc.exit_code)\n"
+        "           if name != 'broken' else Unavailable(name, ProfileError('no such'))\n"
+        "           for name in sys.argv[4:]]\n"
+        "report = run_all(targets, ['python', '-c', sys.argv[2]], {}, log_dir=Path(sys.argv[1]),\n"
+        "                 workers=int(sys.argv[3]))\n"
+        "print(json.dumps(report.to_dict())); sys.exit(report.exit_code)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path), code, *names],
+    workers = str(jobs or len(names))
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path), code, workers, *names],
                             stdout=subprocess.PIPE, text=True)  # fmt: skip
-    logs, deadline = [tmp_path / f"{name}.log" for name in names], time.monotonic() + 120
-    while not all(log.exists() and "ready" in log.read_text() for log in logs):
+    runnable = [name for name in names if name != "broken"]
+    if jobs == 1:  # one at a time: up to the first that waits
+        runnable = runnable[: 2 if runnable[0] == "done" else 1]
+    awaited = {tmp_path / f"{n}.log": "done" if n == "done" else "ready" for n in runnable}
+    deadline = time.monotonic() + 120
+    while not all(log.exists() and word in log.read_text() for log, word in awaited.items()):
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "the runs did not start"
         time.sleep(0.02)
@@ -510,8 +605,8 @@ def test_a_command_that_ignores_the_signal_is_killed_after_the_grace_period(
         interrupts.cancel(signal.SIGINT)
 
     threading.Thread(target=_when_it_exists, args=(ready, signal_it), daemon=True).start()
-    with pytest.raises(Interrupted):
-        run_all([fake_env], py(code), {}, log_dir=tmp_path)
+    report = run_all([fake_env], py(code), {}, log_dir=tmp_path)
+    assert report.interrupted and report.outcomes[0].status == "interrupted"
     assert ready.exists()
     assert time.monotonic() - signalled[0] >= interrupts.GRACE_SECONDS  # it had its grace
     assert not finished.exists()  # then it was killed, not waited for until its 60 s were over
@@ -571,6 +666,42 @@ def test_text_table_with_failures_under_it(
     assert "tf-cpu: not found: 'x' was not found" in out
     assert out.rstrip().endswith(f"1 of 3 runs passed; logs in {tmp_path}")
     assert "warning: your shell's KERAS_BACKEND=torch was overridden" in err
+
+
+def interrupted_report(tmp_path: Path) -> RunReport:
+    done = execute.RunOutcome("numpy", "ok", 0, "numpy", tmp_path, "existing", 1.5,
+                              log=tmp_path / "numpy.log", keras_reports=used("numpy"))  # fmt: skip
+    stopped = execute.RunOutcome("jax-cpu", "interrupted", 130, "jax", tmp_path, "existing", 4.0,
+                                 log=tmp_path / "jax-cpu.log", output_tail="epoch 3/10",
+                                 message="kboot was interrupted (SIGINT) while it ran")  # fmt: skip
+    later = execute.RunOutcome("torch-cpu", "not started", 130, "torch", message="kboot was "
+                               "interrupted (SIGINT) before it started")  # fmt: skip
+    return RunReport(("python", "t.py"), (done, stopped, later), tmp_path, interrupted=True)
+
+
+def test_an_interrupted_table_shows_what_finished_and_what_was_stopped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = interrupted_report(tmp_path)
+    assert report.exit_code == 130  # not the worst run's: the interrupt's
+    render_run(report)
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines()[1:4]]
+    assert [row[:3] for row in rows] == [["numpy", "numpy", "0"],
+                                         ["jax-cpu", "unknown", "(set:"],
+                                         ["torch-cpu", "torch", "not"]]  # fmt: skip
+    assert "interrupted" in out.splitlines()[2] and "not started" in out.splitlines()[3]
+    assert f"jax-cpu: interrupted, last lines of {tmp_path}/jax-cpu.log:\n  epoch 3/10" in out
+    assert "torch-cpu: not started: kboot was interrupted (SIGINT) before it started" in out
+    assert out.rstrip().endswith(
+        f"interrupted: 1 of 3 runs passed, 1 interrupted, 1 not started; logs in {tmp_path}"
+    )
+    markdown = run_markdown(report)
+    assert "| jax-cpu | unknown (set: jax) | ❌ interrupted |" in markdown
+    assert "interrupted: 1 of 3 runs passed, 1 interrupted, 1 not started." in markdown
+    assert "<details><summary>torch-cpu: not started" not in markdown  # nothing to unfold
+    data = report.to_dict()
+    assert (data["interrupted"], data["exit_code"]) == (True, 130)
 
 
 # --- the backend that ran ------------------------------------------------------------------
@@ -869,8 +1000,10 @@ def test_help_fits_in_80_columns(
 def test_options_after_the_double_dash_belong_to_the_command(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`--help` and `--json` after `--` are the command's; an unknown profile is its row."""
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the logs' folder goes there
+    """`--help` and `--json` after `--` are the command's; an unknown profile is its row.
+    Nothing started: no log folder is made anywhere."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
     code, out, err = kboot(capsys, "run", "no-such-profile-x", "--json", "--", "python", "--help")
     assert code == 2, err
     data = json.loads(out)
@@ -878,21 +1011,104 @@ def test_options_after_the_double_dash_belong_to_the_command(
     assert (row["name"], row["status"], row["exit_code"]) == ("no-such-profile-x", "not run", 2)
     assert "no-such-profile-x" in row["error"]
     assert data["command"] == ["python", "--help"]
-    assert Path(data["log_dir"]).parent == tmp_path
+    assert data["log_dir"] is None
+    assert not run_logs_dir().exists()
+    assert [p.name for p in (tmp_path / "tmp").iterdir()] == []
 
 
-def test_logs_folder(tmp_path: Path) -> None:
-    assert execute.log_folder(tmp_path / "a" / "b") == tmp_path / "a" / "b"
-    assert (tmp_path / "a" / "b").is_dir()
+def test_a_run_where_nothing_started_leaves_no_folder(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """--logs DIR that kboot had to make is removed again when no run left a log; one
+    that existed stays."""
+    code, out, _ = kboot(capsys, "run", "no-such-x", "--logs", str(tmp_path / "new" / "logs"),
+                         "--", "python")  # fmt: skip
+    assert code == 2
+    assert "no logs (no run started)" in out
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "mine").mkdir()
+    kboot(capsys, "run", "no-such-x", "--logs", str(tmp_path / "mine"), "--", "python")
+    assert (tmp_path / "mine").is_dir()
+
+
+def test_logs_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    made = run_logs.open_asked(Path("sub/../a/b"))  # printed absolute, without `..`
+    assert made.path == tmp_path / "a" / "b" and made.path.is_dir()
+    assert made.made == (tmp_path / "a", tmp_path / "a" / "b")
+    assert stat.S_IMODE(made.path.stat().st_mode) == 0o700  # a run's output is private
     (tmp_path / "file").write_text("")
     with pytest.raises(UsageError, match="cannot use the folder"):
-        execute.log_folder(tmp_path / "file")
+        run_logs.open_asked(tmp_path / "file")
     # a folder that holds anything gets a new subfolder: kboot overwrites no file
     (tmp_path / "a" / "b" / "numpy.log").write_text("the user's")
-    again = execute.log_folder(tmp_path / "a" / "b")
-    assert again.parent == tmp_path / "a" / "b" and again.name.startswith("run-")
-    assert list(again.iterdir()) == []
+    again = run_logs.open_asked(tmp_path / "a" / "b")
+    assert again.path.parent == tmp_path / "a" / "b" and again.path.name.startswith("run-")
+    assert list(again.path.iterdir()) == []
+    assert run_logs.close(again) is None and not again.path.exists()  # nothing ran there
     assert (tmp_path / "a" / "b" / "numpy.log").read_text() == "the user's"
+    assert run_logs.close(made) == tmp_path / "a" / "b"  # it holds a log: kept
+
+
+def test_logs_in_a_folder_others_can_change_are_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # no sticky bit: anyone could swap what kboot writes there
+    code, _, err = kboot(capsys, "run", "numpy", "--logs", str(shared / "logs"), "--", "python")
+    assert code == 2
+    assert "--logs" in err and "writable by other users" in err
+    assert not (shared / "logs").exists()
+
+
+def test_each_run_gets_a_private_folder_and_the_newest_are_kept(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    folders = []
+    for _ in range(5):
+        folder = run_logs.open_default(root, keep=3)
+        (folder.path / "numpy.log").write_text("output")
+        assert run_logs.close(folder) == folder.path
+        folders.append(folder.path)
+        time.sleep(1.01)  # the names sort by their second
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o700 for f in folders[2:])
+    assert sorted(root.iterdir()) == folders[2:]  # the newest 3
+    assert (folders[-1] / run_logs.MARKER).is_file()
+
+
+def test_pruning_deletes_only_what_proves_to_be_kboots(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    root.mkdir(mode=0o700)
+
+    def old(name: str, *files: str) -> Path:
+        folder = root / name
+        folder.mkdir()
+        for file in files:
+            (folder / file).write_text("x")
+        return folder
+
+    kboots = old("run-20200101-000000-aaaaaaaa", run_logs.MARKER, "numpy.log")
+    no_marker = old("run-20200101-000001-bbbbbbbb", "numpy.log")
+    other_file = old("run-20200101-000002-cccccccc", run_logs.MARKER, "notes.txt")
+    other_name = old("my-run-20200101", run_logs.MARKER, "numpy.log")
+    elsewhere = old("elsewhere", run_logs.MARKER, "numpy.log")
+    link = root / "run-20200101-000003-dddddddd"
+    link.symlink_to(elsewhere)
+    linked_log = old("run-20200101-000004-eeeeeeee", run_logs.MARKER)
+    (linked_log / "numpy.log").symlink_to(elsewhere / "numpy.log")
+    running = run_logs.open_default(root, keep=100)  # a kboot still runs in it
+    (running.path / "numpy.log").write_text("x")
+    try:
+        removed = run_logs.prune(root, keep=0)
+    finally:
+        run_logs.close(running)
+    assert removed == [kboots]
+    for kept in (no_marker, other_file, other_name, elsewhere, link, linked_log, running.path):
+        assert os.path.lexists(kept), kept
+    assert (elsewhere / "numpy.log").read_text() == "x"  # never through a link
+    assert run_logs.prune(root, keep=0) == [running.path]  # done: it goes now
 
 
 def test_an_existing_log_is_not_overwritten(tmp_path: Path, fake_env: RunTarget) -> None:
@@ -1193,3 +1409,39 @@ def test_runs_go_one_at_a_time_so_none_reads_anothers_files(tmp_path: Path) -> N
     proc = kboot_process("run", *both, cwd=together)
     assert proc.returncode == 0, proc.stderr
     assert False in [o["metrics"]["own"] for o in json.loads(proc.stdout)["runs"]]
+
+
+@pytest.mark.integration
+def test_ctrl_c_on_kboot_run_json_prints_what_finished_and_what_was_stopped(
+    tmp_path: Path, isolated: Path
+) -> None:
+    """The real CLI: `run-a` ends, `run-b` is running when Ctrl-C comes. stdout is one
+    JSON document with both, kboot exits 130, and the logs are in kboot's own log folder
+    (absolute, normalised, private), where the next runs keep the newest."""
+    for name in ("run-a", "run-b"):
+        created(kboot_process("create", "numpy", "--name", name, "--no-smoke", "--json"))
+    code = (
+        "import os, sys, time\n"
+        "if os.environ['VIRTUAL_ENV'].endswith('run-a'): sys.exit(print('finished'))\n"
+        "print('rea' + 'dy', flush=True)\n"  # kboot's progress line shows this code
+        "try:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    sys.exit('stopped')\n"
+    )
+    proc = start_kboot("run", "--json", "run-a", "run-b", "--", "python", "-c", code,
+                       until="ready")  # fmt: skip
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "kboot: interrupted" in err
+    data = json.loads(out)
+    assert (data["ok"], data["exit_code"], data["interrupted"]) == (False, 130, True)
+    ran, stopped = data["runs"]
+    assert (ran["name"], ran["status"], ran["exit_code"]) == ("run-a", "ok", 0)
+    assert (stopped["name"], stopped["status"], stopped["exit_code"]) == (
+        "run-b", "interrupted", 130)  # fmt: skip
+    log_dir = Path(data["log_dir"])
+    runs = isolated / ".local" / "state" / "kboot" / "log" / "runs"
+    assert log_dir.parent == runs and str(log_dir) == os.path.realpath(log_dir)
+    assert stat.S_IMODE(log_dir.stat().st_mode) == 0o700
+    assert Path(ran["log"]).read_text() == "finished\n"
+    assert Path(stopped["log"]).read_text() == "ready\nstopped\n"  # it had its say
+    assert sorted(p.name for p in log_dir.iterdir()) == [".kboot-run", "run-a.log", "run-b.log"]

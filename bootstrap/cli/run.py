@@ -70,7 +70,8 @@ def run_cmd(
         typer.Option(
             metavar="DIR",
             help="Keep each run's output (ENV.log) here; a folder that holds anything "
-            "already gets a new subfolder (default: a new temporary folder; printed).",
+            "already gets a new subfolder (default: a new folder in kboot's log folder, "
+            "which keeps the newest 20 runs; printed).",
         ),
     ] = None,
     markdown: Annotated[
@@ -103,7 +104,8 @@ def run_cmd(
     found in an environment, 126 when it is not executable, 1 (or 2 for a bad profile)
     when an environment could not be created. 2 also for bad usage, 130 when interrupted:
     Ctrl-C reaches each COMMAND as in a shell; what still runs 10 s later, or at a second
-    Ctrl-C, is killed.
+    Ctrl-C, is killed; the table (or --json) then shows what finished, what was
+    interrupted and what did not start.
 
     Examples:
 
@@ -141,5 +143,8 @@ def run_cmd(
             sys.stdout.write(run_markdown(report))
         for warning in report.warnings:
             typer.echo(f"warning: {warning}", err=True)
+    if report.interrupted:  # the report above has what finished; the rest was stopped
+        typer.echo("kboot: interrupted: the runs still going were stopped, the rest not "
+                   "started", err=True)  # fmt: skip
     if report.exit_code:
         raise typer.Exit(report.exit_code)

@@ -126,10 +126,27 @@ def _failure_lines(outcome: RunOutcome) -> list[str]:
     if outcome.status in ("failed", "killed"):
         head = f"{outcome.name}: exit {outcome.exit_text}, last lines of {outcome.log}:"
         return [head, *(f"  {line}" for line in outcome.output_tail.splitlines())]
+    if outcome.status == "interrupted" and outcome.log is not None:
+        head = f"{outcome.name}: interrupted, last lines of {outcome.log}:"
+        return [head, *(f"  {line}" for line in outcome.output_tail.splitlines())]
     lines = [f"{outcome.name}: {outcome.status}: {outcome.message}"]
     if outcome.hint:
         lines.append(f"  hint: {outcome.hint}")
     return lines
+
+
+def summary(report: RunReport, *, logs: bool = True) -> str:
+    """`2 of 3 runs passed; logs in DIR`, and what an interrupt stopped."""
+    passed = sum(1 for outcome in report.outcomes if outcome.ok)
+    text = f"{passed} of {len(report.outcomes)} runs passed"
+    if report.interrupted:
+        counts = {status: sum(1 for o in report.outcomes if o.status == status)
+                  for status in ("interrupted", "not started")}  # fmt: skip
+        stopped = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+        text = f"interrupted: {text}" + (f", {stopped}" if stopped else "")
+    if logs:
+        text += f"; logs in {report.log_dir}" if report.log_dir else "; no logs (no run started)"
+    return text
 
 
 def render_run(report: RunReport) -> None:
@@ -157,11 +174,7 @@ def render_run(report: RunReport) -> None:
         console.print()
         for line in _failure_lines(outcome):
             console.print(line, markup=False)
-    passed = len(report.outcomes) - len(failed)
-    console.print(
-        f"\n{passed} of {len(report.outcomes)} runs passed; logs in {report.log_dir}",
-        markup=False,
-    )
+    console.print(f"\n{summary(report)}", markup=False)
     errors = error_console()
     for warning in report.warnings:
         errors.print(f"[yellow]warning:[/] {escape(warning)}")
@@ -184,14 +197,16 @@ def run_markdown(report: RunReport) -> str:
         if outcome.backend_mismatch:
             cells[1] = "⚠️ " + cells[1]
         lines.append("| " + " | ".join(cells) + " |")
-    passed = sum(1 for outcome in report.outcomes if outcome.ok)
-    lines += ["", f"{passed} of {len(report.outcomes)} runs passed."]
+    lines += ["", f"{summary(report, logs=False)}."]
     for note in backend_notes(report):
         lines += ["", f"> note: {_cell(note)}"]
     for outcome in report.outcomes:
         if outcome.ok:
             continue
         head, *body = _failure_lines(outcome)
+        if not body:  # nothing to unfold
+            lines += ["", _html(head)]
+            continue
         text = "\n".join(line.removeprefix("  ") for line in body)
         fence = "`" * max(3, _longest_backticks(text) + 1)
         lines += ["", f"<details><summary>{_html(head)}</summary>", ""]

@@ -37,14 +37,15 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from bootstrap.run import logs as run_logs
 from bootstrap.system import interrupts, runner
 from bootstrap.system.errors import (
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
     CommandError,
     EnvironmentStateError,
-    Interrupted,
     KbootError,
     MetricsError,
     UsageError,
@@ -68,7 +69,7 @@ _TAIL_BYTES = 64 * 1024
 MAX_KERAS_REPORTS = 256  # processes' reports read for one run (pytest -n 64 stays far below)
 _MAX_REPORT_BYTES = 4096
 #: Statuses of a run whose command never started: nothing could report a backend.
-NOT_STARTED = ("not found", "not executable", "not run")
+NOT_STARTED = ("not found", "not executable", "not run", "not started")
 
 Scalar: TypeAlias = str | int | float | bool | None
 
@@ -126,7 +127,9 @@ Prepared: TypeAlias = RunTarget | Unavailable
 @dataclass(frozen=True)
 class RunOutcome:
     name: str
-    status: str  # ok | failed | killed | wrong backend | not found | not executable | not run
+    # ok | failed | killed | wrong backend | not found | not executable | not run; and at
+    # an interrupt: interrupted (it was running), not started
+    status: str
     exit_code: int  # as a shell reports it: 128+N for signal N; 127, 126; kboot's own code
     backend: str | None = None  # the environment's configured backend
     path: Path | None = None
@@ -197,12 +200,16 @@ class RunOutcome:
 class RunReport:
     command: tuple[str, ...]
     outcomes: tuple[RunOutcome, ...]
-    log_dir: Path
+    log_dir: Path | None  # None: no run left a log
     warnings: tuple[str, ...] = ()
+    interrupted: bool = False  # Ctrl-C, SIGTERM or SIGHUP stopped the runs
 
     @property
     def exit_code(self) -> int:
-        """The worst run's: the highest exit code among them (0 when every run passed)."""
+        """The worst run's: the highest exit code among them (0 when every run passed);
+        130 when the runs were interrupted."""
+        if self.interrupted:
+            return EXIT_INTERRUPTED
         return max((outcome.exit_code for outcome in self.outcomes), default=EXIT_OK)
 
     @property
@@ -217,8 +224,9 @@ class RunReport:
         return {
             "ok": self.exit_code == EXIT_OK,
             "exit_code": self.exit_code,
+            "interrupted": self.interrupted,
             "command": list(self.command),
-            "log_dir": str(self.log_dir),
+            "log_dir": None if self.log_dir is None else str(self.log_dir),
             "metrics": self.metric_names,
             "runs": [outcome.to_dict() for outcome in self.outcomes],
             "warnings": list(self.warnings),
@@ -500,24 +508,26 @@ def run_one(
         log=log,
         warnings=tuple(warnings),
     )
+    program = find_command(command[0], env["PATH"])
+    if program is None:  # no log: the command never started
+        return replace(
+            base,
+            status="not found",
+            exit_code=runner.EXIT_NOT_FOUND,
+            log=None,
+            message=f"{command[0]!r} was not found in {target.name} ({target.bin_dir}) "
+            "or on your PATH",
+            hint="install it into the environment (add it to the profile's packages)",
+        )
     try:  # a new file: kboot writes no file it did not make (nor through a link)
         os.close(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644))
     except FileExistsError:
         return replace(
             base,
             exit_code=EXIT_USAGE,
+            log=None,
             message=f"{log} exists already: kboot does not overwrite a file it did not make",
             hint="give --logs a new or empty folder (an existing one gets a new subfolder)",
-        )
-    program = find_command(command[0], env["PATH"])
-    if program is None:
-        return replace(
-            base,
-            status="not found",
-            exit_code=runner.EXIT_NOT_FOUND,
-            message=f"{command[0]!r} was not found in {target.name} ({target.bin_dir}) "
-            "or on your PATH",
-            hint="install it into the environment (add it to the profile's packages)",
         )
     if echo is not None:
         env.setdefault("PYTHONUNBUFFERED", "1")  # shown live: Python would buffer a file
@@ -591,7 +601,7 @@ def run_all(
     command: Sequence[str],
     environ: Mapping[str, str],
     *,
-    log_dir: Path,
+    log_dir: Path | None,
     workers: int = 1,
     reporter_for: Callable[[str], Reporter] | None = None,
     echo: Callable[[bytes], None] | None = None,
@@ -600,7 +610,13 @@ def run_all(
     """Run `command` in every prepared environment; outcomes in the order given.
 
     One at a time (`workers` 1, or a single environment) the output is also handed to
-    `echo` as it comes; several at once, only the log files have it.
+    `echo` as it comes; several at once, only the log files have it. The logs go into
+    `log_dir` (None only when no environment is ready to run in).
+
+    Ctrl-C, SIGTERM or SIGHUP stop the runs (see system/interrupts.py), and the report
+    still comes: what finished, as it finished; each run that was stopped as
+    `interrupted`, with its time, log, last lines and what it reported; the others as
+    `not started`; and `interrupted` set (exit code 130).
     """
     if not command:
         raise UsageError("no COMMAND to run", hint=EXAMPLE)
@@ -608,28 +624,43 @@ def run_all(
     stems = _log_stems([item.name if isinstance(item, RunTarget) else item.label
                         for item in prepared])  # fmt: skip
     one_at_a_time = workers <= 1 or len(prepared) <= 1
+    finished = {index: _not_run(item) for index, item in enumerate(prepared)
+                if isinstance(item, Unavailable)}  # fmt: skip
+    started: dict[int, float] = {}  # index -> when its command started (monotonic)
+    ended: dict[int, float] = {}
 
-    def one(index: int) -> RunOutcome:
+    def one(index: int) -> None:
         item = prepared[index]
         if isinstance(item, Unavailable):
-            return RunOutcome(
-                name=item.label,
-                status="not run",
-                exit_code=item.error.exit_code,
-                message=item.error.message,
-                hint=item.error.hint,
+            return
+        assert log_dir is not None, "no folder for the logs"
+        interrupts.check()  # cancelled meanwhile (several at once): this one never starts
+        started[index] = time.monotonic()
+        try:
+            finished[index] = run_one(
+                item,
+                command,
+                environ,
+                log=log_dir / f"{stems[index]}.log",
+                metrics=private / f"{stems[index]}.metrics.json",
+                reporter=reporter_for(item.name),
+                echo=echo if one_at_a_time else None,
+                keras_report=private / f"{stems[index]}.keras",
+                strict_backend=strict_backend,
             )
-        return run_one(
-            item,
-            command,
-            environ,
-            log=log_dir / f"{stems[index]}.log",
-            metrics=private / f"{stems[index]}.metrics.json",
-            reporter=reporter_for(item.name),
-            echo=echo if one_at_a_time else None,
-            keras_report=private / f"{stems[index]}.keras",
-            strict_backend=strict_backend,
-        )
+        finally:
+            ended[index] = time.monotonic()
+
+    def stopped(index: int, why: str) -> RunOutcome:
+        """The outcome of a run that did not finish: stopped while it ran, or never started."""
+        item = prepared[index]
+        assert isinstance(item, RunTarget)  # the others are finished from the start
+        if index not in started or log_dir is None:
+            return _stopped(item, why)
+        seconds = ended.get(index, time.monotonic()) - started[index]
+        reporter_for(item.name).info(f"stopped ({why}) after {seconds:.1f} s")
+        return _stopped(item, why, seconds=seconds, log=log_dir / f"{stems[index]}.log",
+                        private=private, stem=stems[index])  # fmt: skip
 
     # the metrics files and backend reports live in kboot's own temporary folder (mode
     # 0700), gone after the runs
@@ -637,20 +668,86 @@ def run_all(
     private = Path(metrics_folder.name)
     pool = None if one_at_a_time else ThreadPoolExecutor(max_workers=workers)
     try:
-        if pool is None:
-            outcomes = [one(index) for index in range(len(prepared))]
-        else:
-            outcomes = list(pool.map(one, range(len(prepared))))
-    except KeyboardInterrupt:
-        interrupts.cancel()  # the signal handler did already; a bare KeyboardInterrupt not
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-        raise Interrupted(f"interrupted; every run was stopped (logs in {log_dir})") from None
+        why = _each(one, len(prepared), pool)  # the signal that interrupted the runs, if any
+        if why is None:
+            outcomes = tuple(finished[index] for index in range(len(prepared)))
+            return RunReport(tuple(command), outcomes, log_dir, _shell_backend(prepared, environ))
+        # what was gathered is reported: a further signal kills what still runs at once,
+        # and does not stop the report half-way
+        with interrupts.finishing():
+            interrupts.cancel()  # the signal handler did already; a bare KeyboardInterrupt not
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+            outcomes = tuple(finished.get(i) or stopped(i, why) for i in range(len(prepared)))
+            metrics_folder.cleanup()
+        return RunReport(tuple(command), outcomes, log_dir, _shell_backend(prepared, environ),
+                         interrupted=True)  # fmt: skip
     finally:
         if pool is not None:
             pool.shutdown(wait=True)
         metrics_folder.cleanup()
-    return RunReport(tuple(command), tuple(outcomes), log_dir, _shell_backend(prepared, environ))
+
+
+def _each(work: Callable[[int], None], count: int, pool: ThreadPoolExecutor | None) -> str | None:
+    """work(0), ..., work(count - 1), in the pool if any; None, or the name of the signal
+    that interrupted them ("cancelled" without a signal)."""
+    try:
+        if pool is None:
+            for index in range(count):
+                work(index)
+        else:
+            list(pool.map(work, range(count)))
+    except KeyboardInterrupt as exc:
+        return str(exc) if str(exc).startswith("SIG") else "cancelled"
+    return None
+
+
+def _stopped(
+    item: RunTarget,
+    why: str,
+    *,
+    seconds: float | None = None,
+    log: Path | None = None,
+    private: Path | None = None,
+    stem: str = "",
+) -> RunOutcome:
+    """A run an interrupt stopped: `not started`, or with `seconds`, `interrupted` while it
+    ran (what it wrote to its log and reported in `private` is kept)."""
+    outcome = RunOutcome(
+        name=item.name,
+        status="not started",
+        exit_code=EXIT_INTERRUPTED,
+        backend=item.backend,
+        path=item.path,
+        action=item.action,
+        message=f"kboot was interrupted ({why}) before it started",
+        warnings=item.warnings,
+    )
+    if seconds is None or log is None or private is None:
+        return outcome
+    values, notes = read_metrics(private / f"{stem}.metrics.json")
+    return replace(
+        outcome,
+        status="interrupted",
+        seconds=seconds,
+        metrics=values,
+        log=log if os.path.lexists(log) else None,
+        output_tail=output_tail(log),
+        message=f"kboot was interrupted ({why}) while it ran: the command got the signal, "
+        "and was killed if it had not ended 10 s later",
+        warnings=(*item.warnings, *notes),
+        keras_reports=read_keras_reports(private / f"{stem}.keras", item.path),
+    )
+
+
+def _not_run(item: Unavailable) -> RunOutcome:
+    return RunOutcome(
+        name=item.label,
+        status="not run",
+        exit_code=item.error.exit_code,
+        message=item.error.message,
+        hint=item.error.hint,
+    )
 
 
 def _shell_backend(prepared: Sequence[Prepared], environ: Mapping[str, str]) -> tuple[str, ...]:
@@ -675,22 +772,6 @@ def _log_stems(names: Sequence[str]) -> list[str]:
             candidate = f"{stem}-{n}"
         stems.append(candidate)
     return stems
-
-
-def log_folder(logs: Path | None) -> Path:
-    """Where the logs go: a new private folder; with --logs, that folder when it is new or
-    empty, else a new subfolder of it (kboot overwrites no file it did not make)."""
-    if logs is None:
-        return Path(tempfile.mkdtemp(prefix="kboot-run-logs-"))
-    folder = logs.expanduser().absolute()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        if any(folder.iterdir()):
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            return Path(tempfile.mkdtemp(prefix=f"run-{stamp}-", dir=folder))
-    except OSError as exc:
-        raise UsageError(f"--logs {folder}: cannot use the folder: {exc.strerror}") from None
-    return folder
 
 
 # --- preparing the environments ------------------------------------------------------------
@@ -861,18 +942,24 @@ def run_command(
     if not command:
         raise UsageError("no COMMAND after --", hint=EXAMPLE)
     reporter_for = reporter_for or (lambda label: RecordingReporter())
-    asked = log_folder(logs) if logs is not None else None  # a bad --logs before any build
-    prepared = prepare(refs, environ, reporter_for=reporter_for, workers=jobs)
-    return run_all(
-        prepared,
-        command,
-        environ,
-        log_dir=asked or log_folder(None),
-        # one at a time unless asked, as nox and tox run sessions: the runs share the
-        # current folder, and a script that writes best_model.keras there would read
-        # another backend's file (building what is missing stays concurrent)
-        workers=jobs or 1,
-        reporter_for=reporter_for,
-        echo=echo,
-        strict_backend=strict_backend,
-    )
+    folder = run_logs.open_asked(logs) if logs is not None else None  # before any build
+    try:
+        prepared = prepare(refs, environ, reporter_for=reporter_for, workers=jobs)
+        if folder is None and any(isinstance(item, RunTarget) for item in prepared):
+            folder = run_logs.open_default()  # none when nothing can start
+        report = run_all(
+            prepared,
+            command,
+            environ,
+            log_dir=None if folder is None else folder.path,
+            # one at a time unless asked, as nox and tox run sessions: the runs share the
+            # current folder, and a script that writes best_model.keras there would read
+            # another backend's file (building what is missing stays concurrent)
+            workers=jobs or 1,
+            reporter_for=reporter_for,
+            echo=echo,
+            strict_backend=strict_backend,
+        )
+    finally:
+        kept = None if folder is None else run_logs.close(folder)  # none: no run left a log
+    return replace(report, log_dir=kept)

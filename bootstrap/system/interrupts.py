@@ -196,6 +196,23 @@ def critical() -> Iterator[None]:
 
 
 @contextmanager
+def finishing() -> Iterator[None]:
+    """After an interrupt, while kboot gathers and reports what was done: a signal in this
+    block still cancels (kills what still runs, at once) but raises nothing, neither here
+    nor after it, so the report is not lost half-way."""
+    main = threading.current_thread() is threading.main_thread()
+    if main:
+        _Depth.value += 1
+    try:
+        yield
+    finally:
+        if main:
+            _Depth.value -= 1
+            if not _Depth.value:
+                _pending.clear()
+
+
+@contextmanager
 def operation(token: str) -> Iterator[None]:
     """Mark the children this thread starts as part of the build `token`."""
     reset = _operation.set(token)

@@ -120,6 +120,13 @@ def _kboot_folder(path: Path, what: str) -> Path:
     return path
 
 
+def run_logs_dir() -> Path:
+    """Where `kboot run` keeps its runs' logs: <user log dir>/runs (on Linux
+    `$XDG_STATE_HOME/kboot/log/runs`, `~/.local/state/kboot/log/runs`); a private folder,
+    see run/logs.py."""
+    return platformdirs.user_log_path("kboot", appauthor=False) / "runs"
+
+
 def user_profiles_dir(environ: Mapping[str, str] | None = None) -> Path:
     """The user's own profiles: $KBOOT_PROFILES, else <user config dir>/kboot/profiles."""
     environ = os.environ if environ is None else environ
