@@ -459,13 +459,13 @@ def test_an_interrupt_reports_what_finished_what_stopped_and_what_did_not_start(
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out
     data = json.loads(out)
-    assert (data["ok"], data["exit_code"], data["interrupted"]) == (False, 130, True)
+    assert (data["ok"], data["exit_code"], data["interrupted"]) == (False, 130, True), out
     broken, done, stopped, other = data["runs"]
     assert (broken["status"], broken["exit_code"], broken["error"]) == ("not run", 2, "no such")
     assert (done["status"], done["exit_code"], done["ok"]) == ("ok", 0, True)
     assert Path(done["log"]).read_text() == "done at once\n"
     name = signal.Signals(signum).name
-    assert (stopped["status"], stopped["exit_code"]) == ("interrupted", 130)
+    assert (stopped["status"], stopped["exit_code"]) == ("interrupted", 130), out
     assert f"interrupted ({name}) while it ran" in stopped["error"]
     assert 0 < stopped["seconds"] < 60
     assert stopped["metrics"] == {"stopped_at": "step 3"}  # what it wrote as it stopped
@@ -1071,10 +1071,10 @@ def test_each_run_gets_a_private_folder_and_the_newest_are_kept(tmp_path: Path) 
         (folder.path / "numpy.log").write_text("output")
         assert run_logs.close(folder) == folder.path
         folders.append(folder.path)
-        time.sleep(1.01)  # the names sort by their second
+        time.sleep(0.01)  # several in one second: the marker's time orders them
     assert stat.S_IMODE(root.stat().st_mode) == 0o700
     assert all(stat.S_IMODE(f.stat().st_mode) == 0o700 for f in folders[2:])
-    assert sorted(root.iterdir()) == folders[2:]  # the newest 3
+    assert set(root.iterdir()) == set(folders[2:])  # the newest 3
     assert (folders[-1] / run_logs.MARKER).is_file()
 
 

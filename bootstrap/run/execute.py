@@ -734,7 +734,7 @@ def _stopped(
         log=log if os.path.lexists(log) else None,
         output_tail=output_tail(log),
         message=f"kboot was interrupted ({why}) while it ran: the command got the signal, "
-        "and was killed if it had not ended 10 s later",
+        f"and was killed if it had not ended {interrupts.GRACE_SECONDS:g} s later",
         warnings=(*item.warnings, *notes),
         keras_reports=read_keras_reports(private / f"{stem}.keras", item.path),
     )

@@ -85,8 +85,8 @@ def open_asked(logs: Path) -> LogFolder:
         while not os.path.lexists(above) and above.parent != above:
             missing.append(above)
             above = above.parent
-        for new in reversed(missing):
-            new.mkdir(mode=0o700)
+        for new in reversed(missing):  # as mkdir -p, but DIR itself is private
+            new.mkdir(mode=0o700 if new == folder else 0o777)
             made.append(new)
         if any(folder.iterdir()):
             made.append(_new_run_folder(folder))
@@ -137,11 +137,21 @@ def prune(root: Path, *, keep: int) -> list[Path]:
     """Delete the oldest of kboot's run folders in `root` so that `keep` remain; returns
     those deleted. Only folders that prove to be kboot's (see the module's rules)."""
     try:
-        folders = sorted(path for path in root.iterdir() if _NAME.match(path.name))
+        folders = sorted((path for path in root.iterdir() if _NAME.match(path.name)), key=_age)
     except OSError:
         return []
     return [folder for folder in folders[: max(len(folders) - keep, 0)]
             if _remove_run_folder(folder)]  # fmt: skip
+
+
+def _age(folder: Path) -> tuple[str, int]:
+    """Oldest first: by the time in the name, then (runs of one second) by when the marker
+    was written."""
+    try:
+        written = (folder / MARKER).lstat().st_mtime_ns
+    except OSError:
+        written = 0
+    return folder.name[:19], written  # run-YYYYmmdd-HHMMSS
 
 
 def _remove_run_folder(folder: Path) -> bool:
