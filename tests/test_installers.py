@@ -142,8 +142,8 @@ def test_install_runs_the_command_in_the_environment(monkeypatch, env, installer
 
 UV_OFFLINE = """\
 error: Request failed after 3 retries
-  Caused by: Failed to fetch: `https://pypi.org/simple/keras/`
-  Caused by: error sending request for url (https://pypi.org/simple/keras/)
+  Caused by: Failed to fetch: `https://index.example/simple/keras/`
+  Caused by: error sending request for url (https://index.example/simple/keras/)
   Caused by: client error (Connect)
   Caused by: dns error: failed to lookup address information: Temporary failure in name resolution
 """
@@ -157,7 +157,7 @@ ERROR: No matching distribution found for keras<4,>=3
 """
 PIP_TIMEOUT = """\
 WARNING: Retrying (Retry(total=4)) after connection broken by 'ConnectTimeoutError(..., \
-'Connection to pypi.org timed out. (connect timeout=15)')': /simple/keras/
+'Connection to index.example timed out. (connect timeout=15)')': /simple/keras/
 ERROR: No matching distribution found for keras<4,>=3
 """
 UV_NO_SOLUTION = """\

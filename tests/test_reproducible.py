@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -315,3 +316,58 @@ def test_interrupted_sync_leaves_each_env_whole_and_the_next_finishes(tmp_path: 
     finished = json.loads(sync(manifest).stdout)
     assert {e["status"] for e in finished["environments"]} <= {"created", "unchanged"}
     assert sync(manifest, "--check").returncode == 0
+
+
+@pytest.mark.needs("unshare")
+def test_a_mirror_of_what_download_fetched_serves_a_create(
+    wheelhouse: Path, tmp_path: Path
+) -> None:
+    """Issue 16, item 10: kboot adds pip to an environment; a private mirror holding exactly
+    what `kboot download numpy` fetched has no pip, and the create failed ("pip was not
+    found on the package index", blaming the profile's names). pip now comes from
+    virtualenv's own wheel, as `--installer pip` environments are seeded."""
+    from virtualenv.seed.wheels.embed import get_embed_wheel
+
+    empty_index = tmp_path / "empty-index"
+    empty_index.mkdir()
+    proc = kboot_offline(  # no network at all: the mirror is the only source
+        tmp_path,
+        "create", "numpy", "--index-url", empty_index.as_uri(),
+        "--find-links", str(wheelhouse / "wh"), "--json",
+    )  # fmt: skip
+    data = created(proc)
+    assert data["smoke"]["ok"]
+    bundled = get_embed_wheel("pip", "3.11")
+    assert bundled is not None
+    version = Path(bundled.path).name.split("-")[1]
+    assert data["packages"].get("pip") == version
+    pip = subprocess.run(
+        [str(Path(data["path"]) / "bin" / "python"), "-m", "pip", "--version"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert pip.returncode == 0 and f"pip {version} " in pip.stdout
+
+
+def test_a_tampered_lock_names_the_package_in_its_last_line(
+    wheelhouse: Path, tmp_path: Path
+) -> None:
+    """Issue 16, item 11: every hash of numpy's entry changed; uv names numpy only above
+    the hundred hashes it lists, so kboot's error said "exit code 1". Its error line now
+    ends with the cause uv states."""
+    lock = tmp_path / "tampered.lock"
+    lines, inside = [], False
+    for line in (wheelhouse / "numpy.lock").read_text().splitlines(keepends=True):
+        if not line.startswith(" "):
+            inside = line.startswith("numpy==")
+        lines.append(re.sub(r"sha256:[0-9a-f]{64}", "sha256:" + "0" * 64, line) if inside else line)
+    lock.write_text("".join(lines))
+    numpy = read_lock(wheelhouse / "numpy.lock").pins["numpy"]
+    for installer in ("uv", "pip"):
+        proc = kboot("create", "numpy", "--lock", str(lock), "--installer", installer)
+        assert proc.returncode == 1, proc.stderr
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("kboot: error:")]
+        assert len(errors) == 1 and errors[0].endswith(f": hash mismatch for numpy=={numpy}")
+        assert "kboot download" in proc.stderr.splitlines()[-1]  # the hint, under it
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "kboot-home" / "envs" / "numpy").exists()
+

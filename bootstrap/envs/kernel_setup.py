@@ -138,6 +138,7 @@ def install_ipykernel(
                 sources,
                 python_version=python_version,
                 constraints=installed,
+                added=[IPYKERNEL],
             )
         except InstallError as exc:
             hint = exc.hint
@@ -147,9 +148,8 @@ def install_ipykernel(
                     "(pip download ipykernel -d DIR, on a machine with a network), or leave "
                     "out --offline"
                 )
-            raise InstallError(
-                f"installing ipykernel into {env.root} failed: {exc.message} (the "
-                "environment's packages were kept as they are)",
+            raise InstallError(  # the installer's cause last: the line a user reads
+                f"{env.root} was kept as it was; {exc.message}",
                 hint=hint,
                 details=exc.details,
             ) from None

@@ -28,7 +28,7 @@ from bootstrap.install.installers import (
     legacy_pip,
     plan_install,
 )
-from bootstrap.install.venv import VirtualEnv, venv_site_folders
+from bootstrap.install.venv import VirtualEnv, bundled_pip, venv_site_folders
 from bootstrap.locks.wheelhouse import check_wheelhouse
 from bootstrap.profiles.keras_json import KERAS_JSON, BeforeWrite, merge_keras_json
 from bootstrap.profiles.keras_json import render as render_keras_json
@@ -72,8 +72,9 @@ def make_venv(job: Job, installer: Installer) -> VirtualEnv:
             interpreter,
             system_site_packages=request.system_site_packages,
             # pip needs itself to install; uv installs pip with the rest, in the same
-            # step (faster than virtualenv's seeder), and virtualenv's bundled pip no
-            # longer supports Pythons < 3.9 anyway
+            # step (faster than virtualenv's seeder; from virtualenv's own pip wheel, see
+            # _install_requirements), and virtualenv's bundled pip no longer supports
+            # Pythons < 3.9 anyway
             seed_pip=installer.needs_pip and legacy_pip(version) is None,
         )
         if (version.major, version.minor) < (3, 8):
@@ -127,18 +128,29 @@ def _install_requirements(job: Job, env: VirtualEnv, installer: Installer) -> No
     if job.with_kernel:
         wanted = (*wanted, kernel_setup.REQUIREMENT)
     old_pip = legacy_pip(job.target.interpreter.version)
+    added = [kernel_setup.REQUIREMENT] if job.with_kernel else []  # kboot's, not the profile's
     if not installer.needs_pip and old_pip is None:
         wanted = (*wanted, "pip")  # a normal virtualenv has pip (a lock has none)
     plan = plan_install(installer, wanted, base)
     for requirement, found in plan.reused.items():
         job.reporter.info(f"reusing {requirement} from the base Python ({found})")
     requirements = plan.requirements
+    label = ", ".join(requirements) or "nothing new"
+    if "pip" in requirements:
+        # virtualenv's own pip wheel, as `--installer pip` is seeded: from no index, so a
+        # mirror of what the profile needs is enough
+        wheel = bundled_pip(job.target.interpreter.major_minor)
+        if wheel is not None:
+            requirements = tuple(str(wheel) if r == "pip" else r for r in requirements)
+        else:
+            added.append("pip")
     if old_pip is not None:
+        added.append("pip")
         if installer.needs_pip:  # pip must exist before it can install anything
             _install_legacy_pip(job, env)
         else:
             requirements = (old_pip, *requirements)
-    label = ", ".join(requirements) or "nothing new"
+            label = f"{old_pip}, {label}"
     with job.reporter.step(f"install {label} ({installer.name})"):
         install(
             installer,
@@ -147,6 +159,7 @@ def _install_requirements(job: Job, env: VirtualEnv, installer: Installer) -> No
             job.profile.sources,
             python_version=job.python_version,
             constraints=plan.constraints,
+            added=added,
         )
 
 

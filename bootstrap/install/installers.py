@@ -19,9 +19,8 @@ as private as that file.
 from __future__ import annotations
 
 import os
-import re
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -30,6 +29,21 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from bootstrap.install.failures import (
+    BAD_INDEX_URL,
+    CACHE_NOT_WRITABLE,
+    CONFLICT,
+    FIND_LINKS_MISSING,
+    HASH_MISMATCH,
+    NETWORK,
+    NO_SPACE,
+    NOT_FOUND,
+    NOT_WRITABLE,
+    OTHER,
+    TOO_MANY_FILES,
+    Cause,
+    failure_cause,
+)
 from bootstrap.install.venv import VirtualEnv
 from bootstrap.profiles.model import Sources
 from bootstrap.system.errors import CommandError, InstallError, UsageError
@@ -172,26 +186,6 @@ def get_installer(name: str) -> Installer:
     raise UsageError(f"--installer {name!r}: expected one of {', '.join(INSTALLERS)}")
 
 
-_NOT_FOUND = (
-    "No solution found",
-    "No matching distribution",
-    "Could not find a version",
-    "not found in the package registry",
-    "ResolutionImpossible",
-    "conflicting dependencies",
-)
-_NETWORK = (
-    "Failed to fetch",
-    "dns error",
-    "Connection refused",
-    "NewConnectionError",
-    "Temporary failure in name resolution",
-    "timed out",
-    "Network is unreachable",
-    "error sending request",
-)
-
-
 def satisfied_by(requirement: str, available: Mapping[str, str]) -> str | None:
     """The installed version that meets `requirement`, if any (extras are not checked)."""
     req = Requirement(requirement)
@@ -226,19 +220,6 @@ def plan_install(
     return InstallPlan(todo, reused, dict(base_packages))
 
 
-def _hash_mismatch(text: str) -> str | None:
-    """The package whose file failed the hash check, if that is what happened."""
-    if "hash" not in text.lower() or not re.search(
-        r"(?i)hash mismatch|do not match the hashes", text
-    ):
-        return None
-    found = re.search(r"[Hh]ash mismatch for `([^`]+)`", text)  # uv
-    if found:
-        return found.group(1)
-    found = re.search(r"^\s+([A-Za-z0-9._-]+==[^\s]+) from ", text, re.MULTILINE)  # pip
-    return found.group(1) if found else "a locked package"
-
-
 def install(
     installer: Installer,
     env: VirtualEnv,
@@ -249,6 +230,7 @@ def install(
     constraints: Mapping[str, str] | None = None,
     require_hashes: bool = False,
     no_deps: bool = False,
+    added: Collection[str] = (),
 ) -> CommandResult | None:
     if not requirements:
         return None
@@ -272,7 +254,7 @@ def install(
             pins.write_text("".join(f"{n}=={v}\n" for n, v in sorted(constraints.items())))
             cmd += ["--constraint", str(pins)]
         return _run_install(
-            installer, cmd, Path(tmp), requirements, python_version, sources, secret
+            installer, cmd, Path(tmp), requirements, python_version, sources, secret, added
         )
 
 
@@ -307,14 +289,6 @@ def write_private(path: Path, lines: Sequence[str]) -> Path:
     return path
 
 
-def _missing_offline(text: str) -> str | None:
-    """The requirement an offline install could not find, as uv or pip words it."""
-    found = re.search(r"you require ([^\s,]+), we can conclude", text)  # uv
-    if found is None:
-        found = re.search(r"No matching distribution found for (\S+)", text)  # pip
-    return found.group(1) if found else None
-
-
 def _run_install(
     installer: Installer,
     cmd: list[str],
@@ -323,79 +297,106 @@ def _run_install(
     python_version: str,
     sources: Sources,
     secret: Mapping[str, str],
+    added: Collection[str],
 ) -> CommandResult:
     environ = {**os.environ, **secret} if secret else None
     for key, value in secret.items():
         log.debug("and in its environment: %s=%s", key, redact(value))
+    locked = list(requirements[:1]) == ["-r"]
+    what = f"the lock {requirements[1]}" if locked else redact(", ".join(requirements))
     try:  # from a private folder: nothing in the user's folder is imported or read
         return run(cmd, cwd=private, env=environ, what=f"installing with {installer.name}")
     except CommandError as exc:
-        text = exc.output_tail
-        mismatch = _hash_mismatch(text)
-        if mismatch is not None:
-            raise InstallError(
-                f"hash mismatch for {mismatch}: the file does not match the lock, so it was "
-                "refused (tampered with, or replaced on the index)",
-                hint="fetch the files again (kboot download) or make the lock again (kboot lock)",
-                details=text,
-            ) from None
-        locked = list(requirements[:1]) == ["-r"]
-        what = f"the lock {requirements[1]}" if locked else redact(", ".join(requirements))
-        missing = _missing_offline(text)
-        if missing is not None and sources.offline:
-            raise InstallError(
-                f"{missing} is not in the wheelhouse {', '.join(sources.find_links)}, and "
-                "--offline allows no other source",
-                hint="download it there again (kboot download PROFILE --lock LOCK --dest DIR) "
-                "on a machine with a network",
-                details=text,
-            ) from None
-        reason = install_failure_reason(text, python_version)
-        if reason is None:
-            reason = f"exit code {exc.returncode}"
-        if "no space left" in reason:
-            hint = "free some space (or point TMPDIR and the installer's cache elsewhere)"
-        elif any(marker in text for marker in _NETWORK):
-            hint = (
-                "the package index could not be reached: check the network or proxy, "
-                "or point --index-url / --find-links at a mirror or a local wheel folder"
-            )
-        elif any(marker in text for marker in _NOT_FOUND):
-            hint = (
-                "a requirement cannot be met: check the names and versions in the profile "
-                f"and that wheels exist for Python {python_version} on this platform"
-            )
-        else:
-            hint = "see the installer's output above; rerun with --debug for the full command"
-        raise InstallError(
-            f"installing {what} with {installer.name} failed: {reason}",
-            hint=hint,
-            details=None if "no space left" in reason else text,  # diagnosed: no traceback
+        raise install_error(
+            exc,
+            f"installing {what} with {installer.name} failed",
+            target=f"Python {python_version} on this platform",
+            sources=sources,
+            added=added,
         ) from None
 
 
-def install_failure_reason(text: str, python_version: str) -> str | None:  # noqa: PLR0911
-    """Why an install failed, in one line that names the package (uv's or pip's words)."""
-    if re.search(r"No space left on device|\[Errno 28\]|os error 28", text):
-        return "no space left on the device"
-    because = re.search(r"Because (.+?), we can conclude", " ".join(text.split()))  # uv
-    if because:
-        clause = because.group(1)
-        missing = re.fullmatch(r"(\S+) was not found in the package registry.*", clause)
-        if missing:
-            return f"{missing.group(1)} was not found on the package index"
-        return clause
-    conflict = re.search(r"The conflict is caused by:\n((?:\s+.+\n?)+)", text)  # pip
-    if conflict:
-        lines = [line.strip() for line in conflict.group(1).splitlines() if line.strip()]
-        return "conflicting requirements: " + "; ".join(lines)
-    if any(marker in text for marker in _NETWORK):  # pip then also finds no distribution
-        return "the package index could not be reached"
-    unavailable = re.search(r"No matching distribution found for (\S+)", text)  # pip
-    if unavailable:
+def install_error(
+    exc: CommandError,
+    failed: str,
+    *,
+    target: str,
+    sources: Sources,
+    added: Collection[str] = (),
+    unknown: str | None = None,
+    other_hint: str = "see the installer's output above; rerun with --debug for the full command",
+) -> InstallError:
+    """An installer's failure as kboot's error: its message ends with the cause the
+    installer stated (`failure_cause`), and the hint fits that cause. `added` names the
+    packages kboot put in the install itself (pip, ipykernel): a mirror that lacks one is
+    not the profile's fault. `target` ("Python 3.11 on this platform") is what the wheels
+    were sought for; `unknown` ends the message when the installer states no cause, and
+    `other_hint` is the hint for a cause without one of its own."""
+    cause = failure_cause(exc.output)
+    line = cause.line if cause else unknown or f"exit code {exc.returncode}"
+    text = exc.output_tail
+    if cause is not None and cause.kind == NOT_FOUND and sources.offline:
+        return InstallError(
+            f"{failed}: {cause.subject} is not in the wheelhouse "
+            f"{', '.join(sources.find_links)}, and --offline allows no other source",
+            hint="download it there again (kboot download PROFILE --lock LOCK --dest DIR) "
+            "on a machine with a network",
+            details=text,
+        )
+    return InstallError(
+        f"{failed}: {line}",
+        hint=_hint(cause, target, sources, added) or other_hint,
+        # diagnosed: pip's own traceback for a full disk adds nothing
+        details=None if cause is not None and cause.kind == NO_SPACE else text,
+    )
+
+
+def _hint(  # noqa: PLR0911 - one answer per cause
+    cause: Cause | None, target: str, sources: Sources, added: Collection[str]
+) -> str | None:
+    kind = cause.kind if cause else OTHER
+    if kind == HASH_MISMATCH:
         return (
-            f"no version of {unavailable.group(1)} is available for Python {python_version} "
-            "on this platform"
+            "the file does not match the lock's hashes (tampered with, or replaced on the "
+            "index), so it was refused: fetch the files again (kboot download) or make the "
+            "lock again (kboot lock)"
+        )
+    if kind == NO_SPACE:
+        return "free some space (or point TMPDIR and the installer's cache elsewhere)"
+    if kind == TOO_MANY_FILES:
+        return "raise the limit of open files (ulimit -n 4096) and run it again"
+    if kind == CACHE_NOT_WRITABLE:
+        return (
+            "make that folder writable, or point the installer's cache at one you can "
+            "write (UV_CACHE_DIR for uv, PIP_CACHE_DIR for pip)"
+        )
+    if kind == NOT_WRITABLE:
+        return "fix that file's permissions, or build where you can write"
+    if kind == FIND_LINKS_MISSING:
+        return (
+            "make that folder (kboot download fills one), or fix --find-links / the "
+            "find_links of the profile or manifest"
+        )
+    if kind == BAD_INDEX_URL:
+        return "give an index such as https://HOST/simple or file:///path/to/simple"
+    if kind == NETWORK:
+        return (
+            "the package index could not be reached: check the network or proxy, "
+            "or point --index-url / --find-links at a mirror or a local wheel folder"
+        )
+    if cause is not None and kind in (NOT_FOUND, CONFLICT):
+        index = f" (--index-url {redact(sources.index_url)})" if sources.index_url else ""
+        package = cause.package
+        if package is not None and canonicalize_name(package) in {
+            canonicalize_name(Requirement(requirement).name) for requirement in added
+        }:
+            return (
+                f"kboot adds {package} to this environment itself; the package index"
+                f"{index} does not serve it: add it to your mirror or wheel folder"
+            )
+        return (
+            "a requirement cannot be met: check the names and versions in the profile "
+            f"and that wheels exist for {target}{index}"
         )
     return None
 

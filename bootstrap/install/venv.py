@@ -109,6 +109,22 @@ if folder and not getattr(sys, '_kboot_keras_report', False):
 """
 
 
+def bundled_pip(version: tuple[int, int]) -> Path | None:
+    """The pip wheel virtualenv carries for a Python X.Y (the one `--installer pip`
+    environments are seeded with), if this virtualenv has one: uv installs it from there,
+    so an environment gets pip from no index at all (a private mirror holding only what
+    `kboot download` fetched has none)."""
+    from virtualenv.seed.wheels.embed import get_embed_wheel
+
+    try:
+        wheel = get_embed_wheel("pip", f"{version[0]}.{version[1]}")
+    except (LookupError, ValueError, OSError):  # a repackaged virtualenv without them
+        return None
+    if wheel is None or not Path(wheel.path).is_file():
+        return None
+    return Path(wheel.path)
+
+
 def virtualenv_environ(environ: Mapping[str, str]) -> dict[str, str]:
     """The environment virtualenv runs with: only the profile may shape an environment.
 

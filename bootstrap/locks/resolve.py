@@ -19,11 +19,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from bootstrap import __version__
-from bootstrap.install.installers import (
-    install_failure_reason,
-    source_args,
-    source_environ,
-)
+from bootstrap.install.installers import install_error, source_args, source_environ
 from bootstrap.install.platforms import Target, host_platform, platform_markers
 from bootstrap.locks.lockfile import (
     HEADER,
@@ -42,7 +38,7 @@ from bootstrap.locks.lockfile import (
     requirements_digest,
 )
 from bootstrap.profiles.model import Profile
-from bootstrap.system.errors import CommandError, InstallError, KbootError, UsageError
+from bootstrap.system.errors import CommandError, KbootError, UsageError
 from bootstrap.system.files import atomic_write
 from bootstrap.system.runner import run
 
@@ -216,12 +212,12 @@ def _resolve(profile: Profile, target: Target, base: Mapping[str, str] | None = 
                     hint="e.g. x86_64-unknown-linux-gnu, aarch64-unknown-linux-gnu, "
                     "aarch64-apple-darwin, x86_64-pc-windows-msvc",
                 ) from None
-            reason = install_failure_reason(exc.output_tail, target.python)
-            raise InstallError(
-                f"cannot lock {profile.name} for {target}: "
-                + (reason or "no set of versions satisfies it"),
-                hint="check the profile's versions and that wheels exist for that target",
-                details=exc.output_tail,
+            raise install_error(
+                exc,
+                f"cannot lock {profile.name} for {target}",
+                target=str(target),
+                sources=sources,
+                unknown="no set of versions satisfies it",
             ) from None
     if base is None:
         return result.stdout

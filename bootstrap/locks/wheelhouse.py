@@ -16,7 +16,7 @@ from packaging.tags import sys_tags
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
-from bootstrap.install.installers import install_failure_reason, source_args, source_environ
+from bootstrap.install.installers import install_error, source_args, source_environ
 from bootstrap.install.platforms import Target, host_platform
 from bootstrap.locks.lockfile import (
     WHEELHOUSE_LOCK,
@@ -176,16 +176,13 @@ def _download_for(
                 what="downloading wheels",
             )
         except CommandError as exc:
-            reason = install_failure_reason(exc.output_tail, target.python)
-            raise InstallError(
-                f"downloading the wheels of {profile.name} for {target} failed"
-                + (f": {reason}" if reason else ""),
-                hint="free some space, or download elsewhere"
-                if reason and "no space" in reason
-                else "a package without a wheel for that Python and platform cannot go "
+            raise install_error(
+                exc,
+                f"downloading the wheels of {profile.name} for {target} failed",
+                target=str(target),
+                sources=profile.sources,
+                other_hint="a package without a wheel for that Python and platform cannot go "
                 "into a wheelhouse; the output above names it",
-                # diagnosed: pip's own traceback for a full disk adds nothing
-                details=None if reason and "no space" in reason else exc.output_tail,
             ) from None
 
 

@@ -90,11 +90,15 @@ class CommandError(KbootError):
         returncode: int,
         output_tail: str,
         hint: str | None = None,
+        output: str | None = None,
     ):
         super().__init__(message, hint=hint, details=output_tail)
         self.cmd = list(cmd)
         self.returncode = returncode
         self.output_tail = output_tail
+        #: all it printed (redacted): the cause may be far above the tail (a hash mismatch
+        #: before a hundred expected hashes)
+        self.output = output_tail if output is None else output
 
 
 class InstallError(KbootError):

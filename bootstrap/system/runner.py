@@ -120,6 +120,7 @@ def run(
             returncode=proc.returncode,
             output_tail=redact(result.output_tail),
             hint=hint,
+            output=redact(joined(stdout, stderr)),
         )
     return result
 
