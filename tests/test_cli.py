@@ -591,3 +591,19 @@ def test_lock_output_that_is_not_a_lock_is_left_alone(capsys, tmp_path: Path) ->
     err = refused(capsys, 2, "lock", "numpy", "-o", str(notes))
     assert "is not a kboot lock" in err
     assert notes.read_text(encoding="utf-8") == "mine\n"
+
+
+def test_download_of_a_profile_needs_dest(capsys) -> None:  # type: ignore[no-untyped-def]
+    err = refused(capsys, 2, "download", "numpy")
+    assert "needs --dest DIR" in err
+
+
+def test_download_of_a_manifest_takes_no_dest_or_lock(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Its entries name their wheelhouse and lock (issue 16, item 9)."""
+    manifest = tmp_path / "lab.toml"
+    manifest.write_text('[[env]]\nname = "a"\nprofile = "numpy"\nwheelhouse = "w"\n')
+    err = refused(capsys, 2, "download", str(manifest), "--dest", str(tmp_path / "x"))
+    assert "--dest cannot go with a manifest" in err
+    err = refused(capsys, 2, "download", str(manifest), "--lock", "x.lock", "--dest", "d")
+    assert "--dest and --lock cannot go with a manifest" in err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "w").exists()

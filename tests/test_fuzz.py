@@ -92,9 +92,9 @@ def toml_value(value: object) -> str:  # noqa: PLR0911  # one TOML type a line
 
 
 @FUZZ
-@given(st.lists(ENTRY, max_size=3))
+@given(st.lists(ENTRY, max_size=3), st.sampled_from(["lock", "download", "sync"]))
 def test_any_manifest_is_entries_or_a_manifest_error(
-    tmp_path_factory: pytest.TempPathFactory, entries: list[dict[str, Any]]
+    tmp_path_factory: pytest.TempPathFactory, entries: list[dict[str, Any]], stage: str
 ) -> None:
     folder = tmp_path_factory.mktemp("m")
     text = "".join(
@@ -103,7 +103,7 @@ def test_any_manifest_is_entries_or_a_manifest_error(
     )
     path = toml_like(folder, text.encode(), "lab.toml")
     try:
-        load_manifest(path)
+        load_manifest(path, stage=stage)  # each command reads it: lock, download, sync
     except KbootError as exc:
         assert exc.exit_code == 2
 

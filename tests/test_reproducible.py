@@ -371,3 +371,45 @@ def test_a_tampered_lock_names_the_package_in_its_last_line(
         assert "Traceback" not in proc.stderr
     assert not (tmp_path / "kboot-home" / "envs" / "numpy").exists()
 
+
+@pytest.mark.needs("unshare")
+def test_one_manifest_drives_lock_download_and_offline_sync(tmp_path: Path) -> None:
+    """Issue 16, item 9: `kboot lock lab.toml`, `kboot download lab.toml` (every entry's
+    wheelhouse, made from its lock, inline profiles too), then `kboot sync lab.toml` with
+    no network, in a fresh folder."""
+    lab = tmp_path / "lab"
+    (lab / "wheels").mkdir(parents=True)  # download makes each wheelhouse, not its folder
+    manifest = lab / "lab.toml"
+    manifest.write_text(
+        '[[env]]\nname = "keras-numpy"\nprofile = "numpy"\nlock = "locks/numpy.lock"\n'
+        'wheelhouse = "wheels/numpy"\noffline = true\n\n'
+        '[[env]]\nname = "keras-np16"\n'
+        'profile = { backend = "numpy", packages = ["numpy>=1.26", "scipy>=1.11", '
+        '"jax>=0.4.30"], floatx = "float16" }\n'
+        'wheelhouse = "wheels/np16"\noffline = true\n'
+    )
+    locked = kboot("lock", str(manifest))
+    assert locked.returncode == 0, locked.stderr
+    assert (lab / "locks" / "numpy.lock").is_file()
+    fetched = kboot("download", str(manifest), "--json")
+    assert fetched.returncode == 0, fetched.stderr
+    items = {item["name"]: item for item in json.loads(fetched.stdout)}
+    for name, house in (("keras-numpy", "numpy"), ("keras-np16", "np16")):
+        assert items[name]["download"]["wheelhouse"] == str(lab / "wheels" / house)
+        assert (lab / "wheels" / house / "kboot-lock.txt").is_file()
+    for name, house, lock in (
+        ("keras-numpy", "numpy", "numpy"),
+        ("keras-np16", "np16", "keras-np16"),
+    ):
+        # the lock `kboot lock` made: the entry's own, or locks/<name>.lock without one
+        assert items[name]["lock"] == str(lab / "locks" / f"{lock}.lock")
+        made = (lab / "locks" / f"{lock}.lock").read_text()
+        assert (lab / "wheels" / house / "kboot-lock.txt").read_text() == made
+    synced = kboot_offline(tmp_path, "sync", str(manifest), "--json")
+    assert synced.returncode == 0, synced.stderr
+    result = json.loads(synced.stdout)
+    assert result["in_sync"]
+    statuses = {e["name"]: e["status"] for e in result["environments"]}
+    assert statuses == {"keras-numpy": "created", "keras-np16": "created"}
+    home = Path(os.environ["KBOOT_HOME"]) / "envs"
+    assert report_from_fresh_shell(home / "keras-np16", tmp_path)["floatx"] == "float16"

@@ -13,6 +13,7 @@ from bootstrap.system.errors import (
     InstallError,
     KbootError,
     ProfileError,
+    UntrustedPathError,
     UsageError,
 )
 
@@ -409,7 +410,7 @@ def test_sources_for_offline_hosts_relative_to_the_manifest(tmp_path: Path) -> N
     ("text", "message"),
     [
         ("offline = true\n", "'offline = true' needs a 'wheelhouse'"),
-        ('wheelhouse = "nowhere"\n', "is not a folder"),
+        ('wheelhouse = "nowhere"\n', "does not exist"),
         ("wheelhouse = 5\n", "'wheelhouse' must be a folder path"),
         ('find_links = "one"\n', "'find_links' must be a list of strings"),
         ('lock = "a\\u0000b"\n', "'lock' must be a path string"),
@@ -448,3 +449,113 @@ def test_a_sync_with_a_failure_is_not_in_sync_after() -> None:
     failed = SyncEntry("b", "failed", error=KbootError("no"))
     outcome = result(SyncEntry("a", "created", changed=True), failed, check_only=False)
     assert not outcome.in_sync and not outcome.was_in_sync
+
+
+# ---- one manifest drives lock -> download -> sync (issue 16, item 9) ---------------------
+
+HOUSE = '[[env]]\nname = "a"\nprofile = "numpy"\nwheelhouse = "wheels/a"\noffline = true\n'
+
+
+@pytest.mark.parametrize("stage", ["lock", "download"])
+def test_a_wheelhouse_download_will_make_is_fine_before_it(tmp_path: Path, stage: str) -> None:
+    path = write_manifest(tmp_path, HOUSE)
+    (tmp_path / "project" / "wheels").mkdir()
+    [entry] = load_manifest(path, stage=stage)
+    assert entry.wheelhouse == tmp_path / "project" / "wheels" / "a"
+    assert not entry.wheelhouse.exists()  # reading a manifest makes nothing
+
+
+def test_sync_needs_the_wheelhouse_and_says_how_to_make_it(tmp_path: Path) -> None:
+    path = write_manifest(tmp_path, HOUSE)
+    (tmp_path / "project" / "wheels").mkdir()
+    err = refused(path, "wheelhouse", "wheels/a does not exist")
+    assert err.hint is not None and f"kboot download {path}" in err.hint
+
+
+@pytest.mark.parametrize("stage", ["lock", "download", "sync"])
+def test_a_wheelhouse_whose_folder_is_missing_is_refused(tmp_path: Path, stage: str) -> None:
+    """download makes the folder the manifest names, never the folders above it."""
+    path = write_manifest(tmp_path, HOUSE)
+    with pytest.raises(ManifestError) as info:
+        load_manifest(path, stage=stage)
+    assert info.value.exit_code == 2
+    assert str(tmp_path / "project" / "wheels") in info.value.message
+
+
+@pytest.mark.parametrize("stage", ["lock", "download", "sync"])
+def test_a_wheelhouse_that_is_a_file_is_refused(tmp_path: Path, stage: str) -> None:
+    path = write_manifest(tmp_path, HOUSE)
+    (tmp_path / "project" / "wheels").mkdir()
+    (tmp_path / "project" / "wheels" / "a").write_text("not a folder")
+    with pytest.raises(ManifestError) as info:
+        load_manifest(path, stage=stage)
+    assert "is not a folder" in info.value.message
+
+
+def test_download_needs_the_locks_the_manifest_names(tmp_path: Path) -> None:
+    path = write_manifest(tmp_path, HOUSE + 'lock = "locks/a.lock"\n')
+    (tmp_path / "project" / "wheels").mkdir()
+    assert load_manifest(path, stage="lock")[0].lock == tmp_path / "project" / "locks" / "a.lock"
+    with pytest.raises(ManifestError) as info:
+        load_manifest(path, stage="download")
+    assert "does not exist" in info.value.message
+    assert info.value.hint is not None and "kboot lock" in info.value.hint
+
+
+def _download(path: Path) -> None:
+    from bootstrap.fleet.targets import download_manifest
+    from bootstrap.system.progress import RecordingReporter
+
+    download_manifest(
+        path, pythons=["3.11"], platforms=None, reporter_for=lambda _: RecordingReporter()
+    )
+
+
+def test_download_of_a_manifest_without_wheelhouses_is_refused(tmp_path: Path) -> None:
+    path = write_manifest(tmp_path, '[[env]]\nname = "a"\nprofile = "numpy"\n')
+    with pytest.raises(UsageError) as info:
+        _download(path)
+    assert "names a wheelhouse" in info.value.message and info.value.exit_code == 2
+
+
+def test_entries_sharing_a_wheelhouse_must_share_its_lock(tmp_path: Path) -> None:
+    path = write_manifest(tmp_path, HOUSE + HOUSE.replace('name = "a"', 'name = "b"'))
+    (tmp_path / "project" / "wheels").mkdir()
+    with pytest.raises(UsageError) as info:
+        _download(path)
+    assert "entries 'a' and 'b' both name the wheelhouse" in info.value.message
+    assert not (tmp_path / "project" / "wheels" / "a").exists()
+
+
+def test_a_wheelhouse_in_a_folder_others_can_write_is_refused(tmp_path: Path) -> None:
+    path = write_manifest(tmp_path, HOUSE)
+    shared = tmp_path / "project" / "wheels"
+    shared.mkdir()
+    shared.chmod(0o777)  # no sticky bit: anyone could swap the wheelhouse kboot makes there
+    with pytest.raises(UntrustedPathError) as info:
+        _download(path)
+    assert info.value.exit_code == 2 and str(shared) in info.value.message
+    assert not (shared / "a").exists()
+
+
+def test_download_refuses_a_lock_made_from_other_requirements(tmp_path: Path) -> None:
+    """A stale lock would give a wheelhouse that sync then refuses: download says so first."""
+    import json
+
+    from bootstrap.install.platforms import host_platform
+    from bootstrap.locks.lockfile import LockFileError
+
+    path = write_manifest(tmp_path, HOUSE + 'lock = "locks/a.lock"\n')
+    (tmp_path / "project" / "wheels").mkdir()
+    (tmp_path / "project" / "locks").mkdir()
+    meta = {"profile": "numpy", "python": "3.11", "platform": host_platform(),
+            "requirements_digest": "0" * 64}  # fmt: skip
+    (tmp_path / "project" / "locks" / "a.lock").write_text(
+        "# kboot-lock: " + json.dumps(meta) + "\nnamex==0.1.0 \\\n    --hash=sha256:" + "a" * 64
+        + "\n"
+    )
+    with pytest.raises(LockFileError) as info:
+        _download(path)
+    assert "made from other requirements than entry 'a'" in info.value.message
+    assert info.value.hint is not None and f"kboot lock {path}" in info.value.hint
+    assert not (tmp_path / "project" / "wheels" / "a").exists()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import typer.core
@@ -25,6 +25,10 @@ from bootstrap.cli.base import (
     complete_profiles,
     emit_json,
 )
+from bootstrap.system.errors import UsageError
+
+if TYPE_CHECKING:
+    from bootstrap.locks.wheelhouse import DownloadResult
 
 
 @app.command(cls=Command)
@@ -325,13 +329,19 @@ def lock_cmd(
 
 @app.command(cls=Command)
 def download(
-    profile: Annotated[
+    ref: Annotated[
         str,
         typer.Argument(
-            metavar="PROFILE", autocompletion=complete_profiles, help="Profile name or .toml path."
+            metavar="PROFILE|MANIFEST",
+            autocompletion=complete_profiles,
+            help="Profile name or .toml path, or a sync manifest (fills every entry's "
+            "wheelhouse).",
         ),
     ],
-    dest: Annotated[Path, typer.Option(metavar="DIR", help="The wheelhouse folder to fill.")],
+    dest: Annotated[
+        Path | None,
+        typer.Option(metavar="DIR", help="The wheelhouse folder to fill (for a profile)."),
+    ] = None,
     lock: Annotated[
         Path | None,
         typer.Option(metavar="FILE", help="Download exactly this lock (default: resolve now)."),
@@ -344,15 +354,51 @@ def download(
     """Fetch every wheel PROFILE needs into DEST, with a kboot-lock.txt, for offline machines.
 
     With --lock, for each of the lock's targets (or those you name). Then, with no
-    network: kboot create PROFILE --offline --wheelhouse DEST
+    network: kboot create PROFILE --offline --wheelhouse DEST. For a MANIFEST, each
+    entry's `wheelhouse` from the lock its `lock` names (made by kboot lock MANIFEST);
+    then, with no network: kboot sync MANIFEST
 
     Example: kboot download numpy --lock numpy.lock --dest wheelhouse
     """
     from bootstrap.cli.render import ConsoleReporter
-    from bootstrap.fleet.targets import download_profile
+    from bootstrap.fleet.targets import download_manifest, download_profile, is_manifest
 
+    if is_manifest(ref):
+        options = (("--dest", dest), ("--lock", lock), ("--accelerator", accelerator))
+        given = [flag for flag, value in options if value]
+        if given:
+            raise UsageError(
+                f"{' and '.join(given)} cannot go with a manifest: its entries name their "
+                "wheelhouse, lock and accelerator",
+                hint=f"kboot download {ref}",
+            )
+        manifest = Path(ref).expanduser().absolute()
+        done = download_manifest(
+            manifest,
+            pythons=python_version,
+            platforms=platform,
+            reporter_for=lambda label: ConsoleReporter(prefix=label),
+        )
+        if as_json:
+            emit_json([item.to_dict() for item in done])
+            return
+        for item in done:
+            if item.result is None:
+                typer.echo(f"{item.name}: no wheelhouse in the manifest, nothing to download")
+            elif item.shared_with is not None:
+                typer.echo(f"{item.name}: shares {item.result.wheelhouse} with {item.shared_with}")
+            else:
+                source = f"the lock {item.lock}" if item.lock else "a lock resolved now"
+                typer.echo(f"{item.name}: {_downloaded(item.result)}, from {source}")
+        typer.echo(f"offline: kboot sync {manifest}")
+        return
+    if dest is None:
+        raise UsageError(
+            "kboot download PROFILE needs --dest DIR, the wheelhouse folder to fill",
+            hint=f"kboot download {ref} --dest wheelhouse",
+        )
     result = download_profile(
-        profile,
+        ref,
         dest=dest.expanduser().absolute(),
         pythons=python_version,
         platforms=platform,
@@ -363,12 +409,18 @@ def download(
     if as_json:
         emit_json(result.to_dict())
         return
-    targets = ", ".join(str(t) for t in result.targets)
-    typer.echo(f"{len(result.files)} wheels ({result.bytes / 1e6:.1f} MB) for {targets} in "
-               f"{result.wheelhouse}")  # fmt: skip
+    typer.echo(_downloaded(result))
     pythons = sorted({t.python for t in result.targets})
     python = f" --python {pythons[0]}" if len(pythons) == 1 else " --python X.Y"
     typer.echo(
         f"offline: kboot create {result.profile}{python} --offline --wheelhouse "
+        f"{result.wheelhouse}"
+    )
+
+
+def _downloaded(result: DownloadResult) -> str:
+    targets = ", ".join(str(t) for t in result.targets)
+    return (
+        f"{len(result.files)} wheels ({result.bytes / 1e6:.1f} MB) for {targets} in "
         f"{result.wheelhouse}"
     )

@@ -111,9 +111,16 @@ class ManifestEntry:
         )
 
 
-def load_manifest(path: Path, *, locks_must_exist: bool = True) -> list[ManifestEntry]:
-    """The manifest's entries, validated. `kboot lock MANIFEST` writes the locks they
-    name, so it reads them before those exist."""
+#: What reads a manifest: `kboot lock` writes the locks its entries name, `kboot download`
+#: makes their wheelhouses from those locks, and `kboot sync` installs from both.
+STAGES = ("lock", "download", "sync")
+
+
+def load_manifest(path: Path, *, stage: str = "sync") -> list[ManifestEntry]:
+    """The manifest's entries, validated for `stage`: before `kboot lock` neither the
+    locks nor the wheelhouses need exist, before `kboot download` the locks must and the
+    wheelhouses need not (download makes them), before `kboot sync` both must."""
+    assert stage in STAGES
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -142,7 +149,7 @@ def load_manifest(path: Path, *, locks_must_exist: bool = True) -> list[Manifest
     entries: list[ManifestEntry] = []
     seen: dict[str, int] = {}
     for index, raw in enumerate(raw_entries, start=1):
-        entry = _entry(path, index, raw, locks_must_exist)
+        entry = _entry(path, index, raw, stage)
         if entry.name in seen:
             raise ManifestError(
                 f"{path}: environment name '{entry.name}' appears twice "
@@ -155,7 +162,7 @@ def load_manifest(path: Path, *, locks_must_exist: bool = True) -> list[Manifest
 
 
 def _entry(
-    path: Path, index: int, raw: Mapping[str, Any], locks_must_exist: bool = True
+    path: Path, index: int, raw: Mapping[str, Any], stage: str = "sync"
 ) -> ManifestEntry:
     where = f"{path}: [[env]] #{index}"
     for key in raw:
@@ -180,7 +187,7 @@ def _entry(
     lock = raw.get("lock")
     if lock is not None and (not isinstance(lock, str) or not _path_text(lock)):
         raise ManifestError(f"{where}: 'lock' must be a path string")
-    if lock is not None and locks_must_exist and not (path.parent / lock).is_file():
+    if lock is not None and stage != "lock" and not (path.parent / lock).is_file():
         raise ManifestError(
             f"{where}: lock file {path.parent / lock} does not exist",
             hint=f"make it (and every lock the manifest names) with `kboot lock {path}`, "
@@ -201,16 +208,7 @@ def _entry(
         if not isinstance(value, bool):
             raise ManifestError(f"{where}: '{key}' must be true or false")
         flags[key] = value
-    wheelhouse = raw.get("wheelhouse")
-    if wheelhouse is not None:
-        if not isinstance(wheelhouse, str) or not _path_text(wheelhouse):
-            raise ManifestError(f"{where}: 'wheelhouse' must be a folder path")
-        wheelhouse = (path.parent / wheelhouse).absolute()
-        if not wheelhouse.is_dir():
-            raise ManifestError(
-                f"{where}: wheelhouse {wheelhouse} is not a folder",
-                hint="make it with `kboot download PROFILE --dest DIR`, relative to the manifest",
-            )
+    wheelhouse = _wheelhouse(path, where, raw.get("wheelhouse"), stage)
     if flags["offline"] and wheelhouse is None:
         raise ManifestError(f"{where}: 'offline = true' needs a 'wheelhouse'")
     return ManifestEntry(
@@ -225,6 +223,37 @@ def _entry(
         accelerator=_accelerator(where, raw),
         **flags,
     )
+
+
+def _wheelhouse(path: Path, where: str, value: object, stage: str) -> Path | None:
+    """An entry's wheelhouse folder, relative to the manifest. `kboot download MANIFEST`
+    makes it (the folder itself, never the folders above it): until then it may be
+    missing, where its parent exists."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _path_text(value):
+        raise ManifestError(f"{where}: 'wheelhouse' must be a folder path")
+    wheelhouse = (path.parent / value).absolute()
+    try:
+        if wheelhouse.is_dir():
+            return wheelhouse
+        there = wheelhouse.exists() or wheelhouse.is_symlink()
+    except OSError as exc:  # a name too long, a folder it cannot look into
+        raise ManifestError(f"{where}: wheelhouse {wheelhouse}: {exc.strerror}") from None
+    if there:
+        raise ManifestError(f"{where}: wheelhouse {wheelhouse} is not a folder")
+    if stage == "sync":
+        raise ManifestError(
+            f"{where}: wheelhouse {wheelhouse} does not exist",
+            hint=f"make it from the entry's lock with `kboot download {path}` (on a machine "
+            "with a network), then copy it here with the manifest",
+        )
+    if not wheelhouse.parent.is_dir():
+        raise ManifestError(
+            f"{where}: wheelhouse {wheelhouse} cannot be made: no folder {wheelhouse.parent}",
+            hint=f"make that folder first (mkdir -p {wheelhouse.parent}), or fix 'wheelhouse'",
+        )
+    return wheelhouse
 
 
 def _accelerator(where: str, raw: Mapping[str, Any]) -> str | None:

@@ -1,25 +1,28 @@
 """Which targets a lock or a download is for: `kboot lock PROFILE|MANIFEST` and
-`kboot download PROFILE`.
+`kboot download PROFILE|MANIFEST`.
 
 Targets are every combination of the `--python-version` and `--platform` options given
 (default: the Python kboot would pick for the profile, on this machine). A manifest is
 locked entry by entry, each into the file its `lock` key names (relative to the
-manifest), or `locks/<name>.lock` beside it.
+manifest), or `locks/<name>.lock` beside it. A manifest is downloaded entry by entry too:
+each entry with a `wheelhouse` gets the wheels of the lock its `lock` key names (or of one
+resolved now, as `kboot download PROFILE` without --lock), so that `kboot sync` installs
+it offline from there.
 """
 
 from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from bootstrap.fleet.sync import ManifestEntry, load_manifest
 from bootstrap.install.interpreters import find_interpreter
 from bootstrap.install.platforms import Target, host_platform
-from bootstrap.locks.lockfile import parse_freeze, read_lock
+from bootstrap.locks.lockfile import LockFileError, parse_freeze, read_lock, requirements_digest
 from bootstrap.locks.resolve import LockResult, make_lock
 from bootstrap.locks.wheelhouse import DownloadResult, download
 from bootstrap.profiles.catalog import catalog
@@ -124,11 +127,11 @@ def lock_manifest(
     folder: Path | None = None,
 ) -> list[EntryLock]:
     """Lock every entry of a manifest, inline profiles too."""
-    entries = load_manifest(manifest, locks_must_exist=False)
+    entries = load_manifest(manifest, stage="lock")
     folder = folder or manifest.parent / "locks"
     locked = []
     for entry in entries:
-        output = entry.lock or folder / f"{entry.name}.lock"
+        output = entry.lock or folder / f"{entry.name}.lock"  # (manifest_lock by default)
         output.parent.mkdir(parents=True, exist_ok=True)
         targets = targets_for(entry.profile, pythons, platforms, python=entry.python)
         result = make_lock(
@@ -183,17 +186,7 @@ def download_profile(
     if lock is None:
         wanted = targets_for(loaded, pythons, platforms)
     else:
-        wanted = [
-            target
-            for target in read_lock(lock).targets
-            if (not pythons or target.python in pythons)
-            and (not platforms or target.platform in platforms)
-        ]
-        if not wanted:
-            raise UsageError(
-                f"--lock {lock} has no target for the --python-version/--platform given",
-                hint="leave them out to download for every target of the lock",
-            )
+        wanted = _lock_targets(lock, pythons, platforms)
     return download(
         with_accelerator(loaded, accelerator, wanted),
         dest=dest,
@@ -201,3 +194,138 @@ def download_profile(
         lock_path=lock,
         reporter=reporter,
     )
+
+
+@dataclass(frozen=True)
+class EntryDownload:
+    name: str
+    result: DownloadResult | None  # None: the entry names no wheelhouse
+    lock: Path | None = None  # the lock it was downloaded from (None: resolved now)
+    shared_with: str | None = None  # an entry before it filled the same wheelhouse
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "lock": None if self.lock is None else str(self.lock),
+            "shared_with": self.shared_with,
+            "download": None if self.result is None else self.result.to_dict(),
+        }
+
+
+def manifest_lock(manifest: Path, entry: ManifestEntry) -> Path:
+    """Where `kboot lock MANIFEST` writes an entry's lock: its `lock`, or
+    `locks/<name>.lock` beside the manifest."""
+    return entry.lock or manifest.parent / "locks" / f"{entry.name}.lock"
+
+
+@dataclass(frozen=True)
+class _Planned:
+    entry: ManifestEntry
+    wheelhouse: Path
+    profile: Profile
+    targets: list[Target]
+    lock: Path | None
+
+
+def download_manifest(
+    manifest: Path,
+    *,
+    pythons: Sequence[str] | None,
+    platforms: Sequence[str] | None,
+    reporter_for: Callable[[str], Reporter],
+) -> list[EntryDownload]:
+    """`kboot download MANIFEST`: every entry's wheelhouse filled from the lock `kboot lock
+    MANIFEST` made for it (its `lock`, or locks/<name>.lock; none there: one resolved now),
+    inline profiles too, each folder made if missing (its parent must exist). Everything
+    is checked before the first download: a lock made from other requirements than its
+    entry's profile, and entries that share a wheelhouse but not its lock, are refused."""
+    entries = load_manifest(manifest, stage="download")
+    plans: dict[str, _Planned] = {}
+    owners: dict[Path, _Planned] = {}
+    for entry in entries:
+        if entry.wheelhouse is None:
+            continue
+        lock: Path | None = manifest_lock(manifest, entry)
+        if entry.lock is None and not (lock is not None and lock.is_file()):
+            lock = None
+        plan = _plan(manifest, entry, entry.wheelhouse, lock, pythons, platforms)
+        owner = owners.setdefault(entry.wheelhouse, plan)
+        if owner is not plan and (lock is None or lock != owner.lock):
+            raise UsageError(
+                f"{manifest}: entries '{owner.entry.name}' and '{entry.name}' both name the "
+                f"wheelhouse {entry.wheelhouse}, but not the same lock: a wheelhouse holds "
+                "the files of one lock",
+                hint="give each its own wheelhouse, or the same 'lock' to both",
+            )
+        plans[entry.name] = plan
+    if not plans:
+        raise UsageError(
+            f"no entry of {manifest} names a wheelhouse, so there is nothing to download",
+            hint='add wheelhouse = "DIR" (relative to the manifest) to the entries that '
+            "machines without a network install",
+        )
+    done: dict[str, EntryDownload] = {}
+    for entry in entries:
+        if entry.name not in plans:
+            done[entry.name] = EntryDownload(entry.name, None)
+            continue
+        plan = plans[entry.name]
+        owner = owners[plan.wheelhouse]
+        if owner is not plan:
+            shared = done[owner.entry.name]
+            done[entry.name] = replace(shared, name=entry.name, shared_with=owner.entry.name)
+            continue
+        result = download(
+            plan.profile,
+            dest=plan.wheelhouse,
+            targets=plan.targets,
+            lock_path=plan.lock,
+            reporter=reporter_for(entry.name),
+            make_parents=False,  # the folder the manifest names, never the ones above it
+        )
+        done[entry.name] = EntryDownload(entry.name, result, plan.lock)
+    return list(done.values())
+
+
+def _plan(
+    manifest: Path,
+    entry: ManifestEntry,
+    wheelhouse: Path,
+    lock: Path | None,
+    pythons: Sequence[str] | None,
+    platforms: Sequence[str] | None,
+) -> _Planned:
+    if lock is None:
+        targets = targets_for(entry.profile, pythons, platforms, python=entry.python)
+    else:
+        targets = _lock_targets(lock, pythons, platforms)
+    profile = with_accelerator(_with_sources(entry), entry.accelerator, targets)
+    if lock is not None:
+        made = read_lock(lock)
+        stale = [t for t in targets if made.digest_for(t.python) != requirements_digest(
+            profile, t.python)]  # fmt: skip
+        if stale:
+            raise LockFileError(
+                f"{lock} was made from other requirements than entry '{entry.name}' asks "
+                f"for {stale[0]}: its wheelhouse would not install",
+                hint=f"lock the manifest again (kboot lock {manifest}), then download",
+            )
+    return _Planned(entry, wheelhouse, profile, targets, lock)
+
+
+def _lock_targets(
+    lock: Path, pythons: Sequence[str] | None, platforms: Sequence[str] | None
+) -> list[Target]:
+    """The lock's targets that --python-version/--platform name (all, without them)."""
+    wanted = [
+        target
+        for target in read_lock(lock).targets
+        if (not pythons or target.python in pythons)
+        and (not platforms or target.platform in platforms)
+    ]
+    if not wanted:
+        raise UsageError(
+            f"the lock {lock} has no target for the --python-version/--platform given",
+            hint="leave them out to download for every target of the lock",
+        )
+    return wanted

@@ -26,6 +26,7 @@ from bootstrap.locks.lockfile import (
 from bootstrap.locks.resolve import make_lock
 from bootstrap.profiles.model import Profile
 from bootstrap.system.errors import CommandError, InstallError, UsageError
+from bootstrap.system.files import trusted_dir
 from bootstrap.system.progress import Reporter
 from bootstrap.system.runner import run_python
 
@@ -90,9 +91,15 @@ def download(
     targets: Sequence[Target],
     lock_path: Path | None,
     reporter: Reporter,
+    make_parents: bool = True,
 ) -> DownloadResult:
     """Every wheel of the lock (made now for `targets`, or read from `lock_path`) for each
-    of its targets, hash-checked, into `dest`, with the lock as kboot-lock.txt."""
+    of its targets, hash-checked, into `dest`, with the lock as kboot-lock.txt. `dest` is
+    made if missing (with the folders above it unless `make_parents` is false), and must be
+    a folder no other user can change: the wheels and the lock there are what an offline
+    machine trusts."""
+    # a file there is refused below, by name
+    trusted_dir(dest.parent if dest.is_file() else dest, what="the wheelhouse")
     if lock_path is not None:
         lock = read_lock(lock_path)
         wanted = tuple(dict.fromkeys(targets)) or lock.targets
@@ -112,10 +119,15 @@ def download(
         lock, text, wanted = made.lock, made.text, made.lock.targets
     _check_same_lock(dest, text)
     try:
-        dest.mkdir(parents=True, exist_ok=True)
+        dest.mkdir(parents=make_parents, exist_ok=True)
         partial = Path(tempfile.mkdtemp(prefix=".kboot-download-", dir=dest))
     except FileExistsError:
         raise UsageError(f"--dest {dest} is a file, not a folder") from None
+    except FileNotFoundError:
+        raise UsageError(
+            f"cannot make the wheelhouse {dest}: no folder {dest.parent}",
+            hint=f"make that folder first (mkdir -p {dest.parent})",
+        ) from None
     except OSError as exc:
         raise UsageError(
             f"cannot write the wheelhouse {dest}: {exc.strerror}",
