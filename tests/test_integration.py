@@ -240,17 +240,18 @@ def test_gpu_profile_on_cpu_machine_refused_before_download_and_allow_cpu(
 
 
 def base_packages() -> dict[str, str]:
-    """The distributions the base interpreter has (not this virtualenv): name -> version.
+    """The distributions the base interpreter has (the one a --system-site-packages
+    environment sees, also where the tests run in a virtualenv): name -> version.
     Asked when a test needs it, not on import: collecting the fast tier runs nothing."""
     found: dict[str, str] = json.loads(
         subprocess.run(
             [
-                sys.executable,
+                getattr(sys, "_base_executable", sys.executable),
+                "-I",
                 "-c",
-                "import json, importlib.metadata as m, sys;"
+                "import json, importlib.metadata as m;"
                 "print(json.dumps({d.metadata['Name'].lower(): d.version"
-                " for d in m.distributions()"
-                " if d._path.parent.as_posix().startswith(sys.base_prefix)}))",
+                " for d in m.distributions()}))",
             ],
             capture_output=True,
             text=True,
