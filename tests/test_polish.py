@@ -64,6 +64,52 @@ def test_ls_dies_the_same_way() -> None:
     assert ls.returncode == -signal.SIGPIPE
 
 
+@pytest.mark.needs("posix")
+@pytest.mark.parametrize(
+    "args", [["profiles"], ["show", "numpy"], ["profiles", "--json"], ["list"], ["--help"]]
+)
+def test_a_reader_that_stops_after_the_first_line_gets_exit_0(args: list[str]) -> None:
+    """`set -o pipefail; kboot profiles | head -1`: kboot writes a short output at once,
+    as ls does, so it is all in the pipe before the reader stops, and kboot ends 0 (it
+    wrote the table, then a footnote, and died by SIGPIPE half the time)."""
+    script = 'set -o pipefail; "$@" | head -1; echo "rc=$?"'
+    ran = subprocess.run(
+        ["bash", "-c", script, "bash", sys.executable, "-m", "bootstrap", *args],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert ran.stdout.splitlines()[-1] == "rc=0", ran.stdout + ran.stderr
+    assert len(ran.stdout.splitlines()) == 2  # the first line, and rc
+    assert "Traceback" not in ran.stderr
+
+
+def test_more_than_the_pipe_holds_streams_in_order() -> None:
+    """Past 64 KiB kboot's output streams; what it gathered before comes first."""
+    from bootstrap.cli.app import _Gathered
+
+    class Sink:
+        def __init__(self) -> None:
+            self.writes: list[str] = []
+
+        def write(self, text: str) -> int:
+            self.writes.append(text)
+            return len(text)
+
+        def flush(self) -> None:
+            pass
+
+    sink = Sink()
+    out = _Gathered(sink)
+    out.write("first\n")
+    out.write(b"bytes from click\n")  # type: ignore[arg-type]
+    out.flush()
+    assert sink.writes == []  # gathered: nothing written yet, a flush does not write
+    out.write("x" * _Gathered.LIMIT)
+    assert sink.writes[0].startswith("first\nbytes from click\nxxx")  # one write
+    out.write("last\n")
+    out.release()
+    assert sink.writes[-1] == "last\n"
+
+
 @pytest.mark.parametrize(
     ("args", "kind", "code"),
     [

@@ -85,14 +85,78 @@ def _cli_exception_types() -> tuple[tuple[type[Exception], ...], tuple[type[Base
     return tuple(usage), tuple(aborts)
 
 
+class _Gathered(io.TextIOBase):
+    """stdout that is not a terminal: what kboot prints is gathered and written at once at
+    the end, as ls writes a short listing. A reader that stops after its first lines
+    (`kboot list | head -1`) has had all of it, so kboot ends 0, also under `set -o
+    pipefail`. Past 64 KiB it streams (and a reader that stops then ends kboot by
+    SIGPIPE, as it ends ls). Every command's children write into pipes kboot reads, never
+    into this stdout, so nothing overtakes what is gathered."""
+
+    LIMIT = 64 * 1024
+
+    def __init__(self, target: Any) -> None:
+        super().__init__()
+        self.target = target
+        self._parts: list[str] = []
+        self._size = 0
+        self._streaming = False
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]  # rich and click ask for it
+        return str(getattr(self.target, "encoding", "utf-8"))
+
+    @property
+    def errors(self) -> str | None:  # type: ignore[override]
+        return getattr(self.target, "errors", None)
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return int(self.target.fileno())
+
+    def write(self, text: str | bytes) -> int:
+        if isinstance(text, bytes):  # click writes bytes where a stream has no binary side
+            text = text.decode(self.encoding, "replace")
+        if self._streaming:
+            return int(self.target.write(text))
+        self._parts.append(text)
+        self._size += len(text)
+        if self._size > self.LIMIT:
+            self._streaming = True
+            self.release()
+        return len(text)
+
+    def flush(self) -> None:
+        if self._streaming:
+            self.target.flush()
+
+    def release(self) -> None:
+        """Write what was gathered, in one write."""
+        text, self._parts = "".join(self._parts), []
+        if text:
+            self.target.write(text)
+        self.target.flush()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI, turn every KbootError into one line and an exit code;
     a reader that stops reading (`kboot list | head`) ends kboot as it ends ls and git."""
+    gathered = None
+    if not sys.stdout.isatty():
+        gathered = sys.stdout = _Gathered(sys.stdout)
     try:
         try:
             _main(sys.argv[1:] if argv is None else argv)
         finally:  # here, not at exit, where a closed pipe is only a warning
-            if not _typer_met_a_closed_pipe():
+            if gathered is not None:
+                sys.stdout = gathered.target
+                gathered.release()
+            elif not _typer_met_a_closed_pipe():
                 sys.stdout.flush()
     except BrokenPipeError:
         _pipe_closed()
