@@ -91,7 +91,9 @@ def test_bench_help_runs(bench: ModuleType, capsys: pytest.CaptureFixture[str]) 
     assert "--quick" in capsys.readouterr().out
 
 
-def test_quick_report_names_each_target(
+@pytest.mark.parametrize("quick", [True, False])
+def test_report_names_each_target(
+    quick: bool,
     bench: ModuleType,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
@@ -108,7 +110,9 @@ def test_quick_report_names_each_target(
     monkeypatch.setattr(bench, "first_imports", lambda *a: dict(imports))
     clock = iter(range(0, 1000, 3))  # each variant "spends" 3 CPU seconds
     monkeypatch.setattr(bench, "cpu", lambda: float(next(clock)))
-    args = bench.build_parser().parse_args(["--quick", "--runs", "1", "--profiles", "numpy"])
+    monkeypatch.setattr(bench, "by_hand_uv", lambda *a: (9.0, 1.5))
+    options = ["--quick"] if quick else []
+    args = bench.build_parser().parse_args([*options, "--runs", "1", "--profiles", "numpy"])
     overheads: list[tuple[str, float, float]] = []
     bench.baselines(args, tmp_path, {}, overheads)
     out = capsys.readouterr().out
@@ -117,4 +121,9 @@ def test_quick_report_names_each_target(
     assert "kboot create / careful user (c): 1.10 (target <= 1.05) MISS" in out
     assert "kboot/pip venv: 1.33 (target <= 1.10) MISS; CPU time ratio 1.00" in out
     assert "import + one op 2.00 s" in out
-    assert "CPU seconds: a 4.00, c 3.00, k 3.00; kboot/c 1.00" in out
+    if quick:  # no (b): neither its column nor the probe's overhead against its import
+        assert "CPU seconds: a 4.00, c 3.00, k 3.00; kboot/c 1.00" in out
+        assert overheads == []
+    else:
+        assert "CPU seconds: a 4.00, b 3.00, c 3.00, k 3.00; kboot/c 1.00" in out
+        assert overheads == [("numpy", 2.0 - 1.5, 0.0)]
