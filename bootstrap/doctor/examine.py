@@ -140,7 +140,12 @@ def probe(python: Path, environ: Mapping[str, str], *, do_import: bool) -> dict[
     if data is not None:
         return data
     said = (result.stderr or result.stdout).strip().splitlines()
-    if any("SyntaxError" in line or "print " in line for line in said[-5:]):
+    if any(  # Python 2 fails on the probe's syntax, or on a module it lacks (unquoted name)
+        "SyntaxError" in line
+        or "print " in line
+        or (line.startswith("ImportError: No module named ") and "'" not in line)
+        for line in said[-5:]
+    ):
         raise UsageError(
             f"{python} is a Python too old for kboot doctor (3.5 or newer is needed)",
             hint="run it on the Python 3 environment that runs keras",

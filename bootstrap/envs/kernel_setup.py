@@ -149,7 +149,8 @@ def install_ipykernel(
                     "out --offline"
                 )
             raise InstallError(  # the installer's cause last: the line a user reads
-                f"{env.root} was kept as it was; {exc.message}",
+                f"installing ipykernel into {env.root} failed (the environment was kept as "
+                f"it was): {exc.message}",
                 hint=hint,
                 details=exc.details,
             ) from None
