@@ -1111,6 +1111,39 @@ def test_pruning_deletes_only_what_proves_to_be_kboots(tmp_path: Path) -> None:
     assert run_logs.prune(root, keep=0) == [running.path]  # done: it goes now
 
 
+def test_a_prune_killed_at_an_unlink_is_finished_by_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after the first file went: the marker goes last, so the folder still proves
+    to be kboot's, the next prune deletes the rest, and nothing else is touched."""
+    root = tmp_path / "runs"
+    root.mkdir(mode=0o700)
+    folder = root / "run-20200101-000000-aaaaaaaa"
+    folder.mkdir()
+    for name in (run_logs.MARKER, "jax.log", "numpy.log"):
+        (folder / name).write_text("x")
+    real_unlink = Path.unlink
+    calls: list[str] = []
+
+    def killed_after_one(self: Path, missing_ok: bool = False) -> None:
+        calls.append(self.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("SIGKILL, as far as this prune knows")
+        real_unlink(self, missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", killed_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        run_logs.prune(root, keep=0)
+    monkeypatch.setattr(Path, "unlink", real_unlink)
+    assert run_logs.MARKER not in calls  # the marker was to go last
+    assert (folder / run_logs.MARKER).is_file()
+    assert run_logs.prune(root, keep=0) == [folder]
+    assert not folder.exists() and root.is_dir()
+    emptied = root / "run-20200101-000001-bbbbbbbb"  # close() killed before its rmdir
+    emptied.mkdir()
+    assert run_logs.prune(root, keep=0) == [emptied]
+
+
 def test_an_existing_log_is_not_overwritten(tmp_path: Path, fake_env: RunTarget) -> None:
     target = tmp_path / "elsewhere"
     target.write_text("keep me")

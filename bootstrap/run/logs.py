@@ -9,7 +9,8 @@ The rules:
   one is made. A folder is deleted only when all of this holds: it is in the runs folder,
   named as kboot names them, a real folder of yours (not a link), it holds kboot's marker
   (a regular file) and nothing else but regular `*.log` files, and no kboot runs in it (its
-  marker is not locked). Its files are unlinked one by one and the folder removed with
+  marker is not locked); or it is empty (what a kboot killed before its rmdir left).
+  Its files are unlinked one by one and the folder removed with
   rmdir: never rmtree, never through a link; anything else in it keeps it.
 - `--logs DIR` is yours: it must be a folder no other user can change (`trusted_dir`), it
   is never pruned, and a folder kboot made for it (DIR itself when missing, or a new
@@ -159,6 +160,10 @@ def _remove_run_folder(folder: Path) -> bool:
     files = _kboots_files(folder)
     if files is None:
         return False
+    if not files:  # emptied by a kboot killed before its rmdir: rmdir takes only that
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+        return not os.path.lexists(folder)
     try:
         fd = os.open(folder / MARKER, os.O_RDONLY | O_NOFOLLOW)
     except OSError:
@@ -166,7 +171,9 @@ def _remove_run_folder(folder: Path) -> bool:
     try:
         if not _lock(fd, wait=False):
             return False  # a kboot still runs there
-        for path in files:
+        # the marker last: a prune killed half-way leaves a folder that still proves to
+        # be kboot's, and the next prune finishes it
+        for path in sorted(files, key=lambda path: path.name == MARKER):
             path.unlink()
         folder.rmdir()
     except OSError:
@@ -191,7 +198,7 @@ def _kboots_files(folder: Path) -> list[Path] | None:
                 return None
     except OSError:
         return None
-    return files if folder / MARKER in files else None
+    return files if folder / MARKER in files or not files else None
 
 
 def _mine(info: os.stat_result) -> bool:
