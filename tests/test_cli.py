@@ -589,7 +589,7 @@ def test_lock_output_that_is_not_a_lock_is_left_alone(capsys, tmp_path: Path) ->
     notes = tmp_path / "notes.txt"
     notes.write_text("mine\n", encoding="utf-8")
     err = refused(capsys, 2, "lock", "numpy", "-o", str(notes))
-    assert "is not a kboot lock" in err
+    assert "is not a lock kboot wrote" in err
     assert notes.read_text(encoding="utf-8") == "mine\n"
 
 

@@ -23,7 +23,7 @@ from bootstrap.envs.plan import (
 )
 from bootstrap.install.installers import legacy_pip
 from bootstrap.install.interpreters import Interpreter
-from bootstrap.locks.lockfile import LockFile
+from bootstrap.locks.model import LockFile
 from bootstrap.profiles.catalog import load_profile
 from bootstrap.profiles.model import Profile, Sources
 from bootstrap.state.record import EnvRecord, write_record

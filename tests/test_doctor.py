@@ -278,9 +278,7 @@ def test_a_driver_too_old_for_the_build() -> None:
 
 
 @pytest.mark.parametrize("how", ["name", "version"])
-def test_python_by_name_on_path_or_by_version_as_create_takes_it(
-    tmp_path: Path, how: str
-) -> None:
+def test_python_by_name_on_path_or_by_version_as_create_takes_it(tmp_path: Path, how: str) -> None:
     """`kboot doctor --python python3` (a name on PATH) and `--python 3.11` (a version)."""
     folder = Path(sys.executable).parent
     named = f"python{sys.version_info.major}.{sys.version_info.minor}"

@@ -213,7 +213,7 @@ _FRAGMENTS = st.sampled_from(
         "' is ignored: it is either a non-existing path",
         'The index url "',
         '" seems invalid',
-        "Permission denied (os error 13) at path \"",
+        'Permission denied (os error 13) at path "',
         "Could not acquire lock",
         "[Errno 13] Permission denied: '",
         "The conflict is caused by:\n",

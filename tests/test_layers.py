@@ -84,7 +84,7 @@ def test_no_import_circles() -> None:
     def visit(module: str, path: list[str]) -> None:
         for other in sorted(edges.get(module, ())):
             if other in path:
-                cycle = path[path.index(other):]
+                cycle = path[path.index(other) :]
                 start = cycle.index(min(cycle))
                 circles.add(tuple(cycle[start:] + cycle[:start]))
             elif len(path) < 12:

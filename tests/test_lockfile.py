@@ -18,13 +18,8 @@ from bootstrap.install import platforms
 from bootstrap.install.platforms import host_platform
 from bootstrap.locks import lockfile
 from bootstrap.locks import resolve as locks_resolve
-from bootstrap.locks.lockfile import (
-    LockFileError,
-    check_lock,
-    parse_lock,
-    read_lock,
-    requirements_digest,
-)
+from bootstrap.locks.lockfile import check_lock, parse_lock, read_lock, requirements_digest
+from bootstrap.locks.model import LockedFile, LockFileError, Pin
 from bootstrap.locks.resolve import make_lock
 from bootstrap.profiles.catalog import load_profile
 from bootstrap.profiles.model import Profile, Sources
@@ -342,12 +337,18 @@ LINUX, MAC = "x86_64-unknown-linux-gnu", "aarch64-apple-darwin"
 def fake_resolutions(monkeypatch: pytest.MonkeyPatch) -> None:
     """uv's answer per target: numpy differs by Python, a mac-only package on macOS."""
 
-    def resolve(profile: Profile, target: platforms.Target, base: object = None) -> str:
+    def pin(name: str, version: str, digest: str, tag: str = "py3-none-any") -> Pin:
+        wheel = LockedFile(
+            f"{name}-{version}-{tag}.whl", digest, url=f"https://files.example/{name}"
+        )
+        return Pin(name, version, (f"sha256:{digest}",), files=(wheel,))
+
+    def resolve(profile: Profile, target: platforms.Target, base: object = None) -> list[Pin]:
         numpy = "2.4.6" if target.python == "3.11" else "2.5.5"
-        text = f"keras==3.8.0 \\\n    --hash={HASH_A}\nnumpy=={numpy} \\\n    --hash={HASH_B}\n"
+        pins = [pin("keras", "3.8.0", "a" * 64), pin("numpy", numpy, "b" * 64)]
         if "darwin" in target.platform:
-            text += f"appnope==0.1.4 \\\n    --hash={HASH_A}\n"
-        return text
+            pins.append(pin("appnope", "0.1.4", "c" * 64))
+        return pins
 
     monkeypatch.setattr(locks_resolve, "_resolve", resolve)
 
@@ -357,11 +358,13 @@ def test_one_lock_for_several_targets(
 ) -> None:
     fake_resolutions(monkeypatch)
     targets = [platforms.Target(p, pl) for p in ("3.11", "3.12") for pl in (LINUX, MAC)]
-    result = make_lock(profile, targets=targets, output=tmp_path / "lab.lock")
-    lock = read_lock(tmp_path / "lab.lock")
-    assert lock.targets == tuple(targets)
-    text = (tmp_path / "lab.lock").read_text()
-    assert "keras==3.8.0 \\\n" in text  # shared by every target: no marker
+    result = make_lock(profile, targets=targets, output=tmp_path / "pylock.lab.toml")
+    lock = read_lock(tmp_path / "pylock.lab.toml")
+    assert lock.standard and lock.targets == tuple(targets)
+    keras = [p for p in lock.entries if p.name == "keras"]
+    assert len(keras) == 1 and keras[0].marker is None  # shared by every target: no marker
+    numpys = {p.version: p.marker for p in lock.entries if p.name == "numpy"}
+    assert set(numpys) == {"2.4.6", "2.5.5"} and all(numpys.values())
     linux311 = lock.requirements_for(platforms.Target("3.11", LINUX))
     mac312 = lock.requirements_for(platforms.Target("3.12", MAC))
     assert "numpy==2.4.6" in linux311 and "appnope" not in linux311 and ";" not in linux311

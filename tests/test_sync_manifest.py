@@ -543,7 +543,7 @@ def test_download_refuses_a_lock_made_from_other_requirements(tmp_path: Path) ->
     import json
 
     from bootstrap.install.platforms import host_platform
-    from bootstrap.locks.lockfile import LockFileError
+    from bootstrap.locks.model import LockFileError
 
     path = write_manifest(tmp_path, HOUSE + 'lock = "locks/a.lock"\n')
     (tmp_path / "project" / "wheels").mkdir()
@@ -551,7 +551,10 @@ def test_download_refuses_a_lock_made_from_other_requirements(tmp_path: Path) ->
     meta = {"profile": "numpy", "python": "3.11", "platform": host_platform(),
             "requirements_digest": "0" * 64}  # fmt: skip
     (tmp_path / "project" / "locks" / "a.lock").write_text(
-        "# kboot-lock: " + json.dumps(meta) + "\nnamex==0.1.0 \\\n    --hash=sha256:" + "a" * 64
+        "# kboot-lock: "
+        + json.dumps(meta)
+        + "\nnamex==0.1.0 \\\n    --hash=sha256:"
+        + "a" * 64
         + "\n"
     )
     with pytest.raises(LockFileError) as info:

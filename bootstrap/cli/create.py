@@ -100,7 +100,7 @@ def create(
     ] = None,
     offline: Annotated[
         bool,
-        typer.Option(help="No network: only --wheelhouse (and its kboot-lock.txt) is used."),
+        typer.Option(help="No network: only --wheelhouse (and its pylock.toml) is used."),
     ] = False,
     system_site_packages: Annotated[
         bool,
@@ -206,7 +206,7 @@ def create(
         environ=os.environ,
     )
     if len(jobs_planned) == 1:
-        (_, make_request), = jobs_planned
+        ((_, make_request),) = jobs_planned
         result = create_environment(make_request(), reporter=ConsoleReporter())
         if as_json:
             emit_json(result.to_dict())
@@ -249,21 +249,22 @@ PlatformsOpt = Annotated[
 @app.command("lock", cls=Command)
 def lock_cmd(
     ref: Annotated[
-        str,
+        str | None,
         typer.Argument(
             metavar="PROFILE|MANIFEST",
             autocompletion=complete_profiles,
             help="Profile name or .toml path, or a sync manifest (locks every entry).",
         ),
-    ],
+    ] = None,
     output: Annotated[
         Path | None,
         typer.Option(
             "-o",
             "--output",
-            metavar="FILE|DIR",
-            help="Write the lock here (default: stdout). For a manifest: the folder for "
-            "entries without a 'lock' key (default: locks/ beside the manifest).",
+            metavar="FILE|DIR|-",
+            help="Write the lock here (default: pylock.PROFILE.toml in this folder; - for "
+            "stdout). For a manifest: the folder for entries without a 'lock' key (default: "
+            "locks/ beside the manifest).",
         ),
     ] = None,
     python_version: PythonVersionsOpt = None,
@@ -277,20 +278,52 @@ def lock_cmd(
             "(--system-site-packages, e.g. a GPU node's CUDA stack): lock only what it lacks.",
         ),
     ] = None,
+    convert: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="OLD",
+            help="Make an older kboot lock (`# kboot-lock:` first line) a pylock.toml with "
+            "the same pins, beside it (or at -o FILE).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Resolve to exact versions with hashes, for one or several Pythons and platforms.
+    """Resolve to exact versions with hashes, into a standard pylock.toml (PEP 751).
 
-    The lock is a pip `--require-hashes` requirements file; `kboot create PROFILE --lock
-    FILE` installs exactly it and refuses a lock that was not made for its Python and
-    platform. Several --python-version/--platform give one lock for a mixed lab (every
+    Writes pylock.PROFILE.toml (a CPU or CUDA build of a profile with an accelerator
+    choice is named in it: pylock.jax-cuda12.toml). `kboot create PROFILE --lock FILE`
+    installs exactly it and refuses a lock that was not made for its Python and platform;
+    uv (`uv pip sync FILE`) and pip 26.1 or newer (`pip install -r FILE`) install it as
+    well. Several --python-version/--platform give one lock for a mixed lab (every
     combination); each machine installs its own share of it.
 
     Example: kboot lock numpy --platform x86_64-unknown-linux-gnu --platform
-    aarch64-apple-darwin -o numpy.lock
+    aarch64-apple-darwin
     """
+    from bootstrap.fleet.targets import convert as convert_lock
     from bootstrap.fleet.targets import is_manifest, lock_manifest, lock_profile
 
+    if convert is not None:
+        if ref is not None or python_version or platform or accelerator or base_packages:
+            raise UsageError(
+                "--convert takes the old lock alone: its profile, targets and pins are kept",
+                hint=f"kboot lock --convert {convert}",
+            )
+        written = output.expanduser().absolute() if output else None
+        result = convert_lock(convert.expanduser().absolute(), written)
+        if as_json:
+            emit_json(result.to_dict())
+        else:
+            typer.echo(
+                f"converted {convert}: {len(result.lock.pins)} packages for "
+                f"{result.lock.describe_targets()} -> {result.path}"
+            )
+        return
+    if ref is None:
+        raise UsageError(
+            "kboot lock needs a PROFILE or MANIFEST (or --convert OLD)",
+            hint="kboot lock numpy",
+        )
     if is_manifest(ref):
         manifest = Path(ref).expanduser().absolute()
         folder = output.expanduser().absolute() if output else None
@@ -308,22 +341,24 @@ def lock_cmd(
                 relative = os.path.relpath(item.result.path or "", manifest.parent)
                 typer.echo(f'  add to its [[env]] so that sync uses it: lock = "{relative}"')
         return
+    to_stdout = output == Path("-")
     result = lock_profile(
         ref,
         pythons=python_version,
         platforms=platform,
         accelerator=accelerator,
         base_packages=base_packages.expanduser().absolute() if base_packages else None,
-        output=output.expanduser().absolute() if output else None,
+        output=output if to_stdout or output is None else output.expanduser().absolute(),
     )
     if as_json:
         emit_json(result.to_dict())
-    elif output is None:
+    elif to_stdout:
         sys.stdout.write(result.text)
     else:
+        shown = os.path.relpath(result.path) if output is None and result.path else output
         typer.echo(
             f"locked {result.lock.profile}: {len(result.lock.pins)} packages for "
-            f"{result.lock.describe_targets()} -> {output}"
+            f"{result.lock.describe_targets()} -> {shown}"
         )
 
 
@@ -334,8 +369,7 @@ def download(
         typer.Argument(
             metavar="PROFILE|MANIFEST",
             autocompletion=complete_profiles,
-            help="Profile name or .toml path, or a sync manifest (fills every entry's "
-            "wheelhouse).",
+            help="Profile name or .toml path, or a sync manifest (fills every entry's wheelhouse).",
         ),
     ],
     dest: Annotated[
@@ -351,14 +385,17 @@ def download(
     accelerator: AcceleratorOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Fetch every wheel PROFILE needs into DEST, with a kboot-lock.txt, for offline machines.
+    """Fetch every wheel PROFILE needs into DEST, with its pylock.toml, for offline machines.
 
     With --lock, for each of the lock's targets (or those you name). Then, with no
     network: kboot create PROFILE --offline --wheelhouse DEST. For a MANIFEST, each
     entry's `wheelhouse` from the lock its `lock` names (made by kboot lock MANIFEST);
     then, with no network: kboot sync MANIFEST
 
-    Example: kboot download numpy --lock numpy.lock --dest wheelhouse
+    The wheelhouse's pylock.toml names its files by path: `uv pip sync DEST/pylock.toml`
+    and `pip install -r DEST/pylock.toml` install it offline too.
+
+    Example: kboot download numpy --lock pylock.numpy.toml --dest wheelhouse
     """
     from bootstrap.cli.render import ConsoleReporter
     from bootstrap.fleet.targets import download_manifest, download_profile, is_manifest
@@ -413,8 +450,7 @@ def download(
     pythons = sorted({t.python for t in result.targets})
     python = f" --python {pythons[0]}" if len(pythons) == 1 else " --python X.Y"
     typer.echo(
-        f"offline: kboot create {result.profile}{python} --offline --wheelhouse "
-        f"{result.wheelhouse}"
+        f"offline: kboot create {result.profile}{python} --offline --wheelhouse {result.wheelhouse}"
     )
 
 

@@ -26,7 +26,7 @@ from bootstrap.install.installers import get_installer
 from bootstrap.install.interpreters import Interpreter
 from bootstrap.install.venv import VirtualEnv
 from bootstrap.jupyter.registry import Kernel
-from bootstrap.locks.lockfile import LockFile
+from bootstrap.locks.model import LockFile
 from bootstrap.profiles.keras_json import KERAS_JSON, BeforeWrite
 from bootstrap.profiles.model import Profile
 from bootstrap.state.record import EnvRecord, read_record, record_path

@@ -46,11 +46,12 @@ from bootstrap.install.platforms import host_platform
 from bootstrap.jupyter.registry import KernelLedger, kernel_problem
 from bootstrap.locks.lockfile import (
     WHEELHOUSE_LOCK,
-    LockFile,
     base_mismatches,
     check_lock,
     read_lock,
+    wheelhouse_lock,
 )
+from bootstrap.locks.model import LockFile
 from bootstrap.profiles.keras_json import (
     KERAS_JSON,
     config_drift,
@@ -240,8 +241,8 @@ def _prepare(request: CreateRequest, reporter: Reporter, environ: Mapping[str, s
     if lock_path is None and request.wheelhouse is not None:
         # a wheelhouse means hashes, online or offline: its wheels are installed only as
         # its lock (or --lock) pins them, so a wheel planted there is refused
-        lock_path = request.wheelhouse / WHEELHOUSE_LOCK
-        if not lock_path.is_file():
+        lock_path = wheelhouse_lock(request.wheelhouse)
+        if lock_path is None:
             raise UsageError(
                 f"--wheelhouse {request.wheelhouse} holds no {WHEELHOUSE_LOCK}, so nothing "
                 "could check its wheels",
@@ -251,6 +252,8 @@ def _prepare(request: CreateRequest, reporter: Reporter, environ: Mapping[str, s
     lock = None
     if lock_path is not None:
         lock = read_lock(lock_path)
+        if lock.note:
+            reporter.info(lock.note)
         check_lock(lock, profile, interpreter.version, host_platform())
         if lock.over_base:
             _check_base(lock, interpreter, request)

@@ -36,7 +36,7 @@ from bootstrap.jupyter.registry import (
     register,
     unregister,
 )
-from bootstrap.locks.lockfile import LockFile
+from bootstrap.locks.model import LockFile
 from bootstrap.profiles.model import Sources
 from bootstrap.state.ledger import Ledger, entries_of
 from bootstrap.state.record import EnvRecord, write_record

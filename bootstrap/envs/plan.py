@@ -21,7 +21,7 @@ from bootstrap.envs.installed import PackageDrift, describe_drift, lock_drift
 from bootstrap.envs.lifecycle import Existing, protected_reason
 from bootstrap.install.accelerators import Choice
 from bootstrap.install.interpreters import Interpreter
-from bootstrap.locks.lockfile import LockFile
+from bootstrap.locks.model import LockFile
 from bootstrap.profiles.keras_json import (
     KERAS_JSON,
 )
@@ -393,9 +393,7 @@ def diff(  # noqa: PLR0911  # one verdict per line, in the order they win
     if request.force:
         return Difference(REBUILD, ("--force: rebuild as asked",))
     changes = describe_changes(record, target, request)
-    own = standing(
-        record, runnable=runnable, drift=drift, smoke=request.smoke, installed=installed
-    )
+    own = standing(record, runnable=runnable, drift=drift, smoke=request.smoke, installed=installed)
     if own.verdict == REBUILD:
         return replace(own, changes=(*changes, *own.changes))
     if changes:  # they include keras.json: an update rewrites it

@@ -8,6 +8,7 @@ built; claiming it, moving the old one aside and undoing a failure belong to
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from bootstrap.envs.smoke import (
     installed_packages,
 )
 from bootstrap.envs.verify import expectation, run_smoke, smoke_error
+from bootstrap.install import platforms
 from bootstrap.install.installers import (
     Installer,
     UvInstaller,
@@ -108,11 +110,20 @@ def _install_locked(job: Job, env: VirtualEnv, installer: Installer) -> None:
     label = f"{len(lock.pins)} locked packages from {lock.path.name}"
     if lock.over_base:
         label += " (the base Python has the rest)"
-    with job.reporter.step(f"install {label}, hash-checked ({installer.name})"):
+    version = job.target.interpreter.version
+    here = platforms.Target(f"{version.major}.{version.minor}", platforms.host_platform())
+    with (
+        job.reporter.step(f"install {label}, hash-checked ({installer.name})"),
+        tempfile.TemporaryDirectory(prefix="kboot-lock-") as private,
+    ):
+        # the pins of this machine, as the requirements file every installer reads (a
+        # pylock.toml too, and old pips): the same install for both lock formats
+        pinned = Path(private) / "locked.txt"
+        pinned.write_text(lock.requirements_for(here), encoding="utf-8")
         install(
             installer,
             env,
-            ["-r", str(lock.path)],
+            ["-r", str(pinned)],
             job.profile.sources,
             python_version=job.python_version,
             require_hashes=True,

@@ -161,9 +161,7 @@ def load_manifest(path: Path, *, stage: str = "sync") -> list[ManifestEntry]:
     return entries
 
 
-def _entry(
-    path: Path, index: int, raw: Mapping[str, Any], stage: str = "sync"
-) -> ManifestEntry:
+def _entry(path: Path, index: int, raw: Mapping[str, Any], stage: str = "sync") -> ManifestEntry:
     where = f"{path}: [[env]] #{index}"
     for key in raw:
         if key not in ENTRY_KEYS:

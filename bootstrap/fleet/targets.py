@@ -4,7 +4,7 @@
 Targets are every combination of the `--python-version` and `--platform` options given
 (default: the Python kboot would pick for the profile, on this machine). A manifest is
 locked entry by entry, each into the file its `lock` key names (relative to the
-manifest), or `locks/<name>.lock` beside it. A manifest is downloaded entry by entry too:
+manifest), or `locks/pylock.<name>.toml` beside it. A manifest is downloaded entry by entry too:
 each entry with a `wheelhouse` gets the wheels of the lock its `lock` key names (or of one
 resolved now, as `kboot download PROFILE` without --lock), so that `kboot sync` installs
 it offline from there.
@@ -22,12 +22,14 @@ from typing import Any
 from bootstrap.fleet.sync import ManifestEntry, load_manifest
 from bootstrap.install.interpreters import find_interpreter
 from bootstrap.install.platforms import Target, host_platform
-from bootstrap.locks.lockfile import LockFileError, parse_freeze, read_lock, requirements_digest
-from bootstrap.locks.resolve import LockResult, make_lock
+from bootstrap.locks.lockfile import parse_freeze, read_lock, requirements_digest
+from bootstrap.locks.model import LockFileError
+from bootstrap.locks.pylock import file_name_for
+from bootstrap.locks.resolve import LockResult, convert_lock, make_lock
 from bootstrap.locks.wheelhouse import DownloadResult, download
 from bootstrap.profiles.catalog import catalog
-from bootstrap.profiles.model import Profile
-from bootstrap.system.errors import UsageError
+from bootstrap.profiles.model import ACCELERATORS, Profile
+from bootstrap.system.errors import KbootError, UsageError
 from bootstrap.system.progress import Reporter
 
 if sys.version_info >= (3, 11):
@@ -56,15 +58,18 @@ def targets_for(
     return [Target(v, p) for v in versions for p in places]
 
 
-def with_accelerator(profile: Profile, requested: str | None, targets: Sequence[Target]) -> Profile:
-    """The profile with its accelerator's build for the lock's targets. This machine's
-    driver is read for a target of its own platform; another platform gets the CPU build
-    on `auto`, or the CUDA build asked for (`--accelerator cuda`: lock for GPU nodes from
-    anywhere). Targets that need different builds go in separate locks."""
+def with_accelerator(
+    profile: Profile, requested: str | None, targets: Sequence[Target]
+) -> tuple[Profile, str | None]:
+    """The profile with its accelerator's build for the lock's targets, and that build's
+    label (cpu, cuda-12...; None for a profile without a choice). This machine's driver is
+    read for a target of its own platform; another platform gets the CPU build on `auto`,
+    or the CUDA build asked for (`--accelerator cuda`: lock for GPU nodes from anywhere).
+    Targets that need different builds go in separate locks."""
     from bootstrap.install import accelerators
 
     if not (requested or profile.accelerator):
-        return profile
+        return profile, None
     resolved = []
     for target in targets:
         host = None
@@ -74,7 +79,7 @@ def with_accelerator(profile: Profile, requested: str | None, targets: Sequence[
             profile, requested, host=host, platform=target.platform
         )
         resolved.append((applied, choice))
-    first = resolved[0][0]
+    first, choice = resolved[0]
     differ = [
         c
         for p, c in resolved
@@ -88,7 +93,17 @@ def with_accelerator(profile: Profile, requested: str | None, targets: Sequence[
             f"these targets need different builds of {profile.backend} ({labels})",
             hint="lock them separately, one -o FILE each, or name the build with --accelerator",
         )
-    return first
+    return first, choice.label if choice else None
+
+
+def lock_name(profile: str, accelerator: str | None) -> str:
+    """The default file of a profile's lock: pylock.<profile>.toml, with the build in the
+    name where the profile's name does not say it (pylock.jax-cuda12.toml): a CPU and a
+    CUDA lock of one profile are different files, and a reader sees which is which."""
+    variant = (accelerator or "").replace("-", "")
+    if not variant or profile.endswith(("-" + variant, "-" + (accelerator or ""))):
+        return file_name_for(profile)
+    return file_name_for(profile, variant)
 
 
 def is_manifest(ref: str) -> bool:
@@ -131,14 +146,11 @@ def lock_manifest(
     folder = folder or manifest.parent / "locks"
     locked = []
     for entry in entries:
-        output = entry.lock or folder / f"{entry.name}.lock"  # (manifest_lock by default)
+        output = entry.lock or folder / file_name_for(entry.name)  # (as manifest_lock)
         output.parent.mkdir(parents=True, exist_ok=True)
         targets = targets_for(entry.profile, pythons, platforms, python=entry.python)
-        result = make_lock(
-            with_accelerator(_with_sources(entry), entry.accelerator, targets),
-            targets=targets,
-            output=output,
-        )
+        profile, label = with_accelerator(_with_sources(entry), entry.accelerator, targets)
+        result = make_lock(profile, targets=targets, output=output, accelerator=label)
         locked.append(EntryLock(entry.name, result, entry.lock is not None))
     return locked
 
@@ -165,9 +177,43 @@ def lock_profile(
             base = parse_freeze(base_packages.read_text(encoding="utf-8"), base_packages)
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"cannot read --base-packages {base_packages}: {exc}") from None
-    return make_lock(
-        with_accelerator(loaded, accelerator, targets), targets=targets, output=output, base=base
-    )
+    profile, label = with_accelerator(loaded, accelerator, targets)
+    if output is None:
+        output = Path.cwd() / lock_name(loaded.name, label)
+    elif output == Path("-"):
+        output = None  # to stdout
+    return make_lock(profile, targets=targets, output=output, base=base, accelerator=label)
+
+
+def convert(old_path: Path, output: Path | None) -> LockResult:
+    """`kboot lock --convert OLD`: an older kboot lock as pylock.<profile>.toml beside it
+    (or at `output`), with the same pins. The profile it names gives the package sources
+    and the build (the one whose requirements the old lock was made from)."""
+    old = read_lock(old_path)
+    if old.standard:
+        raise UsageError(f"{old_path} is a pylock.toml already: nothing to convert")
+    try:
+        loaded = catalog().resolve(old.profile)
+    except KbootError as exc:
+        raise UsageError(
+            f"{old_path} was made from profile {old.profile!r}, which kboot cannot load here "
+            f"({exc.message}); the profile gives the package sources",
+            hint=f"run kboot lock --convert {old_path} where that profile is, or lock anew",
+        ) from None
+    targets = list(old.targets)
+    profile, label = loaded, None
+    for requested in (None, *(a for a in ACCELERATORS if a != "auto")):
+        try:
+            candidate, candidate_label = with_accelerator(loaded, requested, targets)
+        except UsageError:
+            continue
+        if all(
+            old.digest_for(t.python) == requirements_digest(candidate, t.python) for t in targets
+        ):
+            profile, label = candidate, candidate_label
+            break
+    target = output or old_path.parent / lock_name(loaded.name, label)
+    return convert_lock(old, profile, target, label)
 
 
 def download_profile(
@@ -188,7 +234,7 @@ def download_profile(
     else:
         wanted = _lock_targets(lock, pythons, platforms)
     return download(
-        with_accelerator(loaded, accelerator, wanted),
+        with_accelerator(loaded, accelerator, wanted)[0],
         dest=dest,
         targets=wanted,
         lock_path=lock,
@@ -214,8 +260,8 @@ class EntryDownload:
 
 def manifest_lock(manifest: Path, entry: ManifestEntry) -> Path:
     """Where `kboot lock MANIFEST` writes an entry's lock: its `lock`, or
-    `locks/<name>.lock` beside the manifest."""
-    return entry.lock or manifest.parent / "locks" / f"{entry.name}.lock"
+    `locks/pylock.<name>.toml` beside the manifest."""
+    return entry.lock or manifest.parent / "locks" / file_name_for(entry.name)
 
 
 @dataclass(frozen=True)
@@ -235,7 +281,7 @@ def download_manifest(
     reporter_for: Callable[[str], Reporter],
 ) -> list[EntryDownload]:
     """`kboot download MANIFEST`: every entry's wheelhouse filled from the lock `kboot lock
-    MANIFEST` made for it (its `lock`, or locks/<name>.lock; none there: one resolved now),
+    MANIFEST` made for it (its `lock`, or locks/pylock.<name>.toml; none there: one resolved now),
     inline profiles too, each folder made if missing (its parent must exist). Everything
     is checked before the first download: a lock made from other requirements than its
     entry's profile, and entries that share a wheelhouse but not its lock, are refused."""
@@ -299,7 +345,7 @@ def _plan(
         targets = targets_for(entry.profile, pythons, platforms, python=entry.python)
     else:
         targets = _lock_targets(lock, pythons, platforms)
-    profile = with_accelerator(_with_sources(entry), entry.accelerator, targets)
+    profile, _ = with_accelerator(_with_sources(entry), entry.accelerator, targets)
     if lock is not None:
         made = read_lock(lock)
         stale = [t for t in targets if made.digest_for(t.python) != requirements_digest(

@@ -20,38 +20,39 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from packaging.markers import InvalidMarker, Marker
+from packaging.markers import InvalidMarker, Marker, UndefinedEnvironmentName
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from bootstrap.install.installers import (
     legacy_pip,
 )
-from bootstrap.install.platforms import Target, platform_markers
+from bootstrap.install.platforms import Target
+from bootstrap.locks.model import (
+    HINT,
+    LockFile,
+    LockFileError,
+    Pin,
+    check_meta,
+)
+from bootstrap.locks.pylock import looks_like_pylock, parse_pylock
 from bootstrap.profiles.model import Profile
-from bootstrap.system.errors import KbootError, UsageError
+from bootstrap.system.errors import UsageError
 
 HEADER = "# kboot-lock: "
 #: The lock `kboot download` leaves in a wheelhouse; `create --wheelhouse` enforces it.
-WHEELHOUSE_LOCK = "kboot-lock.txt"
+WHEELHOUSE_LOCK = "pylock.toml"
+#: ... and where older kboots left it (still read).
+OLD_WHEELHOUSE_LOCK = "kboot-lock.txt"
 LOCK_FORMAT = 1  # one target
 MULTI_FORMAT = 2  # several targets, with markers
 _HASH = re.compile(r"--hash=sha256:[0-9a-f]{64}")
 PYTORCH_INDEX = "download.pytorch.org/whl"
 TORCH_FAMILY = frozenset({"torch", "torchvision", "torchaudio", "pytorch-triton"})
-PYTHON_VERSION = re.compile(r"\d+\.\d+")
-HINT = "make one with `kboot lock PROFILE -o FILE`"
-
-
-class LockFileError(KbootError):
-    """A lock file that is malformed or made for something else."""
-
-    exit_code = 2
 
 
 def lock_requirements(profile: Profile, python_version: str) -> tuple[str, ...]:
@@ -66,85 +67,16 @@ def requirements_digest(profile: Profile, python_version: str) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
-@dataclass(frozen=True)
-class Pin:
-    """One locked file set: name==version, the targets it is for (a marker), its hashes."""
-
-    name: str
-    version: str
-    hashes: tuple[str, ...]
-    marker: str | None = None
-
-    def applies_to(self, target: Target) -> bool:
-        return self.marker is None or Marker(self.marker).evaluate(target.environment())
-
-    def text(self, *, with_marker: bool = True) -> str:
-        head = f"{self.name}=={self.version}"
-        if with_marker and self.marker:
-            head += f" ; {self.marker}"
-        return " \\\n".join([head, *(f"    --hash={h}" for h in self.hashes)]) + "\n"
-
-
-@dataclass(frozen=True)
-class LockFile:
-    path: Path
-    meta: dict[str, Any]
-    pins: dict[str, str]  # canonical name -> version (of the first target, for a summary)
-    digest: str  # sha256 of the file
-    entries: tuple[Pin, ...] = ()
-
-    @property
-    def targets(self) -> tuple[Target, ...]:
-        if "targets" in self.meta:
-            return tuple(Target(t["python"], t["platform"]) for t in self.meta["targets"])
-        return (Target(str(self.meta["python"]), str(self.meta["platform"])),)
-
-    @property
-    def profile(self) -> str:
-        return str(self.meta.get("profile", ""))
-
-    @property
-    def python(self) -> str:
-        return self.targets[0].python
-
-    @property
-    def platform(self) -> str:
-        return self.targets[0].platform
-
-    def digest_for(self, python: str) -> str | None:
-        digests = self.meta.get("requirements_digests")
-        if isinstance(digests, dict):
-            found = digests.get(python)
-            return found if isinstance(found, str) else None
-        return str(self.meta["requirements_digest"])
-
-    def requirements_for(self, target: Target) -> str:
-        """The pins one target installs, without markers (for `pip download --platform`,
-        which evaluates markers for the machine it runs on, not the target)."""
-        return "".join(p.text(with_marker=False) for p in self.entries if p.applies_to(target))
-
-    @property
-    def over_base(self) -> bool:
-        """Made over a base Python's packages: holds only what that base lacks."""
-        return bool(self.meta.get("base"))
-
-    def describe_targets(self) -> str:
-        return ", ".join(str(t) for t in self.targets)
-
-    def summary(self) -> dict[str, str]:
-        return {"path": str(self.path), "digest": self.digest}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": str(self.path),
-            "digest": self.digest,
-            **self.meta,
-            "targets": [t.to_dict() for t in self.targets],
-            "pins": self.pins,
-        }
+def wheelhouse_lock(folder: Path) -> Path | None:
+    """The lock a wheelhouse holds (its pylock.toml, or an older kboot's kboot-lock.txt)."""
+    for name in (WHEELHOUSE_LOCK, OLD_WHEELHOUSE_LOCK):
+        if (folder / name).is_file():
+            return folder / name
+    return None
 
 
 def read_lock(path: Path) -> LockFile:
+    """A lock from disk, in either format: PEP 751 (pylock.toml) or kboot's first one."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -152,10 +84,17 @@ def read_lock(path: Path) -> LockFile:
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise LockFileError(f"cannot read lock file {path}: {reason}") from None
+    return parse_any(raw, path)
+
+
+def parse_any(raw: bytes, path: Path) -> LockFile:
+    if not raw.startswith(HEADER.encode()) and looks_like_pylock(raw):
+        return parse_pylock(raw, path)
     return parse_lock(raw, path)
 
 
 def parse_lock(raw: bytes, path: Path) -> LockFile:
+    """kboot's first lock format: a `# kboot-lock: {json}` line over hashed pins."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -163,7 +102,9 @@ def parse_lock(raw: bytes, path: Path) -> LockFile:
     first, _, body = text.partition("\n")
     if not first.startswith(HEADER):
         raise LockFileError(
-            f"{path} is not a kboot lock: its first line is not '{HEADER}...'", hint=HINT
+            f"{path} is not a lock: neither a PEP 751 pylock.toml (no lock-version) nor "
+            f"kboot's older format (its first line is not '{HEADER}...')",
+            hint=HINT,
         )
     try:
         meta = json.loads(first[len(HEADER) :])
@@ -171,7 +112,7 @@ def parse_lock(raw: bytes, path: Path) -> LockFile:
         raise LockFileError(
             f"{path}: the kboot-lock header is not valid JSON ({exc})", hint=HINT
         ) from None
-    _check_meta(meta, path)
+    check_meta(meta, path)
     entries = tuple(
         parse_pin(line, f"{path}, line {number}") for number, line in logical_lines(body, 2)
     )
@@ -181,53 +122,6 @@ def parse_lock(raw: bytes, path: Path) -> LockFile:
     first_target = lock.targets[0]
     pins = {p.name: p.version for p in entries if p.applies_to(first_target)}
     return LockFile(path, meta, pins, lock.digest, entries)
-
-
-def _check_meta(meta: object, path: Path) -> None:
-    """The header's keys and their types: a lock from disk becomes a value or this error."""
-
-    def fail(what: str) -> LockFileError:
-        return LockFileError(f"{path}: the kboot-lock header {what}", hint=HINT)
-
-    if not isinstance(meta, dict):
-        raise fail("is not a JSON object")
-    if not isinstance(meta.get("profile"), str):
-        raise fail("lacks profile")
-    requirements = meta.get("requirements", [])
-    if not isinstance(requirements, list) or not all(isinstance(r, str) for r in requirements):
-        raise fail("has 'requirements' that are not a list of strings")
-    if "targets" in meta:
-        targets = meta["targets"]
-        if (
-            not isinstance(targets, list)
-            or not targets
-            or not all(
-                isinstance(t, dict)
-                and isinstance(t.get("python"), str)
-                and PYTHON_VERSION.fullmatch(t["python"])
-                and isinstance(t.get("platform"), str)
-                for t in targets
-            )
-        ):
-            raise fail("has 'targets' that are not a list of {python, platform}")
-        digests = meta.get("requirements_digests")  # (a base is for one target only)
-        if not isinstance(digests, dict) or not all(isinstance(v, str) for v in digests.values()):
-            raise fail("lacks requirements_digests")
-        for target in targets:
-            platform_markers(target["platform"])
-        return
-    missing = [k for k in ("python", "platform", "requirements_digest") if k not in meta]
-    if missing:
-        raise fail(f"lacks {', '.join(missing)}")
-    for key in ("python", "platform", "requirements_digest"):
-        if not isinstance(meta[key], str):
-            raise fail(f"has a '{key}' that is not a string")
-    base = meta.get("base")
-    if base is not None and (
-        not isinstance(base, dict)
-        or not all(isinstance(k, str) and isinstance(v, str) for k, v in base.items())
-    ):
-        raise fail("has a 'base' that is not a table of versions")
 
 
 def logical_lines(body: str, first_line: int) -> list[tuple[int, str]]:
@@ -299,6 +193,9 @@ def parse_pin(line: str, where: str) -> Pin:
 def check_lock(lock: LockFile, profile: Profile, python_version: Version, platform: str) -> None:
     """Refuse a lock made for another Python, platform or set of requirements."""
     wanted = f"{python_version.major}.{python_version.minor}"
+    if lock.foreign:
+        _check_foreign(lock, profile, python_version, platform)
+        return
     here = Target(wanted, platform)
     if here not in lock.targets:
         pythons = sorted({t.python for t in lock.targets})
@@ -308,7 +205,7 @@ def check_lock(lock: LockFile, profile: Profile, python_version: Version, platfo
                 f"uses Python {python_version}",
                 hint=f"build with the lock's Python (--python {pythons[0]}), or lock for this "
                 f"one too: kboot lock {profile.name} --python-version {wanted} -o "
-                f"{profile.name}-py{wanted}.lock",
+                f"pylock.{profile.name}-py{wanted.replace('.', '')}.toml",
             )
         raise LockFileError(
             f"{lock.path} was made for {lock.describe_targets()}; this machine is {platform}",
@@ -324,7 +221,7 @@ def check_lock(lock: LockFile, profile: Profile, python_version: Version, platfo
         raise LockFileError(
             f"{lock.path} was made from other requirements than profile {profile.name}'s "
             f"(made from profile {lock.meta['profile']!r}; differences: {differs or 'unknown'})",
-            hint=f"make a lock for this profile: kboot lock {profile.name} -o {profile.name}.lock",
+            hint=f"make a lock for this profile: kboot lock {profile.name}",
         )
 
 
@@ -370,3 +267,50 @@ def _same_version(found: str | None, wanted: str) -> bool:
         return Version(found) == Version(wanted)  # 1.0 == 1.0.0
     except InvalidVersion:
         return found == wanted
+
+
+def _check_foreign(
+    lock: LockFile, profile: Profile, python_version: Version, platform: str
+) -> None:
+    """A pylock.toml another tool wrote records no profile: it must be for this Python and
+    machine (its requires-python and environments) and pin what the profile asks for."""
+    wanted = f"{python_version.major}.{python_version.minor}"
+    here = Target(wanted, platform)
+    environment = {**here.environment(), "python_full_version": str(python_version)}
+    requires = lock.meta.get("requires_python")
+    if requires and not SpecifierSet(requires).contains(python_version, prereleases=True):
+        raise LockFileError(
+            f"{lock.path} is for Python {requires}; this environment uses Python {python_version}",
+            hint=f"build with a Python it is for (--python X.Y), or lock {profile.name} for "
+            f"this one: kboot lock {profile.name} --python-version {wanted}",
+        )
+    environments = lock.meta.get("environments") or []
+    if environments and not any(_holds(m, environment) for m in environments):
+        raise LockFileError(
+            f"{lock.path} is for {' or '.join(environments)}; this machine is {here}",
+            hint=f"lock {profile.name} for it: kboot lock {profile.name} --platform {platform}",
+        )
+    pinned = {p.name: p.version for p in lock.entries if p.applies_to(here)}
+    problems = []
+    for text in lock_requirements(profile, wanted):
+        requirement = Requirement(text)
+        if requirement.marker is not None and not _holds(str(requirement.marker), environment):
+            continue
+        name = canonicalize_name(requirement.name)
+        version = pinned.get(name)
+        if version is None:
+            problems.append(f"{requirement.name} is not pinned")
+        elif not requirement.specifier.contains(version, prereleases=True):
+            problems.append(f"{name} {version} is not {requirement.specifier}")
+    if problems:
+        raise LockFileError(
+            f"{lock.path} does not fit profile {profile.name}: " + "; ".join(problems),
+            hint=f"lock the profile itself: kboot lock {profile.name}",
+        )
+
+
+def _holds(marker: str, environment: dict[str, str]) -> bool:
+    try:
+        return Marker(marker).evaluate(environment)
+    except (UndefinedEnvironmentName, InvalidMarker, TypeError):  # extras, groups...
+        return False

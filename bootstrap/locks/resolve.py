@@ -6,7 +6,6 @@ that runs the resolver.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -23,21 +22,14 @@ from bootstrap.install.installers import install_error, source_args, source_envi
 from bootstrap.install.platforms import Target, host_platform, platform_markers
 from bootstrap.locks.lockfile import (
     HEADER,
-    LOCK_FORMAT,
-    MULTI_FORMAT,
-    PYTHON_VERSION,
     PYTORCH_INDEX,
     TORCH_FAMILY,
-    LockFile,
-    LockFileError,
-    Pin,
     lock_requirements,
-    logical_lines,
-    parse_lock,
-    parse_pin,
     requirements_digest,
 )
-from bootstrap.profiles.model import Profile
+from bootstrap.locks.model import PYTHON_VERSION, LockedFile, LockFile, LockFileError, Pin
+from bootstrap.locks.pylock import looks_like_pylock, parse_pylock, render_pylock, tool_meta
+from bootstrap.profiles.model import Profile, Sources
 from bootstrap.system.errors import CommandError, KbootError, UsageError
 from bootstrap.system.files import atomic_write
 from bootstrap.system.runner import run
@@ -78,12 +70,15 @@ def make_lock(
     targets: Sequence[Target] = (),
     output: Path | None,
     base: Mapping[str, str] | None = None,
+    accelerator: str | None = None,
 ) -> LockResult:
-    """Resolve with uv for each target, with hashes of every file, into one lock.
+    """Resolve with uv for each target, with the URL, size and hash of every file, into
+    one PEP 751 lock (pylock.toml).
 
     `base`: the packages of a Python the environment will sit on (`pip freeze` of a GPU
     node's preinstalled CUDA stack): the lock then holds only what that base lacks,
     resolved to fit the base's versions, and records the base to check it on the node.
+    `accelerator`: the build chosen (cpu, cuda-12...), recorded with the lock.
     """
     chosen = list(dict.fromkeys(targets)) or [
         Target(python_version or "", platform or host_platform())
@@ -96,34 +91,20 @@ def make_lock(
         _check_replaceable(output)  # before the resolution: refuse at once
     resolved = {target: _resolve(profile, target, base) for target in chosen}
     requirements = sorted({r for t in chosen for r in lock_requirements(profile, t.python)})
-    if len(chosen) == 1:
-        (target,) = chosen
-        meta: dict[str, Any] = {
-            "format": LOCK_FORMAT,
-            "profile": profile.name,
-            "python": target.python,
-            "platform": target.platform,
-            "requirements": list(lock_requirements(profile, target.python)),
-            "requirements_digest": requirements_digest(profile, target.python),
-            "kboot_version": __version__,
-        }
-        body = resolved[target]
-        if base is not None:
-            meta["base"] = dict(sorted(base.items()))
-    else:
-        meta = {
-            "format": MULTI_FORMAT,
-            "profile": profile.name,
-            "targets": [t.to_dict() for t in chosen],
-            "requirements": requirements,
-            "requirements_digests": {
-                t.python: requirements_digest(profile, t.python) for t in chosen
-            },
-            "kboot_version": __version__,
-        }
-        body = "".join(pin.text() for pin in _merge(resolved, chosen))
-    text = HEADER + json.dumps(meta, sort_keys=True) + "\n" + body
-    lock = parse_lock(text.encode("utf-8"), output or Path("<stdout>"))
+    meta: dict[str, Any] = {
+        "profile": profile.name,
+        "targets": [t.to_dict() for t in chosen],
+        "accelerator": accelerator,
+        "keras": profile.keras_config(),
+        "requirements": requirements,
+        "requirements_digests": {t.python: requirements_digest(profile, t.python) for t in chosen},
+        "profile_digest": profile.digest(),
+        "kboot_version": __version__,
+    }
+    if base is not None:
+        meta["base"] = dict(sorted(base.items()))
+    text = render_pylock(_merge(resolved, chosen), meta, chosen)
+    lock = parse_pylock(text.encode("utf-8"), output or Path("<stdout>"))
     if output is not None:
         try:
             atomic_write(output, text)
@@ -132,28 +113,29 @@ def make_lock(
     return LockResult(output, text, lock)
 
 
-def _merge(resolved: dict[Target, str], targets: list[Target]) -> list[Pin]:
-    """One pin per name==version; a marker names the targets when not all of them use it."""
+def _merge(resolved: dict[Target, list[Pin]], targets: list[Target]) -> list[Pin]:
+    """One pin per name==version, with the files of every target; a marker names the
+    targets when not all of them use it."""
     users: dict[tuple[str, str], list[Target]] = {}
-    hashes: dict[tuple[str, str], set[str]] = {}
+    files: dict[tuple[str, str], dict[str, LockedFile]] = {}
     for target in targets:
-        for number, line in logical_lines(resolved[target], 1):
-            pin = parse_pin(line, f"uv's resolution for {target}, line {number}")
+        for pin in resolved[target]:
             key = (pin.name, pin.version)
             users.setdefault(key, []).append(target)
-            hashes.setdefault(key, set()).update(pin.hashes)
+            for item in pin.files:
+                files.setdefault(key, {}).setdefault(item.name, item)
     pins = []
     for (name, version), using in sorted(users.items()):
         marker = None
         if len(using) != len(targets):
             marker = " or ".join(f"({t.marker()})" for t in using)
-        pins.append(Pin(name, version, tuple(sorted(hashes[(name, version)])), marker))
+        kept = tuple(sorted(files.get((name, version), {}).values(), key=lambda f: f.name))
+        hashes = tuple(dict.fromkeys(f"sha256:{f.sha256}" for f in kept))
+        pins.append(Pin(name, version, hashes, marker, kept))
     return pins
 
 
-def _resolve(profile: Profile, target: Target, base: Mapping[str, str] | None = None) -> str:
-    from uv import find_uv_bin
-
+def _resolve(profile: Profile, target: Target, base: Mapping[str, str] | None = None) -> list[Pin]:
     requirements = lock_requirements(profile, target.python)
     if base is not None:  # what the base already meets is not locked again
         requirements = tuple(r for r in requirements if not _met_by(r, base))
@@ -170,16 +152,46 @@ def _resolve(profile: Profile, target: Target, base: Mapping[str, str] | None = 
             sources,
             extra_index_urls=tuple(u for u in sources.extra_index_urls if PYTORCH_INDEX not in u),
         )
+    found = _compile(
+        requirements,
+        target,
+        sources,
+        base=base,
+        what=f"resolving {profile.name} for {target}",
+        failed=f"cannot lock {profile.name} for {target}",
+    )
+    # markers uv kept are for this target alone: each target's pins are its own
+    pins = [replace(pin, marker=None) for pin in found]
+    if base is None:
+        return pins
+    # the base's own packages are there already: keep what it lacks
+    return [pin for pin in pins if base.get(pin.name) != pin.version]
+
+
+def _compile(
+    requirements: Sequence[str],
+    target: Target,
+    sources: Sources,
+    *,
+    base: Mapping[str, str] | None = None,
+    no_deps: bool = False,
+    what: str,
+    failed: str,
+) -> tuple[Pin, ...]:
+    """uv's resolution of `requirements` for `target`, as pins with their files."""
+    from uv import find_uv_bin
+
     with tempfile.TemporaryDirectory(prefix="kboot-lock-") as tmp:
         source = Path(tmp) / "requirements.in"
         source.write_text("".join(f"{r}\n" for r in requirements), encoding="utf-8")
+        output = Path(tmp) / "pylock.toml"
         constraint_args: list[str] = []
         if base:
             constraints = Path(tmp) / "base.txt"
             constraints.write_text("".join(f"{n}=={v}\n" for n, v in sorted(base.items())))
             constraint_args = ["--constraint", str(constraints)]
         try:
-            result = run(
+            run(
                 [
                     find_uv_bin(),
                     "pip",
@@ -190,20 +202,23 @@ def _resolve(profile: Profile, target: Target, base: Mapping[str, str] | None = 
                     "--python",
                     sys.executable,
                     str(source),
-                    "--generate-hashes",
+                    "--format",
+                    "pylock.toml",
+                    "--output-file",
+                    str(output),
                     "--python-version",
                     target.python,
                     "--python-platform",
                     target.platform,
                     "--no-header",
-                    "--no-annotate",
                     "--quiet",
                     *constraint_args,
+                    *(["--no-deps"] if no_deps else []),
                     *source_args(sources),
                 ],
                 cwd=Path(tmp),
                 env={**os.environ, **source_environ(sources, "uv")},
-                what=f"resolving {profile.name} for {target}",
+                what=what,
             )
         except CommandError as exc:
             if "invalid value" in exc.output_tail and "--python-platform" in exc.output_tail:
@@ -214,21 +229,62 @@ def _resolve(profile: Profile, target: Target, base: Mapping[str, str] | None = 
                 ) from None
             raise install_error(
                 exc,
-                f"cannot lock {profile.name} for {target}",
+                failed,
                 target=str(target),
                 sources=sources,
                 unknown="no set of versions satisfies it",
             ) from None
-    if base is None:
-        return result.stdout
-    # the base's own packages are there already: keep what it lacks
-    kept = [
-        pin.text()
-        for number, line in logical_lines(result.stdout, 1)
-        if base.get((pin := parse_pin(line, f"uv's resolution, line {number}")).name)
-        != pin.version
-    ]
-    return "".join(kept)
+        try:
+            found = parse_pylock(output.read_bytes(), output).entries
+        except (OSError, LockFileError) as exc:
+            raise KbootError(f"uv's resolution for {target} could not be read: {exc}") from None
+    return found
+
+
+def convert_lock(
+    old: LockFile, profile: Profile, output: Path, accelerator: str | None
+) -> LockResult:
+    """An older kboot lock as a PEP 751 one: the same pins, each with its files (their URLs,
+    sizes and hashes asked of the index again, by exact version and without dependencies),
+    refused if the index now serves a file the old lock did not hash. `profile` gives the
+    package sources."""
+    if old.standard:
+        raise UsageError(f"{old.path} is a pylock.toml already: nothing to convert")
+    _check_replaceable(output)
+    resolved: dict[Target, list[Pin]] = {}
+    for target in old.targets:
+        mine = [p for p in old.entries if p.applies_to(target)]
+        found = _compile(
+            [f"{p.name}=={p.version}" for p in mine],
+            target,
+            profile.sources,
+            no_deps=True,
+            what=f"finding the files of {old.path.name} for {target}",
+            failed=f"cannot convert {old.path} for {target}",
+        )
+        hashes = {p.name: set(p.hashes) for p in mine}
+        for pin in found:
+            kept = tuple(f for f in pin.files if f"sha256:{f.sha256}" in hashes.get(pin.name, ()))
+            if not kept:
+                raise LockFileError(
+                    f"the index serves no file of {pin.name}=={pin.version} with a hash "
+                    f"{old.path} lists: kboot did not convert it",
+                    hint=f"make a new lock: kboot lock {old.profile}",
+                )
+            resolved.setdefault(target, []).append(
+                replace(
+                    pin, marker=None, files=kept, hashes=tuple(f"sha256:{f.sha256}" for f in kept)
+                )
+            )
+    meta = tool_meta(old, old.targets)
+    meta.update(accelerator=accelerator, kboot_version=__version__, converted_from=old.digest)
+    text = render_pylock(_merge(resolved, list(old.targets)), meta, old.targets)
+    lock = parse_pylock(text.encode("utf-8"), output)
+    try:
+        atomic_write(output, text)
+    except OSError as exc:
+        raise KbootError(f"cannot write {output}: {exc.strerror}") from None
+    return LockResult(output, text, lock)
 
 
 def _met_by(requirement: str, base: Mapping[str, str]) -> bool:
@@ -247,13 +303,26 @@ def _check_replaceable(output: Path) -> None:
         )
     try:
         with output.open("rb") as handle:
-            first = handle.read(len(HEADER))
+            raw = handle.read(_MOST)
     except FileNotFoundError:
         return
     except OSError as exc:
         raise LockFileError(f"cannot write {output}: {exc.strerror}") from None
-    if first != HEADER.encode():
-        raise UsageError(
-            f"-o {output}: that file exists and is not a kboot lock; kboot left it alone",
-            hint="choose another file name for the lock",
-        )
+    if raw.startswith(HEADER.encode()) or _kboots_pylock(raw, output):
+        return
+    raise UsageError(
+        f"-o {output}: that file exists and is not a lock kboot wrote; kboot left it alone",
+        hint="choose another file name for the lock",
+    )
+
+
+_MOST = 64 << 20  # no lock is this big: a bigger file is not one to replace
+
+
+def _kboots_pylock(raw: bytes, path: Path) -> bool:
+    if not looks_like_pylock(raw):
+        return False
+    try:
+        return not parse_pylock(raw, path).foreign
+    except LockFileError:
+        return False

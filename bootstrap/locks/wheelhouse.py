@@ -18,11 +18,9 @@ from packaging.version import Version
 
 from bootstrap.install.installers import install_error, source_args, source_environ
 from bootstrap.install.platforms import Target, host_platform
-from bootstrap.locks.lockfile import (
-    WHEELHOUSE_LOCK,
-    LockFile,
-    read_lock,
-)
+from bootstrap.locks.lockfile import WHEELHOUSE_LOCK, read_lock, wheelhouse_lock
+from bootstrap.locks.model import LockFile, LockFileError
+from bootstrap.locks.pylock import pins_digest, wheelhouse_pylock
 from bootstrap.locks.resolve import make_lock
 from bootstrap.profiles.model import Profile
 from bootstrap.system.errors import CommandError, InstallError, UsageError
@@ -50,15 +48,19 @@ def pip_platform_tags(platform: str) -> list[str]:
     raise UsageError(f"--platform {platform!r} is not a target kboot knows how to download for")
 
 
-def _check_same_lock(dest: Path, text: str) -> None:
+def _check_same_lock(dest: Path, lock: LockFile) -> None:
     """A wheelhouse is for one lock: adding another's wheels and lock would change its meaning."""
-    try:
-        existing = (dest / WHEELHOUSE_LOCK).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+    found = wheelhouse_lock(dest)
+    if found is None:
         return
-    if existing != text:
+    try:
+        existing = read_lock(found)
+    except LockFileError:
+        return  # replaced by the new one, as an unreadable lock never checks anything
+    recorded = existing.meta.get("lock_digest") or pins_digest(existing)
+    if recorded != pins_digest(lock):
         raise UsageError(
-            f"{dest} already holds a wheelhouse for another lock ({dest / WHEELHOUSE_LOCK})",
+            f"{dest} already holds a wheelhouse for another lock ({found})",
             hint="download into another --dest, or delete that wheelhouse first",
         )
 
@@ -94,7 +96,7 @@ def download(
     make_parents: bool = True,
 ) -> DownloadResult:
     """Every wheel of the lock (made now for `targets`, or read from `lock_path`) for each
-    of its targets, hash-checked, into `dest`, with the lock as kboot-lock.txt. `dest` is
+    of its targets, hash-checked, into `dest`, with its own pylock.toml naming them. `dest` is
     made if missing (with the folders above it unless `make_parents` is false), and must be
     a folder no other user can change: the wheels and the lock there are what an offline
     machine trusts."""
@@ -111,13 +113,12 @@ def download(
                 hint="leave out --python-version/--platform to download for all the lock's "
                 "targets, or lock for the others too (kboot lock ... --platform P)",
             )
-        text = lock_path.read_text(encoding="utf-8")
     else:
         label = ", ".join(str(t) for t in targets)
         with reporter.step(f"resolve {profile.name} for {label}"):
             made = make_lock(profile, targets=targets, output=None)
-        lock, text, wanted = made.lock, made.text, made.lock.targets
-    _check_same_lock(dest, text)
+        lock, wanted = made.lock, made.lock.targets
+    _check_same_lock(dest, lock)
     try:
         dest.mkdir(parents=make_parents, exist_ok=True)
         partial = Path(tempfile.mkdtemp(prefix=".kboot-download-", dir=dest))
@@ -134,9 +135,16 @@ def download(
             hint="choose a folder you can write (it is created if missing)",
         ) from None
     try:
-        (partial / WHEELHOUSE_LOCK).write_text(text, encoding="utf-8")
         for target in wanted:
             _download_for(profile, lock, target, partial, reporter)
+        held = {
+            item.name: (_sha256(item), item.stat().st_size)
+            for item in partial.iterdir()
+            if not item.name.startswith(".requirements-")
+        }
+        # the wheelhouse's own lock names these files by path: uv and pip install it offline
+        text = wheelhouse_pylock(lock, held, wanted)
+        (partial / WHEELHOUSE_LOCK).write_text(text, encoding="utf-8")
         files = []
         for item in sorted(partial.iterdir()):
             if item.name.startswith(".requirements-"):

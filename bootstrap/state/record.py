@@ -47,7 +47,6 @@ class EnvRecord:
         return asdict(self)
 
 
-
 def record_path(root: Path) -> Path:
     return root / RECORD_FILE
 
