@@ -200,6 +200,96 @@ def test_what_each_framework_ships(
     assert build.extra_index_urls == ((index,) if index else ())
 
 
+#: uv's platform name for each (sys.platform, machine) a course laptop or a node has.
+PLATFORMS = {
+    ("linux", "x86_64"): LINUX,
+    ("linux", "aarch64"): ARM,
+    ("darwin", "aarch64"): MAC,
+    ("darwin", "x86_64"): "x86_64-apple-darwin",
+    ("win32", "x86_64"): WIN,
+    ("win32", "aarch64"): "aarch64-pc-windows-msvc",
+}
+TF, TF_CPU = "tensorflow>=2.16,<3", "tensorflow-cpu>=2.16,<3"
+CU = "https://download.pytorch.org/whl/"
+REFUSED = "refused"
+#: (os, machine, driver, framework, requested) -> label, requirement, extra index, a note
+CHOICES = [
+        # Linux x86_64: every CUDA build
+        ("linux", "x86_64", None, "tensorflow", "auto", "cpu", TF_CPU, None, None),
+        ("linux", "x86_64", "580.1", "tensorflow", "auto", "cuda-13",
+         "tensorflow[and-cuda]>=2.16,<3", None, None),
+        ("linux", "x86_64", "550.1", "jax", "auto", "cuda-12", "jax[cuda12]>=2.16,<3", None, None),
+        ("linux", "x86_64", "580.1", "torch", "auto", "cuda-13", "torch>=2.16,<3", CU + "cu130",
+         None),
+        ("linux", "x86_64", "580.1", "torch", "cpu", "cpu", "torch>=2.16,<3", CU + "cpu", None),
+        # Linux aarch64: no CUDA TensorFlow
+        ("linux", "aarch64", "580.1", "tensorflow", "auto", "cpu", TF, None, None),
+        ("linux", "aarch64", "580.1", "tensorflow", "cuda", REFUSED, None, None, None),
+        ("linux", "aarch64", "580.1", "jax", "auto", "cuda-13", "jax[cuda13]>=2.16,<3", None, None),
+        ("linux", "aarch64", "580.1", "torch", "auto", "cuda-13", "torch>=2.16,<3", CU + "cu130",
+         None),
+        # macOS on Apple silicon: plain tensorflow (no tensorflow-metal), CPU jax, MPS torch
+        ("darwin", "aarch64", None, "tensorflow", "auto", "cpu", TF, None, "tensorflow-metal"),
+        ("darwin", "aarch64", None, "tensorflow", "cpu", "cpu", TF, None, "tensorflow-metal"),
+        ("darwin", "aarch64", None, "tensorflow", "cuda", REFUSED, None, None, None),
+        ("darwin", "aarch64", None, "jax", "auto", "cpu", "jax>=2.16,<3", None, "jax-metal"),
+        ("darwin", "aarch64", None, "jax", "cuda-12", REFUSED, None, None, None),
+        ("darwin", "aarch64", None, "torch", "auto", "cpu", "torch>=2.16,<3", None, "MPS"),
+        ("darwin", "aarch64", None, "torch", "cuda", REFUSED, None, None, None),
+        ("darwin", "x86_64", None, "torch", "auto", "cpu", "torch>=2.16,<3", None, "MPS"),
+        ("darwin", "x86_64", None, "tensorflow", "auto", "cpu", TF, None, "tensorflow-metal"),
+        # Windows x86_64: CUDA torch from the PyTorch index; no GPU TensorFlow or JAX
+        ("win32", "x86_64", "580.1", "tensorflow", "auto", "cpu", TF_CPU, None, "WSL2"),
+        ("win32", "x86_64", "580.1", "tensorflow", "cuda", REFUSED, None, None, "WSL2"),
+        ("win32", "x86_64", "580.1", "jax", "auto", "cpu", "jax>=2.16,<3", None, "WSL2"),
+        ("win32", "x86_64", "580.1", "jax", "cuda", REFUSED, None, None, "WSL2"),
+        ("win32", "x86_64", "580.1", "torch", "auto", "cuda-13", "torch>=2.16,<3", CU + "cu130",
+         None),
+        ("win32", "x86_64", "550.1", "torch", "auto", "cuda-12", "torch>=2.16,<3", CU + "cu128",
+         None),
+        ("win32", "x86_64", "527.41", "torch", "auto", "cpu", "torch>=2.16,<3", None, "too old"),
+        ("win32", "x86_64", None, "torch", "auto", "cpu", "torch>=2.16,<3", None, None),
+        ("win32", "x86_64", "580.1", "torch", "cpu", "cpu", "torch>=2.16,<3", None, None),
+        # Windows on ARM64: no CUDA build of anything
+        ("win32", "aarch64", "580.1", "torch", "auto", "cpu", "torch>=2.16,<3", None, None),
+        ("win32", "aarch64", "580.1", "torch", "cuda", REFUSED, None, None, None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "system, machine, driver, framework, requested, label, requirement, index, note", CHOICES
+)
+def test_the_choice_table(
+    system: str, machine: str, driver: str | None, framework: str, requested: str,
+    label: str, requirement: str | None, index: str | None, note: str | None,
+) -> None:  # fmt: skip
+    """(os, machine, driver, framework, requested) -> the build, its index and its notes."""
+    platform = PLATFORMS[(system, machine)]
+    if label == REFUSED:
+        with pytest.raises(UsageError) as info:
+            choose(requested, framework, host(driver, platform))
+        assert "no CUDA build" in info.value.message
+        assert note is None or note in str(info.value.hint)
+        return
+    choice = choose(requested, framework, host(driver, platform))
+    build = build_for(framework, choice, ">=2.16,<3", platform)
+    assert (choice.label, build.requirement) == (label, requirement)
+    assert build.extra_index_urls == ((index,) if index else ())
+    if note is not None:
+        assert any(note in line for line in choice.notes), choice.notes
+    if system == "darwin" and framework == "tensorflow":  # never by default
+        assert "metal" not in build.requirement
+
+
+def test_the_table_covers_every_platform_and_framework() -> None:
+    covered = {(row[0], row[1], row[3]) for row in CHOICES}
+    for system, machine in PLATFORMS:
+        for framework in ("tensorflow", "jax", "torch"):
+            if (system, machine) in {("darwin", "x86_64"), ("win32", "aarch64")}:
+                continue  # the CPU builds only, as their neighbours: a row each suffices
+            assert (system, machine, framework) in covered, (system, machine, framework)
+
+
 def test_a_profile_takes_the_build_and_keeps_its_versions(write_profile: Any) -> None:
     profile = load_profile(
         write_profile(

@@ -169,7 +169,9 @@ CUDA_PLATFORMS: Mapping[str, frozenset[tuple[str, str | None]]] = {
 ELSEWHERE = {
     ("darwin", "jax"): "Apple GPUs: jax-metal is experimental; JAX runs on the CPU here",
     ("darwin", "torch"): "Apple GPUs: PyTorch's default macOS build uses them through MPS",
-    ("darwin", "tensorflow"): "Apple GPUs: tensorflow-metal adds them to TensorFlow",
+    ("darwin", "tensorflow"): "Apple GPUs: kboot does not add tensorflow-metal (unmaintained: "
+    "no wheels past Python 3.12, reported broken with TensorFlow 2.21); TensorFlow runs on "
+    "the CPU here",
     ("win32", "jax"): "JAX has no CUDA build for Windows: use WSL2 for the GPU",
     ("win32", "tensorflow"): "TensorFlow has no GPU build for Windows since 2.10: use WSL2",
 }
@@ -268,8 +270,8 @@ def build_for(framework: str, choice: Choice, specifier: str, platform: str) -> 
     if framework == "torch":
         if cuda:
             return Build(f"torch{specifier}", (TORCH_INDEX.format(tag=TORCH_CUDA_TAG[cuda]),))
-        if system == "darwin":  # PyPI's macOS torch is the CPU (and MPS) build
-            return Build(f"torch{specifier}")
+        if system in ("darwin", "win32"):  # the default index's torch there is the CPU
+            return Build(f"torch{specifier}")  # build (macOS: with MPS for Apple GPUs)
         return Build(f"torch{specifier}", (TORCH_INDEX.format(tag="cpu"),))
     if framework == "tensorflow":
         if cuda:

@@ -18,6 +18,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from bootstrap import __version__
+from bootstrap.install.availability import check_buildable
 from bootstrap.install.installers import install_error, source_args, source_environ
 from bootstrap.install.platforms import Target, host_platform, platform_markers
 from bootstrap.locks.lockfile import (
@@ -60,6 +61,7 @@ def check_target(profile: Profile, target: Target) -> None:
             f"{profile.python}"
         )
     platform_markers(target.platform)
+    check_buildable(profile, target)  # says why there is no build, before resolving
 
 
 def make_lock(
