@@ -114,3 +114,66 @@ def test_lock_says_why_before_resolving(name: str, platform: str, python: str, s
     assert proc.returncode == 2, proc.stderr
     assert said in proc.stderr and f"profile {name} has no build for Python {python}" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# --- torch float64 on macOS: MPS has no float64, so Keras computes on the CPU -----------------
+# (Not run for real: these machines are Linux. Keras 3 reads KERAS_TORCH_DEVICE before it
+# looks for MPS, in keras/src/backend/torch/core.py; the startup file sets it at start.)
+
+
+@pytest.mark.parametrize(
+    ("backend", "floatx", "platform", "expected"),
+    [
+        ("torch", "float64", MAC, {"KERAS_TORCH_DEVICE": "cpu"}),
+        ("torch", "float64", INTEL_MAC, {"KERAS_TORCH_DEVICE": "cpu"}),
+        ("torch", "float32", MAC, {}),  # MPS for float32
+        ("torch", "float64", LINUX, {}),
+        ("torch", "float64", WIN, {}),
+        ("jax", "float64", MAC, {"JAX_ENABLE_X64": "1"}),
+        ("tensorflow", "float64", MAC, {}),
+    ],
+)
+def test_the_variables_a_backend_needs(
+    write_profile: Any, backend: str, floatx: str, platform: str, expected: dict[str, str]
+) -> None:
+    from bootstrap.envs.stages import backend_env
+
+    package = {"tensorflow": "tensorflow>=2.16"}.get(backend, backend)
+    text = f'backend = "{backend}"\nfloatx = "{floatx}"\npackages = ["{package}"]\n'
+    assert backend_env(load_profile(write_profile("p", text)), platform) == expected
+
+
+def test_a_profile_that_names_the_torch_device_keeps_it(write_profile: Any) -> None:
+    from bootstrap.envs.stages import backend_env
+
+    text = (
+        'backend = "torch"\nfloatx = "float64"\npackages = ["torch"]\n'
+        'env = { KERAS_TORCH_DEVICE = "mps" }\n'
+    )
+    assert backend_env(load_profile(write_profile("p", text)), MAC) == {}
+
+
+def test_create_says_it_computes_on_the_cpu(
+    write_profile: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """The configure stage on a Mac: the variable reaches the startup file, with a note."""
+    from types import SimpleNamespace
+
+    from bootstrap.envs import stages
+
+    monkeypatch.setattr(stages, "host_platform", lambda: MAC)
+    text = 'backend = "torch"\nfloatx = "float64"\npackages = ["torch"]\n'
+    warned: list[str] = []
+    written: dict[str, str] = {}
+    job = SimpleNamespace(
+        profile=load_profile(write_profile("p", text)),
+        target=SimpleNamespace(path=tmp_path / "env"),
+        request=SimpleNamespace(scope="env"),
+        warn=warned.append,
+        reporter=None,
+    )
+    env = SimpleNamespace(write_startup_env=written.update)
+    (tmp_path / "env").mkdir()
+    stages.configure(job, env, lambda path: None, fresh=False)  # type: ignore[arg-type]
+    assert written["KERAS_TORCH_DEVICE"] == "cpu"
+    assert warned == [stages.MPS_FLOAT64_NOTE] and "MPS has no float64" in warned[0]

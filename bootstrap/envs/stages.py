@@ -30,6 +30,7 @@ from bootstrap.install.installers import (
     legacy_pip,
     plan_install,
 )
+from bootstrap.install.platforms import host_platform, platform_markers
 from bootstrap.install.venv import VirtualEnv, bundled_pip, venv_site_folders
 from bootstrap.locks.wheelhouse import check_wheelhouse
 from bootstrap.profiles.keras_json import KERAS_JSON, BeforeWrite, merge_keras_json
@@ -225,6 +226,8 @@ def configure(
     profile, path = job.profile, job.target.path
     values = profile.keras_config()
     startup_env = {**profile.env, **backend_env(profile)}
+    if "KERAS_TORCH_DEVICE" in backend_env(profile):
+        job.warn(MPS_FLOAT64_NOTE)
     if job.request.scope == "user":
         user_json = job.target.user_home / KERAS_JSON
         written = merge_keras_json(user_json, values, before_write=journal_edit)
@@ -282,8 +285,24 @@ def verify(job: Job, env: VirtualEnv) -> SmokeReport | None:
         return report
 
 
-def backend_env(profile: Profile) -> dict[str, str]:
-    """Variables the backend needs to honour the profile (set at interpreter start-up)."""
+#: Keras 3's torch backend picks its device at import: KERAS_TORCH_DEVICE if set, else MPS
+#: where torch has it (keras/src/backend/torch/core.py); MPS has no float64.
+MPS_FLOAT64_NOTE = (
+    "floatx float64 on torch on macOS: Apple's MPS has no float64, so Keras computes on "
+    "the CPU here (the environment sets KERAS_TORCH_DEVICE=cpu; float32 profiles use MPS)"
+)
+
+
+def backend_env(profile: Profile, platform: str | None = None) -> dict[str, str]:
+    """Variables the backend needs to honour the profile (set at interpreter start-up) on
+    `platform` (uv's name; this machine's by default: an environment runs where made)."""
     if profile.backend == "jax" and profile.floatx == "float64":
         return {"JAX_ENABLE_X64": "1"}  # else JAX silently computes in float32
+    if (
+        profile.backend == "torch"
+        and profile.floatx == "float64"
+        and platform_markers(platform or host_platform())[0] == "darwin"
+        and "KERAS_TORCH_DEVICE" not in profile.env  # the profile chose a device itself
+    ):
+        return {"KERAS_TORCH_DEVICE": "cpu"}  # else every float64 tensor fails on MPS
     return {}
