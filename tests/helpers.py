@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pwd
 import re
 import secrets
 import signal
@@ -196,6 +195,8 @@ def other_user() -> Iterator[OtherUser]:
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     try:
+        import pwd  # POSIX only: this module is imported on Windows too
+
         entry = pwd.getpwnam(name)
         yield OtherUser(name, entry.pw_uid, entry.pw_gid)
     finally:  # what the account still runs (runuser's children) ends first, by pid

@@ -115,7 +115,7 @@ def _holder(fd: int) -> str:
 
 def _try_acquire(fd: int) -> bool:
     try:
-        if sys.platform == "win32":  # pragma: no cover - no Windows runner here
+        if sys.platform == "win32":  # no flock: a lock on the first byte
             import msvcrt
 
             msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
@@ -136,8 +136,16 @@ def is_locked(locks_dir: Path, target: Path) -> bool:
     except OSError:
         return False
     try:
-        if sys.platform == "win32":  # pragma: no cover
-            return True
+        if sys.platform == "win32":  # the file stays after a release there (open elsewhere)
+            import msvcrt
+
+            try:
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            except OSError:
+                return True
+            os.lseek(fd, 0, os.SEEK_SET)  # msvcrt locks from the file position
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+            return False
         import fcntl
 
         try:
