@@ -37,6 +37,7 @@ from bootstrap.system.redaction import debug_logging
 # isort: off
 from bootstrap.cli import create  # noqa: F401
 from bootstrap.cli import fleet  # noqa: F401
+from bootstrap.cli import export  # noqa: F401
 from bootstrap.cli import run  # noqa: F401
 from bootstrap.cli import profiles  # noqa: F401
 from bootstrap.cli import envs  # noqa: F401
