@@ -154,6 +154,50 @@ def _permissions() -> str | None:
     return None if ran.returncode != 0 else "root here reads a folder of mode 000 even without them"
 
 
+def buildah_argv(storage: Path) -> list[str]:
+    """buildah with its images and containers in `storage` (a test's own, never the
+    machine's /var/lib/containers)."""
+    return ["buildah", "--root", str(storage / "root"), "--runroot", str(storage / "run")]
+
+
+def _failed(ran: subprocess.CompletedProcess[str] | str, what: str) -> str | None:
+    if isinstance(ran, str):
+        return ran
+    return None if ran.returncode == 0 else f"{what} fails: {ran.stderr.strip()[-300:]}"
+
+
+def _buildah() -> str | None:
+    """buildah runs a RUN step here: root, with chroot isolation (OCI isolation needs a
+    cgroup setup that containers in containers often lack). Proved with a container made
+    from scratch holding only /bin/sh and the libraries it loads."""
+    if shutil.which("buildah") is None:
+        return "no buildah command (apt-get install buildah)"
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return "buildah runs a RUN step here only as root (chroot isolation)"
+    ldd = _run(["ldd", "/bin/sh"])
+    libraries = [] if isinstance(ldd, str) else re.findall(r"(/\S+) \(0x", ldd.stdout)
+    with tempfile.TemporaryDirectory() as folder:
+        buildah = buildah_argv(Path(folder))
+        made = _run([*buildah, "from", "scratch"])
+        why = _failed(made, "buildah from scratch")
+        if why or isinstance(made, str):
+            return why
+        container = made.stdout.strip()
+        try:
+            for path in ["/bin/sh", *libraries]:
+                why = why or _failed(
+                    _run([*buildah, "copy", "--quiet", container, path, path]), "buildah copy"
+                )
+            shell = ["sh", "-c", "echo ran"]
+            ran = _run([*buildah, "run", "--isolation", "chroot", container, *shell])
+        finally:
+            _run([*buildah, "rm", container])
+    why = why or _failed(ran, "buildah run --isolation chroot")
+    if why is None and not isinstance(ran, str) and ran.stdout.strip() != "ran":
+        why = f"buildah run --isolation chroot printed {ran.stdout.strip()[-200:]!r}"
+    return why
+
+
 #: Every requirement by name, and `pyenv-X.Y` for a pyenv-installed Python X.Y.
 REQUIREMENTS: dict[str, Check] = {
     "unshare": _unshare,
@@ -166,6 +210,12 @@ REQUIREMENTS: dict[str, Check] = {
     "local-index": _local_index,
     "posix": _posix,
     "permissions": _permissions,
+    "buildah": _buildah,
+    "debootstrap": lambda: (
+        None
+        if shutil.which("debootstrap")
+        else "no debootstrap command (apt-get install debootstrap)"
+    ),
 }
 
 
