@@ -342,10 +342,9 @@ def _tool_wheels(dest: Path, python: str) -> int:
     source = _checkout()
     if source is not None:
         _pip(["wheel", "--no-deps", "--wheel-dir", str(dest), str(source)])
+        (wheel,) = dest.glob("kboot-*.whl")
     else:
-        _pip(["download", "--no-deps", "--only-binary=:all:", "-d", str(dest),
-              f"kboot=={__version__}"])  # fmt: skip
-    (wheel,) = dest.glob("kboot-*.whl")
+        wheel = _repack(dest)
     platform = f"{host_platform().split('-', 1)[0]}-unknown-linux-gnu"
     tags = [arg for tag in pip_platform_tags(platform) for arg in ("--platform", tag)]
     # pip judges markers by the Python it runs on, not the target's: tomli is kboot's only
@@ -367,6 +366,41 @@ def _tool_wheels(dest: Path, python: str) -> int:
         "".join(f"{pin} {' '.join(h)}\n" for pin, h in sorted(hashes.items())), encoding="utf-8"
     )
     return sum(len(h) for h in hashes.values())
+
+
+def _repack(dest: Path) -> Path:
+    """The installed kboot (the one running) as a wheel again, from the files its RECORD
+    lists: no index is asked for a package of that name, which may be another's."""
+    import base64
+    import zipfile
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        dist = distribution("kboot")
+    except PackageNotFoundError:
+        raise InstallError(
+            "kboot export cannot find kboot's own installed files to put into the image",
+            hint="install kboot with pip or uv (or run it from its checkout)",
+        ) from None
+    root = Path(str(dist.locate_file("")))
+    wheel = dest / f"kboot-{__version__}-py3-none-any.whl"
+    record_lines = []
+    record_name = ""
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
+        for file in dist.files or ():
+            name = file.as_posix()
+            if name.startswith("..") or "__pycache__" in name or name.endswith(".pyc"):
+                continue  # scripts (made again on install) and bytecode
+            if name.endswith(".dist-info/RECORD"):
+                record_name = name
+                continue
+            data = (root / name).read_bytes()
+            archive.writestr(name, data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            record_lines.append(f"{name},sha256={digest.decode()},{len(data)}")
+        record_lines.append(f"{record_name},,")
+        archive.writestr(record_name, "\n".join(record_lines) + "\n")
+    return wheel
 
 
 def _pip(args: list[str]) -> None:
