@@ -261,3 +261,38 @@ def plant(site_packages: Path, packages: dict[str, str]) -> None:
         info = site_packages / f"{name.replace('-', '_')}-{version}.dist-info"
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+
+
+def resolved_lock(path: Path, profile: str = "numpy", python: str = "3.11") -> Path:
+    """A pylock.toml for `profile`, written by `kboot lock`'s own code with uv's resolution
+    stood in for (made-up files and hashes): for tests that need a lock kboot accepts and
+    no network. The files are not real: nothing can be installed from it."""
+    import pytest
+
+    from bootstrap.install.platforms import Target, host_platform
+    from bootstrap.locks import resolve
+    from bootstrap.locks.model import LockedFile, Pin
+    from bootstrap.profiles.catalog import catalog
+
+    def pins(loaded: object, target: Target, base: object = None) -> list[Pin]:
+        found = []
+        for name, version in (("keras", "3.15.1"), ("numpy", "2.4.6"), ("scipy", "1.17.0"),
+                              ("jax", "0.10.2"), ("jaxlib", "0.10.2")):  # fmt: skip
+            digest = hashlib_hex(f"{name}-{version}")
+            wheel = LockedFile(
+                f"{name}-{version}-py3-none-any.whl", digest, url=f"https://files.invalid/{name}"
+            )
+            found.append(Pin(name, version, (f"sha256:{digest}",), files=(wheel,)))
+        return found
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(resolve, "_resolve", pins)
+        target = Target(python, host_platform())
+        resolve.make_lock(catalog().resolve(profile), targets=[target], output=path)
+    return path
+
+
+def hashlib_hex(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -24,7 +24,7 @@ from bootstrap.fleet import containers, export
 from bootstrap.fleet.containers import ImageSpec, apptainer_definition, containerfile
 from bootstrap.system.errors import EXIT_USAGE, KbootError
 from bootstrap.system.progress import RecordingReporter
-from helpers import kboot
+from helpers import kboot, resolved_lock
 from machine import buildah_argv
 
 SPEC = ImageSpec(
@@ -150,12 +150,17 @@ def test_a_lock_file_name_is_quoted_for_the_shell() -> None:
         (["numpy", "--lock", "x.lock", "--python", "3"], "--python '3'"),
         (["numpy", "--lock", "x.lock", "--python", "3.11", "--base", "a b"], "--base 'a b'"),
         (["no-such-profile", "--lock", "x.lock"], "no-such-profile"),
+        # the lock is read at export, not minutes into the build
+        (["numpy", "--lock", "notes.txt"], "notes.txt is not a lock"),
+        (["jax-cpu", "--lock", "x.lock"], "other requirements than profile jax-cpu"),
+        (["numpy", "--lock", "x.lock", "--python", "3.12"], "uses Python 3.12"),
     ],
 )
 def test_bad_usage_is_refused_with_exit_2_and_nothing_written(
     tmp_path: Path, args: list[str], said: str
 ) -> None:
-    (tmp_path / "x.lock").write_text("pinned==1 --hash=sha256:00\n", encoding="utf-8")
+    resolved_lock(tmp_path / "x.lock")
+    (tmp_path / "notes.txt").write_text("numpy>=1\n", encoding="utf-8")
     proc = kboot("export", *args, cwd=tmp_path)
     assert proc.returncode == EXIT_USAGE, proc.stderr
     assert said in proc.stderr and "Traceback" not in proc.stderr
@@ -180,8 +185,7 @@ def offline_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ig
         return 0
 
     monkeypatch.setattr(export, "_tool_wheels", tool_wheels)
-    lock = tmp_path / "numpy.lock"
-    lock.write_text("pinned==1 --hash=sha256:00\n", encoding="utf-8")
+    lock = resolved_lock(tmp_path / "numpy.lock")
 
     def run(output: Path) -> export.ExportResult:
         return export.export_profile(

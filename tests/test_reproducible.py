@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from bootstrap.locks.lockfile import read_lock
+from bootstrap.locks.pylock import pins_digest
 from helpers import created, kboot, kboot_offline, report_from_fresh_shell, start_kboot
 
 pytestmark = pytest.mark.integration
@@ -26,7 +27,7 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The numpy profile's lock and wheels, made once for this module."""
     folder = tmp_path_factory.mktemp("wheelhouse")
     env = {**os.environ, "HOME": str(folder.parent / "home"), "KBOOT_HOME": str(folder / "kb")}
-    lock = folder / "numpy.lock"
+    lock = folder / "pylock.numpy.toml"
     made = kboot("lock", "numpy", "-o", str(lock), env=env)
     assert made.returncode == 0, made.stderr
     fetched = kboot(
@@ -38,16 +39,12 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_lock_then_create_installs_exactly_the_lock(wheelhouse: Path, tmp_path: Path) -> None:
-    lock = wheelhouse / "numpy.lock"
-    header = json.loads(lock.read_text().splitlines()[0].removeprefix("# kboot-lock: "))
-    assert header["profile"] == "numpy" and header["python"] == "3.11"
+    lock = wheelhouse / "pylock.numpy.toml"
+    made = read_lock(lock)
+    assert made.standard and made.profile == "numpy" and made.python == "3.11"
     data = created(kboot("create", "numpy", "--lock", str(lock), "--json"))
     assert data["lock"]["path"] == str(lock)
-    pins = {}
-    for line in lock.read_text().splitlines()[1:]:
-        if "==" in line and not line.startswith(" "):
-            name, version = line.split(" ")[0].split("==")
-            pins[name] = version
+    pins = made.pins
     assert pins["keras"] == data["packages"]["keras"]
     assert all(data["packages"][name] == version for name, version in pins.items())
     record = json.loads((Path(data["path"]) / "kboot-env.json").read_text())
@@ -55,7 +52,7 @@ def test_lock_then_create_installs_exactly_the_lock(wheelhouse: Path, tmp_path: 
 
 
 def test_lock_for_another_python_or_malformed_is_refused(tmp_path: Path) -> None:
-    other = tmp_path / "py312.lock"
+    other = tmp_path / "pylock.py312.toml"
     assert kboot("lock", "numpy", "--python-version", "3.12", "-o", str(other)).returncode == 0
     refused = kboot("create", "numpy", "--lock", str(other))
     assert refused.returncode == 2
@@ -63,7 +60,7 @@ def test_lock_for_another_python_or_malformed_is_refused(tmp_path: Path) -> None
     broken = tmp_path / "broken.lock"
     broken.write_text("numpy>=1\n")
     bad = kboot("create", "numpy", "--lock", str(broken))
-    assert bad.returncode == 2 and "is not a kboot lock" in bad.stderr
+    assert bad.returncode == 2 and "is not a lock" in bad.stderr
     assert "Traceback" not in bad.stderr + refused.stderr
     assert not (tmp_path / "kboot-home" / "envs" / "numpy").exists()
 
@@ -73,7 +70,7 @@ def test_offline_create_from_a_wheelhouse_without_network(wheelhouse: Path, tmp_
         tmp_path, "create", "numpy", "--offline", "--wheelhouse", str(wheelhouse / "wh"), "--json"
     )
     data = created(proc)
-    assert data["lock"]["path"] == str(wheelhouse / "wh" / "kboot-lock.txt")
+    assert data["lock"]["path"] == str(wheelhouse / "wh" / "pylock.toml")
     assert data["smoke"]["ok"]
     assert report_from_fresh_shell(Path(data["path"]), tmp_path)["backend"] == "numpy"
 
@@ -115,7 +112,7 @@ def test_a_wheelhouse_online_is_still_hash_checked(wheelhouse: Path, tmp_path: P
         )
         archive.writestr("namex-99.0.0.dist-info/WHEEL", "Wheel-Version: 1.0\nTag: py3-none-any\n")
         archive.writestr("namex-99.0.0.dist-info/RECORD", "")
-    locked = read_lock(house / "kboot-lock.txt")
+    locked = read_lock(house / "pylock.toml")
     assert locked.pins["namex"] != "99.0.0"
     # issue 15, item 14: was quietly skipped (the installer took the locked namex)
     extra = kboot("create", "numpy", "--wheelhouse", str(house))
@@ -135,10 +132,10 @@ def test_a_wheelhouse_online_is_still_hash_checked(wheelhouse: Path, tmp_path: P
     assert "Traceback" not in extra.stderr + tampered.stderr + offline.stderr
     assert not (tmp_path / "kboot-home" / "envs" / "numpy").exists()
 
-    (house / "kboot-lock.txt").unlink()  # a wheelhouse nothing can check is refused
+    (house / "pylock.toml").unlink()  # a wheelhouse nothing can check is refused
     refused = kboot("create", "numpy", "--name", "other", "--wheelhouse", str(house))
     assert refused.returncode == 2
-    assert "holds no kboot-lock.txt" in refused.stderr
+    assert "holds no pylock.toml" in refused.stderr
     assert not sprung.exists()
 
 
@@ -149,7 +146,7 @@ def test_packages_installed_by_hand_are_lock_drift_until_sync(
     package installed by hand were invisible to sync --check, check, sync and list."""
     from uv import find_uv_bin
 
-    lock = wheelhouse / "numpy.lock"
+    lock = wheelhouse / "pylock.numpy.toml"
     locked = read_lock(lock).pins["keras"]
     other = "3.8.0" if locked != "3.8.0" else "3.9.0"
     lab = tmp_path / "lab.toml"
@@ -354,14 +351,17 @@ def test_a_tampered_lock_names_the_package_in_its_last_line(
     """Issue 16, item 11: every hash of numpy's entry changed; uv names numpy only above
     the hundred hashes it lists, so kboot's error said "exit code 1". Its error line now
     ends with the cause uv states."""
-    lock = tmp_path / "tampered.lock"
-    lines, inside = [], False
-    for line in (wheelhouse / "numpy.lock").read_text().splitlines(keepends=True):
-        if not line.startswith(" "):
-            inside = line.startswith("numpy==")
-        lines.append(re.sub(r"sha256:[0-9a-f]{64}", "sha256:" + "0" * 64, line) if inside else line)
-    lock.write_text("".join(lines))
-    numpy = read_lock(wheelhouse / "numpy.lock").pins["numpy"]
+    lock = tmp_path / "pylock.tampered.toml"
+    blocks = (wheelhouse / "pylock.numpy.toml").read_text().split("\n[[packages]]\n")
+    lock.write_text(
+        "\n[[packages]]\n".join(
+            re.sub(r'sha256 = "[0-9a-f]{64}"', 'sha256 = "' + "0" * 64 + '"', block)
+            if block.startswith('name = "numpy"\n')
+            else block
+            for block in blocks
+        )
+    )
+    numpy = read_lock(wheelhouse / "pylock.numpy.toml").pins["numpy"]
     for installer in ("uv", "pip"):
         proc = kboot("create", "numpy", "--lock", str(lock), "--installer", installer)
         assert proc.returncode == 1, proc.stderr
@@ -381,7 +381,7 @@ def test_one_manifest_drives_lock_download_and_offline_sync(tmp_path: Path) -> N
     (lab / "wheels").mkdir(parents=True)  # download makes each wheelhouse, not its folder
     manifest = lab / "lab.toml"
     manifest.write_text(
-        '[[env]]\nname = "keras-numpy"\nprofile = "numpy"\nlock = "locks/numpy.lock"\n'
+        '[[env]]\nname = "keras-numpy"\nprofile = "numpy"\nlock = "locks/pylock.numpy.toml"\n'
         'wheelhouse = "wheels/numpy"\noffline = true\n\n'
         '[[env]]\nname = "keras-np16"\n'
         'profile = { backend = "numpy", packages = ["numpy>=1.26", "scipy>=1.11", '
@@ -390,21 +390,24 @@ def test_one_manifest_drives_lock_download_and_offline_sync(tmp_path: Path) -> N
     )
     locked = kboot("lock", str(manifest))
     assert locked.returncode == 0, locked.stderr
-    assert (lab / "locks" / "numpy.lock").is_file()
+    assert (lab / "locks" / "pylock.numpy.toml").is_file()
     fetched = kboot("download", str(manifest), "--json")
     assert fetched.returncode == 0, fetched.stderr
     items = {item["name"]: item for item in json.loads(fetched.stdout)}
     for name, house in (("keras-numpy", "numpy"), ("keras-np16", "np16")):
         assert items[name]["download"]["wheelhouse"] == str(lab / "wheels" / house)
-        assert (lab / "wheels" / house / "kboot-lock.txt").is_file()
+        assert (lab / "wheels" / house / "pylock.toml").is_file()
     for name, house, lock in (
         ("keras-numpy", "numpy", "numpy"),
         ("keras-np16", "np16", "keras-np16"),
     ):
-        # the lock `kboot lock` made: the entry's own, or locks/<name>.lock without one
-        assert items[name]["lock"] == str(lab / "locks" / f"{lock}.lock")
-        made = (lab / "locks" / f"{lock}.lock").read_text()
-        assert (lab / "wheels" / house / "kboot-lock.txt").read_text() == made
+        # the lock `kboot lock` made: the entry's own, or locks/pylock.<name>.toml
+        assert items[name]["lock"] == str(lab / "locks" / f"pylock.{lock}.toml")
+        made = read_lock(lab / "locks" / f"pylock.{lock}.toml")
+        kept = read_lock(lab / "wheels" / house / "pylock.toml")  # its files named by path
+        assert kept.pins == made.pins and kept.meta["lock_digest"] == pins_digest(made)
+        hashes = {h for p in made.entries for h in p.hashes}
+        assert all(f"sha256:{f.sha256}" in hashes for p in kept.entries for f in p.files)
     synced = kboot_offline(tmp_path, "sync", str(manifest), "--json")
     assert synced.returncode == 0, synced.stderr
     result = json.loads(synced.stdout)

@@ -85,7 +85,7 @@ def export(
     kboot never overwrites what it did not write: DIR must be new, empty, or an earlier
     export left unchanged.
 
-    Example: kboot export numpy --lock numpy.lock --wheelhouse wheelhouse -o export-numpy
+    Example: kboot export numpy --lock pylock.numpy.toml --wheelhouse wheelhouse -o export-numpy
     """
     import sys
 

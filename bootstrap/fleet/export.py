@@ -40,12 +40,13 @@ from pathlib import Path
 from typing import Any
 
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.version import Version
 
 from bootstrap import __version__
 from bootstrap.fleet import containers
 from bootstrap.fleet.containers import ImageSpec
 from bootstrap.install.platforms import host_platform
-from bootstrap.locks.lockfile import WHEELHOUSE_LOCK
+from bootstrap.locks.lockfile import WHEELHOUSE_LOCK, check_lock, read_lock, wheelhouse_lock
 from bootstrap.locks.wheelhouse import pip_platform_tags
 from bootstrap.profiles.catalog import catalog
 from bootstrap.profiles.model import Profile
@@ -130,17 +131,19 @@ def export_profile(
         raise UsageError(
             "kboot export needs the lock the image installs: --lock FILE, or --wheelhouse DIR "
             "(which holds its lock)",
-            hint=f"kboot lock {ref} -o {ref}.lock, then kboot export {ref} --lock {ref}.lock",
+            hint=f"kboot lock {ref}, then kboot export {ref} --lock pylock.{ref}.toml",
         )
     lock_path = _lock_path(lock, wheelhouse)
     if python is not None and not re.fullmatch(r"3\.\d+", python):
         raise UsageError(f"--python {python!r} is not a Python version X.Y such as 3.11")
     profile = catalog().resolve(ref)
     in_image, profile_file = _profile_in_image(profile)
-    if python is None:
+    locked = read_lock(lock_path)  # not a lock, or not this profile's: refused now, not
+    if python is None:  # minutes into a build
         from bootstrap.fleet.targets import default_python
 
-        python = default_python(profile)
+        python = locked.python or default_python(profile)
+    check_lock(locked, profile, Version(python), _image_platform())
     base = base or f"python:{python}-slim"
     if not _IMAGE.fullmatch(base):
         raise UsageError(f"--base {base!r} is not a container image name such as python:3.11-slim")
@@ -241,6 +244,11 @@ def _write_context(
     return tuple(files), tool_wheels
 
 
+def _image_platform() -> str:
+    """The image's platform: Linux, on this machine's architecture."""
+    return f"{host_platform().split('-', 1)[0]}-unknown-linux-gnu"
+
+
 def _formats(formats: Sequence[str]) -> tuple[str, ...]:
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
@@ -260,12 +268,13 @@ def _lock_path(lock: Path | None, wheelhouse: Path | None) -> Path:
     if lock is not None:
         if not lock.is_file():
             raise UsageError(
-                f"--lock {lock} is not a file", hint="make one with kboot lock PROFILE -o FILE"
+                f"--lock {lock} is not a file",
+                hint="make one with kboot lock PROFILE (it writes pylock.PROFILE.toml)",
             )
         return lock
     assert wheelhouse is not None  # one of them is given: checked by the caller
-    own = wheelhouse / WHEELHOUSE_LOCK
-    if not own.is_file():
+    own = wheelhouse_lock(wheelhouse)
+    if own is None:
         raise UsageError(
             f"--wheelhouse {wheelhouse} holds no lock ({WHEELHOUSE_LOCK})",
             hint="give the lock it was downloaded from with --lock FILE, or download it again "
@@ -345,7 +354,7 @@ def _tool_wheels(dest: Path, python: str) -> int:
         (wheel,) = dest.glob("kboot-*.whl")
     else:
         wheel = _repack(dest)
-    platform = f"{host_platform().split('-', 1)[0]}-unknown-linux-gnu"
+    platform = _image_platform()
     tags = [arg for tag in pip_platform_tags(platform) for arg in ("--platform", tag)]
     # pip judges markers by the Python it runs on, not the target's: tomli is kboot's only
     # dependency behind one

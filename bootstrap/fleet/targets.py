@@ -180,9 +180,25 @@ def lock_profile(
     profile, label = with_accelerator(loaded, accelerator, targets)
     if output is None:
         output = Path.cwd() / lock_name(loaded.name, label)
+        _not_another_profiles(output, loaded.name)
     elif output == Path("-"):
         output = None  # to stdout
     return make_lock(profile, targets=targets, output=output, base=base, accelerator=label)
+
+
+def _not_another_profiles(default: Path, profile: str) -> None:
+    """The default file name is shared by `jax` on a CPU machine and `jax-cpu`: a lock of
+    another profile there is not replaced unasked."""
+    try:
+        found = read_lock(default) if default.is_file() else None
+    except LockFileError:
+        return  # not kboot's: make_lock refuses it, with its reason
+    if found is not None and found.profile and found.profile != profile:
+        raise UsageError(
+            f"{default.name} holds profile {found.profile}'s lock; kboot lock {profile} "
+            "left it alone",
+            hint=f"give it another file: kboot lock {profile} -o pylock.{profile}-2.toml",
+        )
 
 
 def convert(old_path: Path, output: Path | None) -> LockResult:
