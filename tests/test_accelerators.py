@@ -23,6 +23,7 @@ from bootstrap.install.accelerators import (
     read_host,
     resolve,
 )
+from bootstrap.locks.lockfile import read_lock
 from bootstrap.profiles.catalog import load_profile
 from bootstrap.system.errors import UsageError
 from helpers import created, kboot, kboot_offline
@@ -404,7 +405,7 @@ def test_create_jax_here_gets_the_cpu_build_and_says_why() -> None:
 
 @pytest.mark.integration  # resolves against the package index
 def test_lock_the_cuda_build_for_gpu_nodes_from_a_cpu_machine(tmp_path: Path) -> None:
-    lock = tmp_path / "tf.lock"
+    lock = tmp_path / "pylock.tf-cuda.toml"
     proc = kboot(
         "lock", "tf", "--accelerator", "cuda", "--platform", "x86_64-unknown-linux-gnu",
         "--python-version", "3.12", "-o", str(lock),
@@ -412,16 +413,17 @@ def test_lock_the_cuda_build_for_gpu_nodes_from_a_cpu_machine(tmp_path: Path) ->
     assert proc.returncode == 0, proc.stderr
     text = lock.read_text()
     assert "tensorflow[and-cuda]" in text  # what was asked, in the lock's header
-    pinned = {line.split("==")[0] for line in text.splitlines() if "==" in line}
-    assert {"tensorflow", "keras", "nvidia-cudnn-cu12", "nvidia-cublas-cu12"} <= pinned
+    pinned = dict(read_lock(lock).pins)
+    assert {"tensorflow", "keras", "nvidia-cudnn-cu12", "nvidia-cublas-cu12"} <= set(pinned)
     # and the CPU build for the same target has no CUDA libraries
-    cpu = tmp_path / "tf-cpu.lock"
+    cpu = tmp_path / "pylock.tf-cpu.toml"
     proc = kboot(
         "lock", "tf", "--accelerator", "cpu", "--platform", "x86_64-unknown-linux-gnu",
         "--python-version", "3.12", "-o", str(cpu),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "nvidia-" not in cpu.read_text() and "tensorflow-cpu==" in cpu.read_text()
+    cpu_pins = dict(read_lock(cpu).pins)
+    assert "tensorflow-cpu" in cpu_pins and not [n for n in cpu_pins if n.startswith("nvidia-")]
 
 
 @pytest.mark.needs("no-nvidia-driver")
@@ -465,13 +467,13 @@ def test_an_environment_over_a_base_python_from_a_small_offline_wheelhouse(
     )  # fmt: skip
     freeze.write_text(listed.stdout)
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    lock, house = tmp_path / "jax.lock", tmp_path / "wheels"
+    lock, house = tmp_path / "pylock.jax-cpu.toml", tmp_path / "wheels"
     proc = kboot(
         "lock", "jax-cpu", "--python-version", version, "--base-packages", str(freeze),
         "-o", str(lock),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    pinned = {line.split("==")[0] for line in lock.read_text().splitlines() if "==" in line}
+    pinned = set(dict(read_lock(lock).pins))
     assert "keras" in pinned and not {"jax", "jaxlib", "numpy"} & pinned
     proc = kboot("download", "jax-cpu", "--lock", str(lock), "--dest", str(house))
     assert proc.returncode == 0, proc.stderr

@@ -51,6 +51,7 @@ def shell(command: str, ansible: Path) -> subprocess.CompletedProcess[str]:
     }
     return subprocess.run(
         ["bash", "-c", command], cwd=ROOT, capture_output=True, text=True, env=env,
+        stdin=subprocess.DEVNULL,  # ansible refuses a non-blocking stdin (as CI's can be)
         timeout=1800, check=False,
     )  # fmt: skip
 

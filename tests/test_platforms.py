@@ -177,3 +177,24 @@ def test_create_says_it_computes_on_the_cpu(
     stages.configure(job, env, lambda path: None, fresh=False)  # type: ignore[arg-type]
     assert written["KERAS_TORCH_DEVICE"] == "cpu"
     assert warned == [stages.MPS_FLOAT64_NOTE] and "MPS has no float64" in warned[0]
+
+
+#: What the README's platform table says was proven by resolution: each of these resolves
+#: for the platform from this machine (every package has a file there). torch-cpu is not
+#: among them: its PyTorch CPU index cannot be reached from the test machines.
+RESOLVED = [
+    *[(name, platform, "3.12") for platform in (MAC, WIN)
+      for name in ("numpy", "jax-cpu", "tf-cpu", "openvino", "jax", "tf", "torch")],
+    ("tf-keras2", MAC, "3.12"), ("tf-keras2", WIN, "3.12"),
+    ("theano", WIN, "3.7"), ("cntk", WIN, "3.6"), ("plaidml", WIN, "3.6"),
+]  # fmt: skip
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("name", "platform", "python"), RESOLVED)
+def test_the_profiles_the_readme_says_resolve_there_do(
+    name: str, platform: str, python: str
+) -> None:
+    proc = kboot("lock", name, "--platform", platform, "--python-version", python, "-o", "-")
+    assert proc.returncode == 0, proc.stderr
+    assert "lock-version" in proc.stdout and f'platform = "{platform}"' in proc.stdout
