@@ -158,7 +158,7 @@ PINS = st.lists(
 )
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(PINS)
 def test_what_kboot_writes_it_reads_back_unchanged(
     pins: list[tuple[str, str, list[str], str | None]],
@@ -227,7 +227,7 @@ PYLOCK_KEYS = [
 ]  # fmt: skip
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     st.lists(st.tuples(st.sampled_from(PYLOCK_KEYS), TOML_VALUES), max_size=6),
     st.lists(
@@ -249,7 +249,7 @@ def test_any_pylock_shaped_toml_is_a_lock_or_a_lock_error(
         parse_any("\n".join(lines).encode(), Path("pylock.toml"))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=300))
 def test_any_bytes_with_a_lock_version_are_a_lock_or_a_lock_error(raw: bytes) -> None:
     with contextlib.suppress(KbootError):
