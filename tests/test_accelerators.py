@@ -413,7 +413,7 @@ def test_lock_the_cuda_build_for_gpu_nodes_from_a_cpu_machine(tmp_path: Path) ->
     assert proc.returncode == 0, proc.stderr
     text = lock.read_text()
     assert "tensorflow[and-cuda]" in text  # what was asked, in the lock's header
-    pinned = dict(read_lock(lock).pins)
+    pinned = read_lock(lock).pins
     assert {"tensorflow", "keras", "nvidia-cudnn-cu12", "nvidia-cublas-cu12"} <= set(pinned)
     # and the CPU build for the same target has no CUDA libraries
     cpu = tmp_path / "pylock.tf-cpu.toml"
@@ -422,7 +422,7 @@ def test_lock_the_cuda_build_for_gpu_nodes_from_a_cpu_machine(tmp_path: Path) ->
         "--python-version", "3.12", "-o", str(cpu),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    cpu_pins = dict(read_lock(cpu).pins)
+    cpu_pins = read_lock(cpu).pins
     assert "tensorflow-cpu" in cpu_pins and not [n for n in cpu_pins if n.startswith("nvidia-")]
 
 
@@ -473,7 +473,7 @@ def test_an_environment_over_a_base_python_from_a_small_offline_wheelhouse(
         "-o", str(lock),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    pinned = set(dict(read_lock(lock).pins))
+    pinned = set(read_lock(lock).pins)
     assert "keras" in pinned and not {"jax", "jaxlib", "numpy"} & pinned
     proc = kboot("download", "jax-cpu", "--lock", str(lock), "--dest", str(house))
     assert proc.returncode == 0, proc.stderr
